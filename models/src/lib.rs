@@ -1,1 +1,16 @@
-pub fn placeholder() {}
+//! Kiln's model architectures, generic over burn's `Backend`. Models never
+//! name a backend or dtype: the trainer picks them.
+
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod hf;
+pub mod layers;
+pub mod lm;
+pub mod naming;
+
+pub use config::{Arch, ModelConfig};
+pub use decoder::{Decoder, DecoderCache};
+pub use error::ModelError;
+pub use lm::LanguageModel;
+pub use naming::{load_named_tensors, named_tensors, param_infos, NamedTensor, ParamInfo};

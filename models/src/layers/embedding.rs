@@ -1,0 +1,34 @@
+//! Token embedding table `[vocab, dim]`, also used as the output head when
+//! embeddings are shared (MobileLLM).
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor};
+
+#[derive(Module, Debug)]
+pub struct Embedding<B: Backend> {
+    /// `[vocab, dim]`, the same layout as Hugging Face's `embed_tokens.weight`.
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Embedding<B> {
+    pub fn new(vocab: usize, dim: usize, std: f64, device: &B::Device) -> Self {
+        let w = Tensor::random([vocab, dim], Distribution::Normal(0.0, std), device);
+        Self {
+            weight: Param::from_tensor(w),
+        }
+    }
+
+    /// `[B, T]` token ids -> `[B, T, dim]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, t] = tokens.dims();
+        let dim = self.weight.dims()[1];
+        let flat = tokens.reshape([b * t]); // [B*T]
+        self.weight.val().select(0, flat).reshape([b, t, dim]) // [B, T, dim]
+    }
+
+    /// Tied output head: `[B, T, dim] -> [B, T, vocab]` as `h @ E^T`.
+    pub fn attend(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        h.matmul(self.weight.val().transpose().unsqueeze())
+    }
+}

@@ -1,0 +1,37 @@
+//! A bias-free projection. Every projection in the models goes through this
+//! type so that adapters (LoRA) and fake quantisation (QAT) have one place to
+//! hook in later.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// Stored `[d_in, d_out]` (burn's matmul-friendly layout), the transpose of
+    /// PyTorch/Hugging Face `[out, in]`: export and import transpose.
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Normal(0, std) init, as Llama/MobileLLM do.
+    pub fn new(d_in: usize, d_out: usize, std: f64, device: &B::Device) -> Self {
+        let w = Tensor::random([d_in, d_out], Distribution::Normal(0.0, std), device);
+        Self {
+            weight: Param::from_tensor(w),
+        }
+    }
+
+    /// `[.., d_in] -> [.., d_out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        x.matmul(self.weight.val().unsqueeze())
+    }
+
+    pub fn d_in(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.weight.dims()[1]
+    }
+}

@@ -1,0 +1,32 @@
+//! The SwiGLU feed-forward of Llama: `down(silu(gate(x)) * up(x))`.
+
+use burn::module::Module;
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::Linear;
+
+#[derive(Module, Debug)]
+pub struct SwiGluMlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> SwiGluMlp<B> {
+    pub fn new(dim: usize, hidden: usize, std: f64, device: &B::Device) -> Self {
+        Self {
+            gate_proj: Linear::new(dim, hidden, std, device),
+            up_proj: Linear::new(dim, hidden, std, device),
+            down_proj: Linear::new(hidden, dim, std, device),
+        }
+    }
+
+    /// `[B, T, dim] -> [B, T, dim]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = silu(self.gate_proj.forward(x.clone())); // [B, T, hidden]
+        let up = self.up_proj.forward(x); // [B, T, hidden]
+        self.down_proj.forward(gate * up)
+    }
+}

@@ -1,0 +1,16 @@
+//! Building blocks shared by every architecture: projections, embeddings,
+//! RMSNorm, rotary embeddings, causal attention and the SwiGLU MLP.
+
+pub mod attention;
+pub mod embedding;
+pub mod linear;
+pub mod mlp;
+pub mod rms_norm;
+pub mod rope;
+
+pub use attention::{Attention, KvCache};
+pub use embedding::Embedding;
+pub use linear::Linear;
+pub use mlp::SwiGluMlp;
+pub use rms_norm::RmsNorm;
+pub use rope::Rope;

@@ -1,0 +1,30 @@
+//! The one trait every architecture implements; the loss lives in the trainer.
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+pub trait LanguageModel<B: Backend>: Module<B> {
+    /// Per-sequence state for incremental generation (KV cache, SSM state).
+    type Cache;
+
+    /// `[B, T]` token ids -> `[B, T, vocab]` logits.
+    fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3>;
+
+    fn new_cache(&self) -> Self::Cache;
+
+    /// Logits for new tokens that continue the sequence held in `cache`,
+    /// which is updated in place. Equal to slicing the full forward.
+    fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut Self::Cache) -> Tensor<B, 3>;
+
+    fn vocab_size(&self) -> usize;
+
+    fn max_seq_len(&self) -> usize;
+
+    /// Checkpoint name of the parameter at module path `path`
+    /// (e.g. `layers.0.self_attn.q_proj.weight` -> `model.layers.0...`).
+    fn tensor_name(path: &str) -> String;
+
+    /// Whether AdamW's decoupled weight decay applies to this parameter.
+    fn weight_decay(name: &str, rank: usize) -> bool;
+}

@@ -1,0 +1,192 @@
+//! Parameters by name: the bridge between burn modules (addressed by
+//! `ParamId`) and everything that must be stable across runs and tools
+//! (checkpoints, optimizer state, export).
+
+use std::collections::BTreeMap;
+
+use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::{LanguageModel, ModelError};
+
+/// A host copy of one tensor, row-major f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// One parameter's identity: its checkpoint name, burn id and shape.
+#[derive(Debug, Clone)]
+pub struct ParamInfo {
+    pub name: String,
+    pub id: ParamId,
+    pub shape: Vec<usize>,
+}
+
+/// Tracks the module path during a visit (`layers.3.self_attn.q_proj.weight`).
+#[derive(Default)]
+struct PathStack(Vec<String>);
+
+impl PathStack {
+    fn enter(&mut self, name: &str) {
+        self.0.push(name.to_string());
+    }
+    fn exit(&mut self) {
+        self.0.pop();
+    }
+    fn path(&self) -> String {
+        self.0.join(".")
+    }
+}
+
+struct InfoVisitor<F: Fn(&str) -> String> {
+    path: PathStack,
+    rename: F,
+    out: Vec<ParamInfo>,
+    data: Option<BTreeMap<String, NamedTensor>>,
+}
+
+impl<B: Backend, F: Fn(&str) -> String> ModuleVisitor<B> for InfoVisitor<F> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.enter(name);
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let name = (self.rename)(&self.path.path());
+        let tensor = param.val();
+        let shape = tensor.dims().to_vec();
+        if let Some(data) = self.data.as_mut() {
+            let values = tensor
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_default();
+            data.insert(
+                name.clone(),
+                NamedTensor {
+                    shape: shape.clone(),
+                    data: values,
+                },
+            );
+        }
+        self.out.push(ParamInfo {
+            name,
+            id: param.id,
+            shape,
+        });
+    }
+}
+
+/// Every float parameter of `model`, in module order, with its checkpoint name.
+pub fn param_infos<B: Backend, M: LanguageModel<B>>(model: &M) -> Vec<ParamInfo> {
+    let mut v = InfoVisitor {
+        path: PathStack::default(),
+        rename: M::tensor_name,
+        out: Vec::new(),
+        data: None,
+    };
+    model.visit(&mut v);
+    v.out
+}
+
+/// Host copies of every parameter, keyed by checkpoint name.
+pub fn named_tensors<B: Backend, M: LanguageModel<B>>(model: &M) -> BTreeMap<String, NamedTensor> {
+    let mut v = InfoVisitor {
+        path: PathStack::default(),
+        rename: M::tensor_name,
+        out: Vec::new(),
+        data: Some(BTreeMap::new()),
+    };
+    model.visit(&mut v);
+    v.data.unwrap_or_default()
+}
+
+struct Loader<'a, F: Fn(&str) -> String> {
+    path: PathStack,
+    rename: F,
+    tensors: &'a BTreeMap<String, NamedTensor>,
+    used: Vec<String>,
+    error: Option<ModelError>,
+    source: &'a str,
+}
+
+impl<B: Backend, F: Fn(&str) -> String> ModuleMapper<B> for Loader<'_, F> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.enter(name);
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let name = (self.rename)(&self.path.path());
+        let (id, tensor, mapper) = param.consume();
+        if self.error.is_some() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let expected = tensor.dims().to_vec();
+        let Some(found) = self.tensors.get(&name) else {
+            self.error = Some(ModelError::MissingTensor {
+                name,
+                source_desc: self.source.to_string(),
+                hint: "the weights were saved from a different [model] config".into(),
+            });
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        if found.shape != expected || found.data.len() != expected.iter().product::<usize>() {
+            self.error = Some(ModelError::ShapeMismatch {
+                name,
+                source_desc: self.source.to_string(),
+                expected,
+                found: found.shape.clone(),
+            });
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let grad = tensor.is_require_grad();
+        let mut loaded = Tensor::<B, D>::from_data(
+            TensorData::new(found.data.clone(), found.shape.clone()),
+            &tensor.device(),
+        );
+        if grad {
+            loaded = loaded.require_grad();
+        }
+        self.used.push(name);
+        Param::from_mapped_value(id, loaded, mapper)
+    }
+}
+
+/// Replaces every parameter of `model` with the tensor of the same checkpoint
+/// name. Missing, extra or mis-shaped tensors are errors naming `source`.
+pub fn load_named_tensors<B: Backend, M: LanguageModel<B>>(
+    model: M,
+    tensors: &BTreeMap<String, NamedTensor>,
+    source: &str,
+) -> Result<M, ModelError> {
+    let mut loader = Loader {
+        path: PathStack::default(),
+        rename: M::tensor_name,
+        tensors,
+        used: Vec::new(),
+        error: None,
+        source,
+    };
+    let model = model.map(&mut loader);
+    if let Some(e) = loader.error {
+        return Err(e);
+    }
+    let extra: Vec<&str> = tensors
+        .keys()
+        .filter(|k| !loader.used.contains(k))
+        .map(String::as_str)
+        .collect();
+    if !extra.is_empty() {
+        return Err(ModelError::UnexpectedTensors {
+            source_desc: source.to_string(),
+            names: extra.join(", "),
+        });
+    }
+    Ok(model)
+}
