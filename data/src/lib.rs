@@ -1,1 +1,22 @@
-pub fn placeholder() {}
+//! `kiln-data`: corpora, tokenizers and batches for Kiln.
+//!
+//! The pipeline the trainer drives: [`read_documents`] (or the built-in
+//! [`generate_corpus`] of grammar stories) -> [`Tokenizer`] (char-level or
+//! byte-level BPE, saved as a Hugging Face `tokenizer.json`) ->
+//! [`Tokenizer::encode_docs`] -> [`TokenSplit`] -> [`BatchSampler`] for
+//! training and [`eval_batches`] for validation.
+
+// Tests may unwrap: a panic there is the failure report.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod corpus;
+pub mod error;
+pub mod loader;
+pub mod stories;
+pub mod tokenizer;
+
+pub use corpus::{read_documents, TextFormat};
+pub use error::DataError;
+pub use loader::{eval_batches, Batch, BatchSampler, SamplerState, TokenSplit};
+pub use stories::{generate_corpus, generate_story};
+pub use tokenizer::{Tokenizer, TokenizerKind, EOT_TOKEN};

@@ -1,1 +1,25 @@
+//! Kiln's trainer: configs, the training loop, optimizer, checkpoints,
+//! metrics, generation, evaluation, export and benchmarks. Generic over
+//! burn's `AutodiffBackend`; the `kiln` binary picks the backend.
 
+pub mod adamw;
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod data_setup;
+pub mod error;
+pub mod export;
+pub mod fsutil;
+pub mod generate;
+pub mod grads;
+pub mod loss;
+pub mod metrics;
+pub mod plan;
+pub mod schedule;
+pub mod session;
+pub mod state;
+pub mod train;
+pub mod weights;
+
+pub use error::{Result, TrainerError};

@@ -1,0 +1,361 @@
+//! Reading a corpus from disk: plain text files or JSON lines.
+//!
+//! A corpus path is a file or a directory. A text file is one document; a
+//! JSONL file holds one JSON object per line whose `text_field` is the
+//! document. Directories are read in sorted path order so the token stream,
+//! and hence every batch, is the same on every machine.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DataError;
+
+/// How a corpus file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextFormat {
+    /// The whole file is one document.
+    Text,
+    /// One JSON object per line; the document is one string field.
+    Jsonl,
+}
+
+impl TextFormat {
+    /// The format implied by a file's extension, if it is one we know.
+    pub fn from_extension(path: &Path) -> Option<TextFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "txt" | "text" | "md" => Some(TextFormat::Text),
+            "jsonl" | "json" => Some(TextFormat::Jsonl),
+            _ => None,
+        }
+    }
+}
+
+/// All non-empty documents under `path` (a file or a directory).
+///
+/// `format` forces the layout; `None` detects it from each file's extension.
+/// In a directory, `None` reads only files with a known extension, while an
+/// explicit format reads every file (hidden files are always skipped).
+pub fn read_documents(
+    path: &Path,
+    format: Option<TextFormat>,
+    text_field: &str,
+) -> Result<Vec<String>, DataError> {
+    let meta = fs::metadata(path).map_err(|source| not_found_or_io(path, source))?;
+    let files: Vec<(PathBuf, TextFormat)> = if meta.is_dir() {
+        let mut found = Vec::new();
+        collect_files(path, format, &mut found)?;
+        if found.is_empty() {
+            return Err(DataError::NoFiles {
+                path: path.to_path_buf(),
+            });
+        }
+        found
+    } else {
+        let fmt = match format.or_else(|| TextFormat::from_extension(path)) {
+            Some(f) => f,
+            None => {
+                return Err(DataError::UnknownFormat {
+                    path: path.to_path_buf(),
+                })
+            }
+        };
+        vec![(path.to_path_buf(), fmt)]
+    };
+
+    let mut docs = Vec::new();
+    for (file, fmt) in &files {
+        let text = read_utf8(file)?;
+        match fmt {
+            TextFormat::Text => docs.push(text),
+            TextFormat::Jsonl => parse_jsonl(file, &text, text_field, &mut docs)?,
+        }
+    }
+    // Whitespace-only documents carry nothing to learn but would still cost
+    // an <|endoftext|> each.
+    docs.retain(|d| !d.trim().is_empty());
+    if docs.is_empty() {
+        return Err(DataError::EmptyCorpus {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(docs)
+}
+
+fn not_found_or_io(path: &Path, source: std::io::Error) -> DataError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        DataError::NotFound {
+            path: path.to_path_buf(),
+        }
+    } else {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Corpus files under `dir`, recursively, sorted by path.
+fn collect_files(
+    dir: &Path,
+    format: Option<TextFormat>,
+    out: &mut Vec<(PathBuf, TextFormat)>,
+) -> Result<(), DataError> {
+    let entries = fs::read_dir(dir).map_err(|source| not_found_or_io(dir, source))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| not_found_or_io(dir, source))?;
+        paths.push(entry.path());
+    }
+    // read_dir order depends on the file system; sort for determinism.
+    paths.sort();
+    for p in paths {
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            collect_files(&p, format, out)?;
+        } else if let Some(fmt) = format.or_else(|| TextFormat::from_extension(&p)) {
+            out.push((p, fmt));
+        }
+    }
+    Ok(())
+}
+
+fn read_utf8(path: &Path) -> Result<String, DataError> {
+    let bytes = fs::read(path).map_err(|source| not_found_or_io(path, source))?;
+    match String::from_utf8(bytes) {
+        Ok(mut text) => {
+            // Editors on Windows like to start files with a byte-order mark;
+            // it is not text.
+            if text.starts_with('\u{feff}') {
+                text.drain(..'\u{feff}'.len_utf8());
+            }
+            Ok(text)
+        }
+        Err(e) => Err(DataError::InvalidUtf8 {
+            path: path.to_path_buf(),
+            offset: e.utf8_error().valid_up_to(),
+        }),
+    }
+}
+
+fn parse_jsonl(
+    path: &Path,
+    text: &str,
+    field: &str,
+    docs: &mut Vec<String>,
+) -> Result<(), DataError> {
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| DataError::BadJsonLine {
+                path: path.to_path_buf(),
+                line: line_no,
+                reason: e.to_string(),
+            })?;
+        let serde_json::Value::Object(mut object) = value else {
+            return Err(DataError::BadJsonLine {
+                path: path.to_path_buf(),
+                line: line_no,
+                reason: format!("found {}", json_kind(&value)),
+            });
+        };
+        match object.remove(field) {
+            Some(serde_json::Value::String(s)) => docs.push(s),
+            Some(other) => {
+                return Err(DataError::FieldNotString {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    field: field.to_string(),
+                    found: json_kind(&other),
+                })
+            }
+            None => {
+                return Err(DataError::MissingField {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    field: field.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn text_file_is_one_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "a.txt",
+            "\u{feff}line one\nline two\n".as_bytes(),
+        );
+        let docs = read_documents(&p, None, "text").unwrap();
+        assert_eq!(docs, vec!["line one\nline two\n".to_string()]);
+    }
+
+    #[test]
+    fn jsonl_reads_the_field_and_skips_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "a.jsonl",
+            b"{\"text\": \"first\", \"id\": 1}\n\n  \r\n{\"text\": \"second\\nline\"}\r\n",
+        );
+        let docs = read_documents(&p, None, "text").unwrap();
+        assert_eq!(docs, vec!["first".to_string(), "second\nline".to_string()]);
+        let p = write(dir.path(), "b.jsonl", b"{\"story\": \"x\"}\n");
+        assert_eq!(read_documents(&p, None, "story").unwrap(), vec!["x"]);
+    }
+
+    #[test]
+    fn jsonl_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "bad.jsonl",
+            b"{\"text\": \"ok\"}\n\n{not json\n",
+        );
+        let err = read_documents(&p, None, "text").unwrap_err();
+        assert!(
+            matches!(err, DataError::BadJsonLine { line: 3, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("bad.jsonl:3"), "{err}");
+
+        let p = write(
+            dir.path(),
+            "missing.jsonl",
+            b"{\"text\": \"ok\"}\n{\"body\": \"x\"}\n",
+        );
+        let err = read_documents(&p, None, "text").unwrap_err();
+        assert!(
+            matches!(err, DataError::MissingField { line: 2, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("missing.jsonl:2"), "{err}");
+
+        let p = write(dir.path(), "num.jsonl", b"{\"text\": 5}\n");
+        let err = read_documents(&p, None, "text").unwrap_err();
+        assert!(
+            matches!(err, DataError::FieldNotString { line: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("a number"), "{err}");
+
+        let p = write(dir.path(), "arr.jsonl", b"[1, 2]\n");
+        let err = read_documents(&p, None, "text").unwrap_err();
+        assert!(
+            matches!(err, DataError::BadJsonLine { line: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "bad.txt", b"hello \xff world");
+        let err = read_documents(&p, None, "text").unwrap_err();
+        assert!(
+            matches!(err, DataError::InvalidUtf8 { offset: 6, .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("bad.txt") && msg.contains("offset 6"), "{msg}");
+    }
+
+    #[test]
+    fn missing_path_says_what_to_check() {
+        let err = read_documents(Path::new("/no/such/corpus.txt"), None, "text").unwrap_err();
+        assert!(matches!(err, DataError::NotFound { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/no/such/corpus.txt") && msg.contains("data.train"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn empty_corpus_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "empty.txt", b" \n\n");
+        assert!(matches!(
+            read_documents(&p, None, "text"),
+            Err(DataError::EmptyCorpus { .. })
+        ));
+        let p = write(dir.path(), "empty.jsonl", b"\n{\"text\": \"\"}\n");
+        assert!(matches!(
+            read_documents(&p, None, "text"),
+            Err(DataError::EmptyCorpus { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_extension_needs_an_explicit_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "corpus.data", b"abc");
+        assert!(matches!(
+            read_documents(&p, None, "text"),
+            Err(DataError::UnknownFormat { .. })
+        ));
+        let docs = read_documents(&p, Some(TextFormat::Text), "text").unwrap();
+        assert_eq!(docs, vec!["abc"]);
+    }
+
+    #[test]
+    fn directory_is_read_in_sorted_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "b.txt", b"bee");
+        write(
+            dir.path(),
+            "a.jsonl",
+            b"{\"text\": \"ay\"}\n{\"text\": \"ay2\"}\n",
+        );
+        write(dir.path(), "sub/c.md", b"sea");
+        write(dir.path(), "notes.csv", b"ignored");
+        write(dir.path(), ".hidden.txt", b"ignored");
+        let docs = read_documents(dir.path(), None, "text").unwrap();
+        assert_eq!(docs, vec!["ay", "ay2", "bee", "sea"]);
+
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            read_documents(empty.path(), None, "text"),
+            Err(DataError::NoFiles { .. })
+        ));
+    }
+}

@@ -1,0 +1,127 @@
+//! `kiln bench`: train-step throughput on random tokens, with the phases
+//! timed apart, achieved FLOP/s and MFU against a matmul peak measured on the
+//! same device in the same process.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
+use kiln_models::{Decoder, LanguageModel};
+use serde::Serialize;
+
+use crate::adamw::AdamW;
+use crate::config::RunConfig;
+use crate::error::{Result, TrainerError};
+use crate::grads::{GradStore, ParamTable};
+use crate::loss::cross_entropy;
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub device: String,
+    pub params: usize,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub steps: usize,
+    pub step_time_s: f64,
+    pub tokens_per_s: f64,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+    pub flops_per_token: f64,
+    pub achieved_gflops: f64,
+    pub peak_matmul_gflops: f64,
+    pub mfu: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), MiB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Best f32 matmul rate over a few square products, GFLOP/s.
+pub fn matmul_peak_gflops<B: Backend>(device: &B::Device, n: usize) -> f64 {
+    let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        let _: f32 = c.slice([0..1, 0..1]).into_scalar().elem();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+pub fn bench<B: AutodiffBackend>(cfg: &RunConfig, device: B::Device, device_name: &str, steps: usize, warmup: usize) -> Result<BenchReport> {
+    if cfg.model.vocab_size == 0 {
+        return Err(TrainerError::invalid("model.vocab_size", "0: bench needs an explicit vocabulary size in the config"));
+    }
+    cfg.model.validate()?;
+    let (b, t) = (cfg.training.batch_size, cfg.seq_len());
+    B::seed(&device, cfg.training.seed);
+    let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?;
+    let table = ParamTable::new::<B, _>(&model);
+    let decay = table.infos.iter().map(|p| (p.name.clone(), p.shape.len() >= 2)).collect();
+    let mut opt = AdamW::<B::InnerBackend>::new(cfg.optimizer.clone(), decay);
+    let vocab = cfg.model.vocab_size as f64;
+    let tokens = Tensor::<B, 2>::random([b, t + 1], Distribution::Uniform(0.0, vocab), &device).int(); // [B, T+1]
+    let x: Tensor<B, 2, Int> = tokens.clone().slice([0..b, 0..t]);
+    let y: Tensor<B, 2, Int> = tokens.slice([0..b, 1..t + 1]);
+
+    let (mut fwd, mut bwd, mut opt_s) = (0.0, 0.0, 0.0);
+    let total = Instant::now();
+    let mut timed = Instant::now();
+    for i in 0..warmup + steps {
+        if i == warmup {
+            fwd = 0.0;
+            bwd = 0.0;
+            opt_s = 0.0;
+            timed = Instant::now();
+        }
+        let t0 = Instant::now();
+        let loss = cross_entropy(model.forward(x.clone()), y.clone());
+        let _: f32 = loss.clone().into_scalar().elem();
+        let t1 = Instant::now();
+        let mut grads = GradStore::<B::InnerBackend>::default();
+        grads.accumulate::<B, _>(&model, &table, loss.backward());
+        let norm = grads.clip_global_norm(cfg.optimizer.grad_clip); // syncs: backward is done
+        let t2 = Instant::now();
+        model = opt.step::<B, _>(model, &table, grads, cfg.optimizer.lr);
+        // Force the update to finish before timing stops.
+        let _: f32 = model.valid().norm.weight.val().slice([0..1]).into_scalar().elem();
+        let t3 = Instant::now();
+        let _ = norm;
+        fwd += (t1 - t0).as_secs_f64();
+        bwd += (t2 - t1).as_secs_f64();
+        opt_s += (t3 - t2).as_secs_f64();
+    }
+    let _ = total;
+    let elapsed = timed.elapsed().as_secs_f64();
+    let step_time = elapsed / steps as f64;
+    let tokens_per_s = (b * t) as f64 / step_time;
+    let flops_per_token = cfg.model.train_flops_per_token(t);
+    let achieved = flops_per_token * tokens_per_s / 1e9;
+    let peak = matmul_peak_gflops::<B::InnerBackend>(&device, 1024);
+    Ok(BenchReport {
+        device: device_name.to_string(),
+        params: cfg.model.num_params(),
+        batch_size: b,
+        seq_len: t,
+        steps,
+        step_time_s: step_time,
+        tokens_per_s,
+        forward_s: fwd / steps as f64,
+        backward_s: bwd / steps as f64,
+        optimizer_s: opt_s / steps as f64,
+        flops_per_token,
+        achieved_gflops: achieved,
+        peak_matmul_gflops: peak,
+        mfu: achieved / peak,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}

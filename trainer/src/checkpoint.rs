@@ -1,0 +1,178 @@
+//! Checkpoints: `RUN_DIR/checkpoints/step-NNNNNNNN/` with model weights,
+//! optimizer state, trainer state, resolved config, tokenizer and a manifest
+//! of SHA-256 digests. Written into a temp dir (each file fsynced), then
+//! renamed into place, so a crash mid-save leaves the previous checkpoint
+//! intact; verified on load so a truncated or altered file is an error.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, TrainerError};
+use crate::fsutil::sync_dir;
+
+pub const MANIFEST: &str = "manifest.json";
+const FORMAT: &str = "kiln-checkpoint";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub step: u64,
+    /// file name -> (bytes, sha256 hex)
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn step_dir_name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Writes a checkpoint atomically and returns its directory.
+pub fn save(run_dir: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
+    let root = checkpoints_dir(run_dir);
+    fs::create_dir_all(&root).map_err(|e| TrainerError::io(&root, e))?;
+    let final_dir = root.join(step_dir_name(step));
+    let tmp = root.join(format!(".tmp-{}-{}", step_dir_name(step), std::process::id()));
+    let io = |p: &Path, e| TrainerError::io(p, e);
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let mut manifest = Manifest { format: FORMAT.into(), version: VERSION, step, files: BTreeMap::new() };
+    for (name, bytes) in files {
+        let path = tmp.join(name);
+        let mut f = fs::File::create(&path).map_err(|e| io(&path, e))?;
+        f.write_all(bytes).map_err(|e| io(&path, e))?;
+        f.sync_all().map_err(|e| io(&path, e))?;
+        let digest = hex(&Sha256::digest(bytes));
+        manifest.files.insert(name.to_string(), FileEntry { bytes: bytes.len() as u64, sha256: digest });
+    }
+    let mpath = tmp.join(MANIFEST);
+    let mbytes = serde_json::to_vec_pretty(&manifest).map_err(|e| TrainerError::Run(e.to_string()))?;
+    let mut f = fs::File::create(&mpath).map_err(|e| io(&mpath, e))?;
+    f.write_all(&mbytes).map_err(|e| io(&mpath, e))?;
+    f.sync_all().map_err(|e| io(&mpath, e))?;
+    sync_dir(&tmp).map_err(|e| io(&tmp, e))?;
+    if final_dir.exists() {
+        // Same step saved again (e.g. after a resume): move the old one aside
+        // first so there is never a moment without a complete checkpoint.
+        let old = root.join(format!(".old-{}-{}", step_dir_name(step), std::process::id()));
+        fs::rename(&final_dir, &old).map_err(|e| io(&final_dir, e))?;
+        fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
+    }
+    sync_dir(&root).map_err(|e| io(&root, e))?;
+    Ok(final_dir)
+}
+
+/// Reads and checks every file listed in the manifest; returns their bytes.
+pub fn load_verified(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>)> {
+    let mpath = dir.join(MANIFEST);
+    let text = fs::read(&mpath).map_err(|e| {
+        TrainerError::checkpoint(
+            &mpath,
+            format!("cannot read the checkpoint manifest ({e}): is {} a checkpoint directory (RUN_DIR/checkpoints/step-N)?", dir.display()),
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| TrainerError::checkpoint(&mpath, format!("corrupt manifest ({e}); delete this checkpoint and resume from an earlier one")))?;
+    if manifest.format != FORMAT || manifest.version != VERSION {
+        return Err(TrainerError::checkpoint(
+            &mpath,
+            format!("format {} v{} is not {FORMAT} v{VERSION}: written by another tool or kiln version", manifest.format, manifest.version),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (name, entry) in &manifest.files {
+        let path = dir.join(name);
+        let bytes = fs::read(&path).map_err(|e| TrainerError::checkpoint(&path, format!("missing checkpoint file ({e})")))?;
+        if bytes.len() as u64 != entry.bytes {
+            return Err(TrainerError::checkpoint(
+                &path,
+                format!("has {} bytes, the manifest says {}: the file is truncated or altered; resume from an earlier checkpoint", bytes.len(), entry.bytes),
+            ));
+        }
+        if hex(&Sha256::digest(&bytes)) != entry.sha256 {
+            return Err(TrainerError::checkpoint(
+                &path,
+                "SHA-256 does not match the manifest: the file is corrupt or altered; resume from an earlier checkpoint",
+            ));
+        }
+        out.insert(name.clone(), bytes);
+    }
+    Ok((manifest, out))
+}
+
+/// Complete checkpoints of a run (temp dirs of interrupted saves are ignored), by step.
+pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let root = checkpoints_dir(run_dir);
+    let mut out: Vec<(u64, PathBuf)> = fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+            e.path().join(MANIFEST).exists().then(|| (step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes all but the last `keep_last` checkpoints (and `keep`, e.g. the best)
+/// and leftovers of interrupted saves.
+pub fn prune(run_dir: &Path, keep_last: usize, keep: Option<u64>) {
+    let all = list(run_dir);
+    let cut = all.len().saturating_sub(keep_last);
+    for (step, path) in &all[..cut] {
+        if Some(*step) != keep {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+    let root = checkpoints_dir(run_dir);
+    for e in fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(".tmp-") || name.starts_with(".old-") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// A checkpoint directory from `RUN_DIR` (its latest) or a checkpoint path.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join(MANIFEST).exists() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.exists() {
+        return Err(TrainerError::checkpoint(path, "does not exist: give a run directory or RUN_DIR/checkpoints/step-N"));
+    }
+    match list(path).pop() {
+        Some((_, dir)) => Ok(dir),
+        None => Err(TrainerError::checkpoint(
+            path,
+            "holds no complete checkpoint (no checkpoints/step-N/manifest.json): was the run saved yet?",
+        )),
+    }
+}

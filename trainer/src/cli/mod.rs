@@ -1,0 +1,62 @@
+//! Subcommands that load a checkpoint and run the inference model.
+
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use kiln_data::{eval_batches, read_documents};
+use kiln_trainer::backend::{dispatch, BackendTask};
+use kiln_trainer::generate::{generate as gen, SampleOptions};
+use kiln_trainer::session::{build_model, load_checkpoint, LoadedCheckpoint};
+use kiln_trainer::train::evaluate;
+use kiln_trainer::{data_setup, Result};
+
+struct GenerateTask<'a>(LoadedCheckpoint, &'a str, &'a SampleOptions);
+impl BackendTask for GenerateTask<'_> {
+    type Output = String;
+    fn run<B: AutodiffBackend>(self, device: B::Device, _: &str) -> Result<String> {
+        let model = build_model::<B::InnerBackend>(&self.0, &device)?;
+        gen(&model, &self.0.tokenizer, self.1, self.2, &device)
+    }
+}
+
+pub fn generate(path: &Path, prompt: &str, opts: &SampleOptions, device: Option<String>) -> anyhow::Result<String> {
+    let ckpt = load_checkpoint(path)?;
+    let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
+    Ok(dispatch(&device, GenerateTask(ckpt, prompt, opts))?)
+}
+
+struct EvalTask<'a>(LoadedCheckpoint, Option<&'a Path>);
+impl BackendTask for EvalTask<'_> {
+    type Output = serde_json::Value;
+    fn run<B: AutodiffBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
+        let ckpt = self.0;
+        let cfg = &ckpt.config;
+        let tokens = match self.1 {
+            Some(path) => ckpt.tokenizer.encode_docs(&read_documents(path, None, &cfg.data.text_field)?)?,
+            None => {
+                let docs = data_setup::train_documents(cfg)?;
+                data_setup::token_split(cfg, &ckpt.tokenizer, &docs)?.val
+            }
+        };
+        let seq = cfg.seq_len();
+        let batches = eval_batches(&tokens, seq, cfg.training.batch_size, usize::MAX);
+        if batches.is_empty() {
+            return Err(kiln_trainer::TrainerError::Run(format!(
+                "the evaluation data has {} tokens, fewer than one window of {} + 1",
+                tokens.len(),
+                seq
+            )));
+        }
+        let model = build_model::<B>(&ckpt, &device)?.valid();
+        let loss = evaluate(&model, &batches, &device);
+        let n: usize = batches.iter().map(|b| b.batch_size * b.seq_len).sum();
+        Ok(serde_json::json!({"checkpoint": ckpt.dir, "loss": loss, "ppl": loss.exp(), "tokens": n}))
+    }
+}
+
+pub fn eval(path: &Path, data: Option<&Path>, device: Option<String>) -> anyhow::Result<serde_json::Value> {
+    let ckpt = load_checkpoint(path)?;
+    let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
+    Ok(dispatch(&device, EvalTask(ckpt, data))?)
+}

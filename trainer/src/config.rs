@@ -1,0 +1,499 @@
+//! Run configs: one TOML file with a section per component. Parsing goes
+//! TOML -> `toml::Value` (where `--set` overrides land) -> typed structs with
+//! `deny_unknown_fields`, so every error names the field path.
+
+use std::path::{Path, PathBuf};
+
+use kiln_models::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainerError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub tokenizer: TokenizerConfig,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    pub training: TrainingConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Full fine-tuning: start from a checkpoint's weights (fresh optimizer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A text/JSONL file or directory. Absent: the built-in generated stories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    /// Held-out file; absent: the last `val_fraction` of the train tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val: Option<PathBuf>,
+    pub val_fraction: f64,
+    /// "text" or "jsonl"; absent: from the file extension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    pub text_field: String,
+    /// Training context length; absent: `model.max_seq_len`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<usize>,
+    /// Size and seed of the built-in story corpus.
+    pub stories_docs: usize,
+    pub stories_seed: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            train: None,
+            val: None,
+            val_fraction: 0.1,
+            format: None,
+            text_field: "text".into(),
+            seq_len: None,
+            stories_docs: 20_000,
+            stories_seed: 1234,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKindConfig {
+    Char,
+    Bpe,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizerConfig {
+    pub kind: TokenizerKindConfig,
+    /// BPE vocabulary size to train.
+    pub vocab_size: usize,
+    /// An existing Hugging Face tokenizer.json (overrides `kind`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self { kind: TokenizerKindConfig::Char, vocab_size: 0, path: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adamw,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Global-norm clipping threshold; 0 turns clipping off.
+    pub grad_clip: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self { kind: OptimizerKind::Adamw, lr: 3e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_clip: 1.0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    Cosine,
+    Wsd,
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecayShape {
+    Linear,
+    OneMinusSqrt,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    pub warmup_steps: u64,
+    pub min_lr: f64,
+    /// WSD: fraction of the steps spent decaying at the end.
+    pub decay_fraction: f64,
+    pub decay_shape: DecayShape,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self { kind: ScheduleKind::Cosine, warmup_steps: 0, min_lr: 0.0, decay_fraction: 0.2, decay_shape: DecayShape::Linear }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    Fp32,
+    Bf16Mixed,
+    Fp16Mixed,
+    Bf16Pure,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    pub max_steps: u64,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    /// Evaluate every N steps (0: only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: usize,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// "cpu", "cuda", "cuda:N" or "wgpu".
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+    /// Non-finite steps in a row that stop the run.
+    #[serde(default = "default_max_nonfinite")]
+    pub max_nonfinite_steps: u64,
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_eval_batches() -> usize {
+    20
+}
+fn default_seed() -> u64 {
+    1337
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_precision() -> Precision {
+    Precision::Fp32
+}
+fn default_max_nonfinite() -> u64 {
+    5
+}
+fn default_log_every() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every N steps (0: only at the end); the last step is always saved.
+    pub every: u64,
+    pub keep_last: usize,
+    /// Also keep the checkpoint with the best validation loss.
+    pub keep_best: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every: 0, keep_last: 3, keep_best: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub tensorboard: bool,
+    pub metrics_jsonl: bool,
+    /// Prompt of the sample printed at the end of training.
+    pub sample_prompt: String,
+    pub sample_tokens: usize,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { tensorboard: true, metrics_jsonl: true, sample_prompt: "Once upon a time".into(), sample_tokens: 200 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// A checkpoint directory (`RUN_DIR/checkpoints/step-N`).
+    pub from: PathBuf,
+}
+
+/// Where training runs, parsed from `training.device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+    Wgpu,
+}
+
+impl DeviceSpec {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            "wgpu" => Ok(Self::Wgpu),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(Self::Cuda(i)),
+                _ => Err(TrainerError::invalid(
+                    "training.device",
+                    format!("\"{s}\" is not a device: use \"cpu\", \"cuda:0\" (or \"cuda:N\") or \"wgpu\""),
+                )),
+            },
+        }
+    }
+}
+
+/// Parses `key=value` of `--set` into a TOML value: a TOML literal where it
+/// parses as one (numbers, booleans, quoted strings, arrays), else a bare string.
+fn parse_set_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Applies `section.key=value` overrides to a parsed TOML document.
+pub fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<()> {
+    for item in overrides {
+        let Some((path, raw)) = item.split_once('=') else {
+            return Err(TrainerError::invalid(
+                "--set",
+                format!("`{item}` is not of the form section.key=value (e.g. --set training.max_steps=100)"),
+            ));
+        };
+        let keys: Vec<&str> = path.trim().split('.').collect();
+        if keys.len() < 2 || keys.iter().any(|k| k.is_empty()) {
+            return Err(TrainerError::invalid(
+                "--set",
+                format!("`{path}` must name a section and a key, e.g. training.max_steps"),
+            ));
+        }
+        let mut table = &mut *doc;
+        for key in &keys[..keys.len() - 1] {
+            let entry = table.entry(key.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(TrainerError::invalid(
+                        "--set",
+                        format!("`{path}`: `{key}` is a value, not a section"),
+                    ))
+                }
+            };
+        }
+        table.insert(keys[keys.len() - 1].to_string(), parse_set_value(raw.trim()));
+    }
+    Ok(())
+}
+
+/// Typed config from a TOML table; errors carry the field path.
+pub fn from_table(doc: toml::Table, origin: &Path) -> Result<RunConfig> {
+    let value = toml::Value::Table(doc);
+    let cfg: RunConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let inner = inner.trim().trim_end_matches('\n').replace('\n', " ");
+        let message = if path == "." || path.is_empty() { inner } else { format!("{path}: {inner}") };
+        TrainerError::Config { path: origin.to_path_buf(), message }
+    })?;
+    Ok(cfg)
+}
+
+/// Reads a run config file, applies `--set` overrides and validates.
+pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainerError::Config {
+        path: path.to_path_buf(),
+        message: format!("cannot read the config: {e}"),
+    })?;
+    let mut doc: toml::Table = toml::from_str(&text).map_err(|e| TrainerError::Config {
+        path: path.to_path_buf(),
+        message: format!("not valid TOML: {}", e.to_string().trim().replace('\n', " ")),
+    })?;
+    apply_overrides(&mut doc, overrides)?;
+    let cfg = from_table(doc, path)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn positive_finite(field: &str, v: f64, hint: &str) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(TrainerError::invalid(field, format!("{v} must be a positive finite number{hint}")))
+    }
+}
+
+impl RunConfig {
+    pub fn seq_len(&self) -> usize {
+        self.data.seq_len.unwrap_or(self.model.max_seq_len)
+    }
+
+    pub fn tokens_per_step(&self) -> usize {
+        self.training.batch_size * self.training.grad_accum * self.seq_len()
+    }
+
+    /// Semantic checks beyond types. The model's own checks run once the
+    /// vocabulary is known (see `validate_model`).
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.training;
+        if t.max_steps == 0 {
+            return Err(TrainerError::invalid("training.max_steps", "0 must be at least 1"));
+        }
+        if t.batch_size == 0 {
+            return Err(TrainerError::invalid("training.batch_size", "0 must be at least 1"));
+        }
+        if t.grad_accum == 0 {
+            return Err(TrainerError::invalid("training.grad_accum", "0 must be at least 1 (1 = no accumulation)"));
+        }
+        if t.max_nonfinite_steps == 0 {
+            return Err(TrainerError::invalid("training.max_nonfinite_steps", "0 must be at least 1"));
+        }
+        if t.eval_batches == 0 {
+            return Err(TrainerError::invalid("training.eval_batches", "0 must be at least 1"));
+        }
+        DeviceSpec::parse(&t.device)?;
+        if t.precision != Precision::Fp32 {
+            return Err(TrainerError::invalid(
+                "training.precision",
+                format!(
+                    "{:?} is not supported yet: use \"fp32\" (mixed precision is planned, see the README)",
+                    serde_json::to_string(&t.precision).unwrap_or_default()
+                ),
+            ));
+        }
+        let seq = self.seq_len();
+        if seq == 0 || seq > self.model.max_seq_len {
+            return Err(TrainerError::invalid(
+                "data.seq_len",
+                format!("{seq} must be between 1 and model.max_seq_len = {}", self.model.max_seq_len),
+            ));
+        }
+        let f = self.data.val_fraction;
+        if self.data.val.is_none() && !(f > 0.0 && f < 1.0) {
+            return Err(TrainerError::invalid("data.val_fraction", format!("{f} must be in (0, 1), e.g. 0.1")));
+        }
+        if self.data.train.is_none() && self.data.stories_docs == 0 {
+            return Err(TrainerError::invalid("data.stories_docs", "0 must be at least 1 (or set data.train)"));
+        }
+        if let Some(fmt) = &self.data.format {
+            if fmt != "text" && fmt != "jsonl" {
+                return Err(TrainerError::invalid("data.format", format!("\"{fmt}\" must be \"text\" or \"jsonl\"")));
+            }
+        }
+        if self.tokenizer.path.is_none() && self.tokenizer.kind == TokenizerKindConfig::Bpe && self.tokenizer.vocab_size < 260 {
+            return Err(TrainerError::invalid(
+                "tokenizer.vocab_size",
+                format!("{} is too small for a byte-level BPE: use at least 260 (e.g. 8192)", self.tokenizer.vocab_size),
+            ));
+        }
+        let o = &self.optimizer;
+        positive_finite("optimizer.lr", o.lr, " (e.g. 3e-4)")?;
+        positive_finite("optimizer.eps", o.eps, " (e.g. 1e-8)")?;
+        for (field, b) in [("optimizer.beta1", o.beta1), ("optimizer.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(TrainerError::invalid(field, format!("{b} must be in [0, 1), e.g. 0.9 / 0.95")));
+            }
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(TrainerError::invalid("optimizer.weight_decay", format!("{} must be >= 0", o.weight_decay)));
+        }
+        if !(o.grad_clip.is_finite() && o.grad_clip >= 0.0) {
+            return Err(TrainerError::invalid("optimizer.grad_clip", format!("{} must be >= 0 (0 = off)", o.grad_clip)));
+        }
+        let s = &self.schedule;
+        if !(s.min_lr.is_finite() && s.min_lr >= 0.0 && s.min_lr <= o.lr) {
+            return Err(TrainerError::invalid(
+                "schedule.min_lr",
+                format!("{} must be between 0 and optimizer.lr = {}", s.min_lr, o.lr),
+            ));
+        }
+        if s.warmup_steps >= t.max_steps && s.kind != ScheduleKind::Constant {
+            return Err(TrainerError::invalid(
+                "schedule.warmup_steps",
+                format!("{} must be below training.max_steps = {}", s.warmup_steps, t.max_steps),
+            ));
+        }
+        if !(s.decay_fraction > 0.0 && s.decay_fraction <= 1.0) {
+            return Err(TrainerError::invalid("schedule.decay_fraction", format!("{} must be in (0, 1]", s.decay_fraction)));
+        }
+        if self.checkpoint.keep_last == 0 {
+            return Err(TrainerError::invalid("checkpoint.keep_last", "0 must be at least 1"));
+        }
+        if self.model.vocab_size > 0 {
+            self.model.validate()?;
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| TrainerError::Run(format!("cannot serialise the config: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[model]\ndim = 32\nn_layers = 2\nn_heads = 4\nffn_dim = 64\nmax_seq_len = 32\nvocab_size = 64\n[training]\nmax_steps = 10\nbatch_size = 2\n";
+
+    fn parse(extra: &str, sets: &[&str]) -> Result<RunConfig> {
+        let mut doc: toml::Table = toml::from_str(&format!("{MIN}{extra}")).map_err(|e| TrainerError::Run(e.to_string()))?;
+        apply_overrides(&mut doc, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let cfg = from_table(doc, Path::new("x.toml"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn set_overrides_are_typed_and_validated() {
+        let cfg = parse("", &["training.max_steps=7", "optimizer.lr=1e-3", "training.device=cpu"]).unwrap();
+        assert_eq!(cfg.training.max_steps, 7);
+        assert_eq!(cfg.optimizer.lr, 1e-3);
+        let err = parse("", &["model.n_kv_heads=3"]).unwrap_err().to_string();
+        assert!(err.contains("model.n_heads = 4 is not divisible by model.n_kv_heads = 3"), "{err}");
+        let err = parse("", &["training.max_steps=abc"]).unwrap_err().to_string();
+        assert!(err.contains("training.max_steps"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let err = parse("[logging]\ncolour = true\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("logging") && err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let cfg = parse("", &[]).unwrap();
+        let text = cfg.to_toml().unwrap();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(from_table(doc, Path::new("r.toml")).unwrap(), cfg);
+    }
+}

@@ -1,0 +1,54 @@
+//! `kiln export --format hf`: a folder that `transformers` loads with
+//! `AutoModelForCausalLM.from_pretrained` (config.json, model.safetensors,
+//! tokenizer.json).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use kiln_models::hf::export_llama;
+
+use crate::error::{Result, TrainerError};
+use crate::fsutil::write_atomic;
+use crate::session::LoadedCheckpoint;
+use crate::weights;
+
+pub fn hf_config_json(ckpt: &LoadedCheckpoint) -> serde_json::Value {
+    let m = &ckpt.config.model;
+    let eot = ckpt.tokenizer.eot_id();
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": m.vocab_size,
+        "hidden_size": m.dim,
+        "intermediate_size": m.ffn_dim,
+        "num_hidden_layers": m.effective_layers(),
+        "num_attention_heads": m.n_heads,
+        "num_key_value_heads": m.kv_heads(),
+        "head_dim": m.head_dim(),
+        "max_position_embeddings": m.max_seq_len,
+        "rms_norm_eps": m.norm_eps,
+        "rope_theta": m.rope_theta,
+        "rope_parameters": {"rope_theta": m.rope_theta, "rope_type": "default"},
+        "tie_word_embeddings": m.tie_embeddings,
+        "hidden_act": "silu",
+        "attention_bias": false,
+        "attention_dropout": 0.0,
+        "mlp_bias": false,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "dtype": "float32",
+        "torch_dtype": "float32",
+        "kiln": {"share_repeat": m.share_repeat, "shared_ffn": m.shared_ffn, "n_stored_layers": m.n_layers}
+    })
+}
+
+pub fn export_hf(ckpt: &LoadedCheckpoint, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| TrainerError::io(out, e))?;
+    let tensors = export_llama(&ckpt.config.model, &ckpt.model);
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    weights::save(&out.join("model.safetensors"), &tensors, Some(meta))?;
+    let cfg = serde_json::to_vec_pretty(&hf_config_json(ckpt)).map_err(|e| TrainerError::Run(e.to_string()))?;
+    write_atomic(&out.join("config.json"), &cfg)?;
+    ckpt.tokenizer.save(&out.join("tokenizer.json"))?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! `kiln config check`: the resolved plan of a run, printed before training
+//! and saved with it.
+
+use serde::Serialize;
+
+use crate::config::RunConfig;
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub params: usize,
+    pub non_embedding_params: usize,
+    pub effective_layers: usize,
+    pub vocab_size: usize,
+    pub seq_len: usize,
+    pub micro_batch: usize,
+    pub grad_accum: usize,
+    pub tokens_per_step: usize,
+    pub total_tokens: u64,
+    pub train_flops_per_token: f64,
+    /// fp32 weights + grads + AdamW moments: 16 bytes per parameter.
+    pub memory_states_gb: f64,
+    /// Activations kept for backward, per micro-batch (fp32 estimate).
+    pub memory_activations_gb: f64,
+    pub memory_total_gb: f64,
+}
+
+pub fn plan(cfg: &RunConfig) -> Plan {
+    let m = &cfg.model;
+    let params = m.num_params();
+    let (b, t) = (cfg.training.batch_size as f64, cfg.seq_len() as f64);
+    let (d, h, v) = (m.dim as f64, m.n_heads as f64, m.vocab_size as f64);
+    // Korthikanti et al. 2022: ~34 s b d + 5 a s^2 b bytes per layer at 16 bit;
+    // doubled for fp32. The SwiGLU width and the logits (3 copies) are added.
+    let per_layer = (34.0 * t * b * d + 5.0 * h * t * t * b + 4.0 * t * b * m.ffn_dim as f64) * 2.0;
+    let act = per_layer * m.effective_layers() as f64 + 3.0 * 4.0 * b * t * v;
+    let states = 16.0 * params as f64;
+    let gb = 1024f64.powi(3);
+    Plan {
+        params,
+        non_embedding_params: m.num_non_embedding_params(),
+        effective_layers: m.effective_layers(),
+        vocab_size: m.vocab_size,
+        seq_len: cfg.seq_len(),
+        micro_batch: cfg.training.batch_size,
+        grad_accum: cfg.training.grad_accum,
+        tokens_per_step: cfg.tokens_per_step(),
+        total_tokens: cfg.tokens_per_step() as u64 * cfg.training.max_steps,
+        train_flops_per_token: m.train_flops_per_token(cfg.seq_len()),
+        memory_states_gb: states / gb,
+        memory_activations_gb: act / gb,
+        memory_total_gb: (states + act) / gb,
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Plan {
+    pub fn render(&self) -> String {
+        format!(
+            "parameters:         {} ({} non-embedding)\n\
+             layers applied:     {}\n\
+             vocab size:         {}\n\
+             tokens per step:    {} (micro-batch {} x seq {} x accumulation {})\n\
+             total tokens:       {}\n\
+             train FLOPs/token:  {:.3e}\n\
+             estimated memory:   {:.2} GB (weights+grads+AdamW {:.2} GB, activations {:.2} GB)",
+            thousands(self.params),
+            thousands(self.non_embedding_params),
+            self.effective_layers,
+            self.vocab_size,
+            thousands(self.tokens_per_step),
+            self.micro_batch,
+            self.seq_len,
+            self.grad_accum,
+            thousands(self.total_tokens as usize),
+            self.train_flops_per_token,
+            self.memory_total_gb,
+            self.memory_states_gb,
+            self.memory_activations_gb
+        )
+    }
+}

@@ -1,0 +1,67 @@
+//! Loading what a checkpoint holds back into memory: config, tokenizer,
+//! model weights, optimizer moments and trainer state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use kiln_data::Tokenizer;
+use kiln_models::{load_named_tensors, Decoder, NamedTensor};
+
+use crate::checkpoint;
+use crate::config::{self, RunConfig};
+use crate::error::{Result, TrainerError};
+use crate::state::TrainerState;
+use crate::weights;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const CONFIG_FILE: &str = "config.toml";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// The verified contents of one checkpoint directory.
+pub struct LoadedCheckpoint {
+    pub dir: PathBuf,
+    pub config: RunConfig,
+    pub tokenizer: Tokenizer,
+    pub model: BTreeMap<String, NamedTensor>,
+    pub optimizer: Option<BTreeMap<String, NamedTensor>>,
+    pub state: TrainerState,
+}
+
+fn file<'a>(files: &'a BTreeMap<String, Vec<u8>>, dir: &Path, name: &str) -> Result<&'a [u8]> {
+    files
+        .get(name)
+        .map(Vec::as_slice)
+        .ok_or_else(|| TrainerError::checkpoint(dir.join(name), "is missing from the checkpoint manifest: the checkpoint is incomplete"))
+}
+
+/// Reads and verifies a checkpoint (a `step-N` dir, or a run dir: its latest).
+pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
+    let dir = checkpoint::resolve(path)?;
+    let (_, files) = checkpoint::load_verified(&dir)?;
+    let cfg_text = std::str::from_utf8(file(&files, &dir, CONFIG_FILE)?)
+        .map_err(|_| TrainerError::checkpoint(dir.join(CONFIG_FILE), "is not UTF-8"))?;
+    let doc: toml::Table = toml::from_str(cfg_text)
+        .map_err(|e| TrainerError::checkpoint(dir.join(CONFIG_FILE), format!("not valid TOML: {}", e.to_string().replace('\n', " "))))?;
+    let config = config::from_table(doc, &dir.join(CONFIG_FILE))?;
+    let tok_text = std::str::from_utf8(file(&files, &dir, TOKENIZER_FILE)?)
+        .map_err(|_| TrainerError::checkpoint(dir.join(TOKENIZER_FILE), "is not UTF-8"))?;
+    let tokenizer = Tokenizer::from_json(tok_text)?;
+    let model = weights::from_bytes(file(&files, &dir, MODEL_FILE)?, &dir.join(MODEL_FILE))?;
+    let optimizer = match files.get(OPTIMIZER_FILE) {
+        Some(bytes) => Some(weights::from_bytes(bytes, &dir.join(OPTIMIZER_FILE))?),
+        None => None,
+    };
+    let state: TrainerState = serde_json::from_slice(file(&files, &dir, STATE_FILE)?)
+        .map_err(|e| TrainerError::checkpoint(dir.join(STATE_FILE), format!("unreadable trainer state: {e}")))?;
+    Ok(LoadedCheckpoint { dir, config, tokenizer, model, optimizer, state })
+}
+
+/// A model of the checkpoint's config on `device` holding its weights.
+pub fn build_model<B: Backend>(ckpt: &LoadedCheckpoint, device: &B::Device) -> Result<Decoder<B>> {
+    let model = Decoder::new(&ckpt.config.model, device)?;
+    let source = ckpt.dir.join(MODEL_FILE).display().to_string();
+    Ok(load_named_tensors(model, &ckpt.model, &source)?)
+}

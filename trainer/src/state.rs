@@ -1,0 +1,21 @@
+//! Trainer state saved in every checkpoint: everything besides weights and
+//! optimizer moments that an exact resume needs.
+
+use kiln_data::SamplerState;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed (the next step to run).
+    pub step: u64,
+    /// AdamW's update count (differs from `step` when steps were skipped).
+    pub optimizer_updates: u64,
+    pub tokens_seen: u64,
+    pub sampler: SamplerState,
+    pub skipped_steps: u64,
+    pub consecutive_nonfinite: u64,
+    pub best_val_loss: Option<f64>,
+    pub best_step: Option<u64>,
+    /// Seconds of training before this checkpoint (wall time across resumes).
+    pub elapsed_s: f64,
+}

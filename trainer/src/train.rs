@@ -1,0 +1,342 @@
+//! The training loop: one readable function, explicit branches for logging,
+//! evaluation and checkpoints (no callback registry).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln_data::{eval_batches, Batch, BatchSampler, Tokenizer};
+use kiln_models::{load_named_tensors, named_tensors, Decoder, LanguageModel};
+
+use crate::adamw::AdamW;
+use crate::checkpoint;
+use crate::config::RunConfig;
+use crate::data_setup;
+use crate::error::{Result, TrainerError};
+use crate::generate::{generate, SampleOptions};
+use crate::grads::{GradStore, ParamTable};
+use crate::loss::cross_entropy;
+use crate::metrics::MetricsLogger;
+use crate::schedule::lr_at;
+use crate::session::{self, CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE};
+use crate::state::TrainerState;
+use crate::weights;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub step: u64,
+    pub interrupted: bool,
+    pub final_val_loss: Option<f64>,
+}
+
+pub struct TrainRequest {
+    pub config: RunConfig,
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    /// Set by SIGINT/SIGTERM: save a checkpoint and stop after this step.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// `[B, T]` ids of a batch as tensors.
+pub fn batch_tensors<B: Backend>(batch: &Batch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let shape = [batch.batch_size, batch.seq_len];
+    let to = |v: &[u32]| {
+        let ids: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), device)
+    };
+    (to(&batch.inputs), to(&batch.targets))
+}
+
+/// Mean loss over fixed batches with the inference model.
+pub fn evaluate<B: Backend>(model: &Decoder<B>, batches: &[Batch], device: &B::Device) -> f64 {
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for b in batches {
+        let (x, y) = batch_tensors::<B>(b, device);
+        let loss: f32 = cross_entropy(model.forward(x), y).into_scalar().elem();
+        total += loss as f64 * b.batch_size as f64;
+        count += b.batch_size;
+    }
+    if count == 0 {
+        f64::NAN
+    } else {
+        total / count as f64
+    }
+}
+
+struct RunLog {
+    file: Option<std::fs::File>,
+    bar: ProgressBar,
+}
+
+impl RunLog {
+    fn line(&mut self, msg: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{msg}");
+        } else {
+            self.bar.println(msg);
+        }
+        if let Some(f) = self.file.as_mut() {
+            if writeln!(f, "{msg}").is_err() {
+                eprintln!("warning: cannot write train.log; training continues");
+                self.file = None;
+            }
+        }
+    }
+}
+
+fn weight_decay_map(table: &ParamTable) -> HashMap<String, bool> {
+    table.infos.iter().map(|p| (p.name.clone(), Decoder::<burn::backend::Flex>::weight_decay(&p.name, p.shape.len()))).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint<B: AutodiffBackend>(
+    run_dir: &Path,
+    cfg_toml: &str,
+    tokenizer_json: &str,
+    model: &Decoder<B>,
+    opt: &AdamW<B::InnerBackend>,
+    state: &TrainerState,
+    keep_last: usize,
+    keep: Option<u64>,
+) -> Result<PathBuf> {
+    let model_bytes = weights::to_bytes(&named_tensors::<B::InnerBackend, _>(&model.valid()), None)?;
+    let opt_bytes = weights::to_bytes(&opt.export_state(), None)?;
+    let state_bytes = serde_json::to_vec_pretty(state).map_err(|e| TrainerError::Run(e.to_string()))?;
+    let dir = checkpoint::save(
+        run_dir,
+        state.step,
+        &[
+            (MODEL_FILE, model_bytes),
+            (OPTIMIZER_FILE, opt_bytes),
+            (STATE_FILE, state_bytes),
+            (CONFIG_FILE, cfg_toml.as_bytes().to_vec()),
+            (TOKENIZER_FILE, tokenizer_json.as_bytes().to_vec()),
+        ],
+    )?;
+    checkpoint::prune(run_dir, keep_last, keep);
+    Ok(dir)
+}
+
+pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result<TrainOutcome> {
+    let run_dir = req.run_dir.clone();
+    std::fs::create_dir_all(&run_dir).map_err(|e| TrainerError::io(&run_dir, e))?;
+
+    // Resume: the checkpoint's config, tokenizer and state win over the request.
+    let resumed = if req.resume { Some(session::load_checkpoint(&run_dir)?) } else { None };
+    if !req.resume && !checkpoint::list(&run_dir).is_empty() {
+        return Err(TrainerError::Run(format!(
+            "{} already holds checkpoints: continue it with `kiln train --resume {}` or choose another --run-dir",
+            run_dir.display(),
+            run_dir.display()
+        )));
+    }
+    let mut cfg = match &resumed {
+        Some(c) => c.config.clone(),
+        None => req.config.clone(),
+    };
+
+    let docs = data_setup::train_documents(&cfg)?;
+    let tokenizer: Tokenizer = match &resumed {
+        Some(c) => c.tokenizer.clone(),
+        None => data_setup::build_tokenizer(&cfg, &docs)?,
+    };
+    data_setup::resolve_vocab(&mut cfg, &tokenizer)?;
+    let split = data_setup::token_split(&cfg, &tokenizer, &docs)?;
+    drop(docs);
+    let cfg_toml = cfg.to_toml()?;
+    let tokenizer_json = tokenizer.to_json()?;
+    crate::fsutil::write_atomic(&run_dir.join(CONFIG_FILE), cfg_toml.as_bytes())?;
+    tokenizer.save(&run_dir.join(TOKENIZER_FILE))?;
+
+    let t = &cfg.training;
+    let seq_len = cfg.seq_len();
+    B::seed(&device, t.seed);
+    let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?;
+    let table = ParamTable::new::<B, _>(&model);
+    let mut opt = AdamW::<B::InnerBackend>::new(cfg.optimizer.clone(), weight_decay_map(&table));
+    let mut sampler = BatchSampler::new(Arc::new(split.train), seq_len, t.batch_size, t.seed, 0, 1)?;
+    let val_batches = eval_batches(&split.val, seq_len, t.batch_size, t.eval_batches);
+
+    let mut state = TrainerState {
+        step: 0,
+        optimizer_updates: 0,
+        tokens_seen: 0,
+        sampler: sampler.state(),
+        skipped_steps: 0,
+        consecutive_nonfinite: 0,
+        best_val_loss: None,
+        best_step: None,
+        elapsed_s: 0.0,
+    };
+    if let Some(ckpt) = &resumed {
+        let source = ckpt.dir.join(MODEL_FILE).display().to_string();
+        model = load_named_tensors(model, &ckpt.model, &source)?;
+        if let Some(o) = &ckpt.optimizer {
+            opt.import_state(o, &device);
+        }
+        state = ckpt.state.clone();
+        opt.t = state.optimizer_updates;
+        sampler.restore(&state.sampler)?;
+    } else if let Some(init) = &cfg.init {
+        // Full fine-tuning: weights only; optimizer, schedule and data start fresh.
+        let src = session::load_checkpoint(&init.from)?;
+        if src.config.model != cfg.model {
+            return Err(TrainerError::invalid(
+                "init.from",
+                format!("{}: its [model] section differs from this config's; fine-tuning needs the same architecture", src.dir.display()),
+            ));
+        }
+        let source = src.dir.join(MODEL_FILE).display().to_string();
+        model = load_named_tensors(model, &src.model, &source)?;
+    }
+
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("train.log")).ok();
+    let bar = ProgressBar::new(t.max_steps).with_position(state.step);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut log = RunLog { file: log_file, bar };
+    let mut metrics = MetricsLogger::open(&run_dir, cfg.logging.tensorboard, cfg.logging.metrics_jsonl);
+    log.line(&format!(
+        "kiln: {} parameters, {} tokens/step ({} x {} x accum {}), {} steps, run dir {}{}",
+        cfg.model.num_params(),
+        cfg.tokens_per_step(),
+        t.batch_size,
+        seq_len,
+        t.grad_accum,
+        t.max_steps,
+        run_dir.display(),
+        if req.resume { format!(", resumed at step {}", state.step) } else { String::new() }
+    ));
+
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let mut window_start = Instant::now();
+    let mut window_tokens = 0u64;
+    let mut interrupted = false;
+    let mut final_val = None;
+    let keep_last = cfg.checkpoint.keep_last;
+    let best_keep = |s: &TrainerState| if cfg.checkpoint.keep_best { s.best_step } else { None };
+
+    while state.step < t.max_steps {
+        let step = state.step;
+        let lr = lr_at(&cfg.schedule, cfg.optimizer.lr, step, t.max_steps);
+        let mut grads = GradStore::<B::InnerBackend>::default();
+        let mut loss_sum = 0.0f64;
+        for _ in 0..t.grad_accum {
+            let batch = sampler.next_batch();
+            let (x, y) = batch_tensors::<B>(&batch, &device);
+            // Dividing here makes the summed gradients those of the mean loss.
+            let loss = cross_entropy(model.forward(x), y).div_scalar(t.grad_accum as f64);
+            let value: f32 = loss.clone().into_scalar().elem();
+            loss_sum += value as f64;
+            grads.accumulate::<B, _>(&model, &table, loss.backward());
+        }
+        // One place between backward and the optimizer: a data-parallel reduce goes here.
+        let grad_norm = grads.clip_global_norm(cfg.optimizer.grad_clip);
+        let step_tokens = cfg.tokens_per_step() as u64;
+        if !loss_sum.is_finite() || !grad_norm.is_finite() {
+            state.skipped_steps += 1;
+            state.consecutive_nonfinite += 1;
+            log.line(&format!(
+                "step {step}: non-finite loss {loss_sum} or gradient norm {grad_norm}: update skipped ({} in a row)",
+                state.consecutive_nonfinite
+            ));
+            metrics.scalar(step, "train/skipped_steps", state.skipped_steps as f64);
+            if state.consecutive_nonfinite >= t.max_nonfinite_steps {
+                state.step += 1;
+                state.sampler = sampler.state();
+                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+                let dir = save_checkpoint(&run_dir, &cfg_toml, &tokenizer_json, &model, &opt, &state, keep_last, best_keep(&state))?;
+                log.bar.abandon();
+                return Err(TrainerError::Run(format!(
+                    "{} non-finite steps in a row (training.max_nonfinite_steps): stopped, state saved in {}; lower optimizer.lr or check the data",
+                    state.consecutive_nonfinite,
+                    dir.display()
+                )));
+            }
+        } else {
+            model = opt.step::<B, _>(model, &table, grads, lr);
+            state.consecutive_nonfinite = 0;
+        }
+        state.step += 1;
+        state.optimizer_updates = opt.t;
+        state.tokens_seen += step_tokens;
+        window_tokens += step_tokens;
+        let done = state.step;
+
+        if done % t.log_every == 0 || done == t.max_steps || done == 1 {
+            let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+            metrics.scalar(done, "train/loss", loss_sum);
+            metrics.scalar(done, "train/lr", lr);
+            metrics.scalar(done, "train/grad_norm", grad_norm);
+            metrics.scalar(done, "train/tokens_per_s", tps);
+            metrics.scalar(done, "train/skipped_steps", state.skipped_steps as f64);
+            metrics.flush();
+            log.bar.set_message(format!("loss {loss_sum:.4} | lr {lr:.2e} | {tps:.0} tok/s"));
+            if let Some(f) = log.file.as_mut() {
+                let _ = writeln!(f, "step {done} loss {loss_sum:.6} lr {lr:.3e} grad_norm {grad_norm:.4} tok/s {tps:.0}");
+            }
+            window_start = Instant::now();
+            window_tokens = 0;
+        }
+        log.bar.set_position(done);
+
+        let last = done == t.max_steps;
+        if (t.eval_every > 0 && done % t.eval_every == 0) || last {
+            let val = evaluate(&model.valid(), &val_batches, &device);
+            if val.is_finite() {
+                metrics.scalar(done, "val/loss", val);
+                metrics.scalar(done, "val/ppl", val.exp());
+                metrics.flush();
+                log.line(&format!("step {done}: val loss {val:.4} (ppl {:.2})", val.exp()));
+                if state.best_val_loss.is_none_or(|b| val < b) {
+                    state.best_val_loss = Some(val);
+                    state.best_step = Some(done);
+                }
+                final_val = Some(val);
+            }
+        }
+
+        interrupted = req.stop.load(Ordering::SeqCst);
+        let every = cfg.checkpoint.every;
+        if (every > 0 && done % every == 0) || last || interrupted {
+            state.sampler = sampler.state();
+            state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+            let dir = save_checkpoint(&run_dir, &cfg_toml, &tokenizer_json, &model, &opt, &state, keep_last, best_keep(&state))?;
+            if interrupted {
+                log.line(&format!("interrupted: checkpoint saved in {}; continue with `kiln train --resume {}`", dir.display(), run_dir.display()));
+                break;
+            }
+        }
+    }
+    log.bar.finish_and_clear();
+    metrics.flush();
+
+    if !interrupted && cfg.logging.sample_tokens > 0 {
+        let opts = SampleOptions { max_new_tokens: cfg.logging.sample_tokens, temperature: 0.8, top_k: Some(40), seed: t.seed };
+        let inner = model.valid();
+        match generate(&inner, &tokenizer, &cfg.logging.sample_prompt, &opts, &device) {
+            Ok(text) => log.line(&format!("sample:\n{text}")),
+            Err(e) => log.line(&format!("warning: sampling failed: {e}")),
+        }
+    }
+    log.line(&format!(
+        "done: step {} in {:.1} s of training{}",
+        state.step,
+        elapsed_before + started.elapsed().as_secs_f64(),
+        final_val.map(|v| format!(", final val loss {v:.4}")).unwrap_or_default()
+    ));
+    Ok(TrainOutcome { run_dir, step: state.step, interrupted, final_val_loss: final_val })
+}
