@@ -24,7 +24,14 @@ impl<B: Backend> Linear<B> {
 
     /// `[.., d_in] -> [.., d_out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        x.matmul(self.weight.val().unsqueeze())
+        // One 2-D GEMM over all leading dims: a broadcast batched matmul
+        // would run many small GEMMs and reduce the weight gradient over them.
+        let mut dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = x.shape().num_elements() / d_in.max(1);
+        let y = x.reshape([rows, d_in]).matmul(self.weight.val()); // [rows, d_out]
+        dims[D - 1] = self.d_out();
+        y.reshape(dims)
     }
 
     pub fn d_in(&self) -> usize {
