@@ -1,1 +1,10 @@
+//! Kiln's one integration-test binary: parity with PyTorch references,
+//! exact resume, crash safety, bad input and the end-to-end CLI.
 
+mod common;
+
+mod bad_input;
+mod cli;
+mod optim_parity;
+mod parity;
+mod resume;

@@ -29,7 +29,12 @@ pub struct AdamW<B: Backend> {
 
 impl<B: Backend> AdamW<B> {
     pub fn new(cfg: OptimizerConfig, decay: HashMap<String, bool>) -> Self {
-        Self { cfg, t: 0, state: BTreeMap::new(), decay }
+        Self {
+            cfg,
+            t: 0,
+            state: BTreeMap::new(),
+            decay,
+        }
     }
 
     /// Applies one update with learning rate `lr`, consuming the gradients.
@@ -38,19 +43,50 @@ impl<B: Backend> AdamW<B> {
         AB: AutodiffBackend<InnerBackend = B>,
         M: AutodiffModule<AB>,
     {
-        self.t += 1;
-        let mut mapper = Mapper::<AB> { opt: self, table, grads: grads.grads, lr };
+        self.begin_step();
+        let mut mapper = Mapper::<AB> {
+            opt: self,
+            table,
+            grads: grads.grads,
+            lr,
+        };
         model.map(&mut mapper)
     }
 
-    fn update(&mut self, name: &str, p: Tensor<B, 1>, g: Tensor<B, 1>, lr: f64) -> Tensor<B, 1> {
+    /// Counts one update (bias correction); call once per step before `update`.
+    pub fn begin_step(&mut self) {
+        self.t += 1;
+    }
+
+    /// The AdamW update of one flattened parameter `p` with gradient `g`.
+    pub fn update(
+        &mut self,
+        name: &str,
+        p: Tensor<B, 1>,
+        g: Tensor<B, 1>,
+        lr: f64,
+    ) -> Tensor<B, 1> {
         let c = &self.cfg;
         let (b1, b2) = (c.beta1, c.beta2);
-        let wd = if self.decay.get(name).copied().unwrap_or(false) { c.weight_decay } else { 0.0 };
-        let p = if wd > 0.0 { p.mul_scalar(1.0 - lr * wd) } else { p };
+        let wd = if self.decay.get(name).copied().unwrap_or(false) {
+            c.weight_decay
+        } else {
+            0.0
+        };
+        let p = if wd > 0.0 {
+            p.mul_scalar(1.0 - lr * wd)
+        } else {
+            p
+        };
         let (m, v) = match self.state.remove(name) {
-            Some(s) => (s.m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1), s.v.mul_scalar(b2) + g.powi_scalar(2).mul_scalar(1.0 - b2)),
-            None => (g.clone().mul_scalar(1.0 - b1), g.powi_scalar(2).mul_scalar(1.0 - b2)),
+            Some(s) => (
+                s.m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1),
+                s.v.mul_scalar(b2) + g.powi_scalar(2).mul_scalar(1.0 - b2),
+            ),
+            None => (
+                g.clone().mul_scalar(1.0 - b1),
+                g.powi_scalar(2).mul_scalar(1.0 - b2),
+            ),
         };
         let t = self.t as i32;
         let bc1 = 1.0 - b1.powi(t);
@@ -66,8 +102,19 @@ impl<B: Backend> AdamW<B> {
         let mut out = BTreeMap::new();
         for (name, s) in &self.state {
             for (prefix, t) in [("exp_avg", &s.m), ("exp_avg_sq", &s.v)] {
-                let data = t.clone().into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
-                out.insert(format!("{prefix}.{name}"), NamedTensor { shape: vec![data.len()], data });
+                let data = t
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .unwrap_or_default();
+                out.insert(
+                    format!("{prefix}.{name}"),
+                    NamedTensor {
+                        shape: vec![data.len()],
+                        data,
+                    },
+                );
             }
         }
         out
@@ -77,10 +124,17 @@ impl<B: Backend> AdamW<B> {
     pub fn import_state(&mut self, tensors: &BTreeMap<String, NamedTensor>, device: &B::Device) {
         self.state.clear();
         for (key, t) in tensors {
-            let Some(name) = key.strip_prefix("exp_avg.") else { continue };
-            let Some(v) = tensors.get(&format!("exp_avg_sq.{name}")) else { continue };
-            let to = |t: &NamedTensor| Tensor::<B, 1>::from_data(TensorData::new(t.data.clone(), [t.data.len()]), device);
-            self.state.insert(name.to_string(), Moments { m: to(t), v: to(v) });
+            let Some(name) = key.strip_prefix("exp_avg.") else {
+                continue;
+            };
+            let Some(v) = tensors.get(&format!("exp_avg_sq.{name}")) else {
+                continue;
+            };
+            let to = |t: &NamedTensor| {
+                Tensor::<B, 1>::from_data(TensorData::new(t.data.clone(), [t.data.len()]), device)
+            };
+            self.state
+                .insert(name.to_string(), Moments { m: to(t), v: to(v) });
         }
     }
 }

@@ -39,7 +39,12 @@ pub struct BenchReport {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -57,19 +62,33 @@ pub fn matmul_peak_gflops<B: Backend>(device: &B::Device, n: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
-pub fn bench<B: AutodiffBackend>(cfg: &RunConfig, device: B::Device, device_name: &str, steps: usize, warmup: usize) -> Result<BenchReport> {
+pub fn bench<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    device: B::Device,
+    device_name: &str,
+    steps: usize,
+    warmup: usize,
+) -> Result<BenchReport> {
     if cfg.model.vocab_size == 0 {
-        return Err(TrainerError::invalid("model.vocab_size", "0: bench needs an explicit vocabulary size in the config"));
+        return Err(TrainerError::invalid(
+            "model.vocab_size",
+            "0: bench needs an explicit vocabulary size in the config",
+        ));
     }
     cfg.model.validate()?;
     let (b, t) = (cfg.training.batch_size, cfg.seq_len());
     B::seed(&device, cfg.training.seed);
     let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?;
     let table = ParamTable::new::<B, _>(&model);
-    let decay = table.infos.iter().map(|p| (p.name.clone(), p.shape.len() >= 2)).collect();
+    let decay = table
+        .infos
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.len() >= 2))
+        .collect();
     let mut opt = AdamW::<B::InnerBackend>::new(cfg.optimizer.clone(), decay);
     let vocab = cfg.model.vocab_size as f64;
-    let tokens = Tensor::<B, 2>::random([b, t + 1], Distribution::Uniform(0.0, vocab), &device).int(); // [B, T+1]
+    let tokens =
+        Tensor::<B, 2>::random([b, t + 1], Distribution::Uniform(0.0, vocab), &device).int(); // [B, T+1]
     let x: Tensor<B, 2, Int> = tokens.clone().slice([0..b, 0..t]);
     let y: Tensor<B, 2, Int> = tokens.slice([0..b, 1..t + 1]);
 
@@ -93,7 +112,14 @@ pub fn bench<B: AutodiffBackend>(cfg: &RunConfig, device: B::Device, device_name
         let t2 = Instant::now();
         model = opt.step::<B, _>(model, &table, grads, cfg.optimizer.lr);
         // Force the update to finish before timing stops.
-        let _: f32 = model.valid().norm.weight.val().slice([0..1]).into_scalar().elem();
+        let _: f32 = model
+            .valid()
+            .norm
+            .weight
+            .val()
+            .slice([0..1])
+            .into_scalar()
+            .elem();
         let t3 = Instant::now();
         let _ = norm;
         fwd += (t1 - t0).as_secs_f64();

@@ -51,23 +51,39 @@ pub fn save(run_dir: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Path
     let root = checkpoints_dir(run_dir);
     fs::create_dir_all(&root).map_err(|e| TrainerError::io(&root, e))?;
     let final_dir = root.join(step_dir_name(step));
-    let tmp = root.join(format!(".tmp-{}-{}", step_dir_name(step), std::process::id()));
+    let tmp = root.join(format!(
+        ".tmp-{}-{}",
+        step_dir_name(step),
+        std::process::id()
+    ));
     let io = |p: &Path, e| TrainerError::io(p, e);
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
     fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    let mut manifest = Manifest { format: FORMAT.into(), version: VERSION, step, files: BTreeMap::new() };
+    let mut manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        step,
+        files: BTreeMap::new(),
+    };
     for (name, bytes) in files {
         let path = tmp.join(name);
         let mut f = fs::File::create(&path).map_err(|e| io(&path, e))?;
         f.write_all(bytes).map_err(|e| io(&path, e))?;
         f.sync_all().map_err(|e| io(&path, e))?;
         let digest = hex(&Sha256::digest(bytes));
-        manifest.files.insert(name.to_string(), FileEntry { bytes: bytes.len() as u64, sha256: digest });
+        manifest.files.insert(
+            name.to_string(),
+            FileEntry {
+                bytes: bytes.len() as u64,
+                sha256: digest,
+            },
+        );
     }
     let mpath = tmp.join(MANIFEST);
-    let mbytes = serde_json::to_vec_pretty(&manifest).map_err(|e| TrainerError::Run(e.to_string()))?;
+    let mbytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| TrainerError::Run(e.to_string()))?;
     let mut f = fs::File::create(&mpath).map_err(|e| io(&mpath, e))?;
     f.write_all(&mbytes).map_err(|e| io(&mpath, e))?;
     f.sync_all().map_err(|e| io(&mpath, e))?;
@@ -75,7 +91,11 @@ pub fn save(run_dir: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Path
     if final_dir.exists() {
         // Same step saved again (e.g. after a resume): move the old one aside
         // first so there is never a moment without a complete checkpoint.
-        let old = root.join(format!(".old-{}-{}", step_dir_name(step), std::process::id()));
+        let old = root.join(format!(
+            ".old-{}-{}",
+            step_dir_name(step),
+            std::process::id()
+        ));
         fs::rename(&final_dir, &old).map_err(|e| io(&final_dir, e))?;
         fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
         let _ = fs::remove_dir_all(&old);
@@ -95,18 +115,29 @@ pub fn load_verified(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>)
             format!("cannot read the checkpoint manifest ({e}): is {} a checkpoint directory (RUN_DIR/checkpoints/step-N)?", dir.display()),
         )
     })?;
-    let manifest: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| TrainerError::checkpoint(&mpath, format!("corrupt manifest ({e}); delete this checkpoint and resume from an earlier one")))?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {
+        TrainerError::checkpoint(
+            &mpath,
+            format!(
+                "corrupt manifest ({e}); delete this checkpoint and resume from an earlier one"
+            ),
+        )
+    })?;
     if manifest.format != FORMAT || manifest.version != VERSION {
         return Err(TrainerError::checkpoint(
             &mpath,
-            format!("format {} v{} is not {FORMAT} v{VERSION}: written by another tool or kiln version", manifest.format, manifest.version),
+            format!(
+                "format {} v{} is not {FORMAT} v{VERSION}: written by another tool or kiln version",
+                manifest.format, manifest.version
+            ),
         ));
     }
     let mut out = BTreeMap::new();
     for (name, entry) in &manifest.files {
         let path = dir.join(name);
-        let bytes = fs::read(&path).map_err(|e| TrainerError::checkpoint(&path, format!("missing checkpoint file ({e})")))?;
+        let bytes = fs::read(&path).map_err(|e| {
+            TrainerError::checkpoint(&path, format!("missing checkpoint file ({e})"))
+        })?;
         if bytes.len() as u64 != entry.bytes {
             return Err(TrainerError::checkpoint(
                 &path,
@@ -166,7 +197,10 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if !path.exists() {
-        return Err(TrainerError::checkpoint(path, "does not exist: give a run directory or RUN_DIR/checkpoints/step-N"));
+        return Err(TrainerError::checkpoint(
+            path,
+            "does not exist: give a run directory or RUN_DIR/checkpoints/step-N",
+        ));
     }
     match list(path).pop() {
         Some((_, dir)) => Ok(dir),

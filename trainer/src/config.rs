@@ -88,7 +88,11 @@ pub struct TokenizerConfig {
 
 impl Default for TokenizerConfig {
     fn default() -> Self {
-        Self { kind: TokenizerKindConfig::Char, vocab_size: 0, path: None }
+        Self {
+            kind: TokenizerKindConfig::Char,
+            vocab_size: 0,
+            path: None,
+        }
     }
 }
 
@@ -113,7 +117,15 @@ pub struct OptimizerConfig {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        Self { kind: OptimizerKind::Adamw, lr: 3e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_clip: 1.0 }
+        Self {
+            kind: OptimizerKind::Adamw,
+            lr: 3e-4,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+        }
     }
 }
 
@@ -145,7 +157,13 @@ pub struct ScheduleConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        Self { kind: ScheduleKind::Cosine, warmup_steps: 0, min_lr: 0.0, decay_fraction: 0.2, decay_shape: DecayShape::Linear }
+        Self {
+            kind: ScheduleKind::Cosine,
+            warmup_steps: 0,
+            min_lr: 0.0,
+            decay_fraction: 0.2,
+            decay_shape: DecayShape::Linear,
+        }
     }
 }
 
@@ -219,7 +237,11 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { every: 0, keep_last: 3, keep_best: true }
+        Self {
+            every: 0,
+            keep_last: 3,
+            keep_best: true,
+        }
     }
 }
 
@@ -235,7 +257,12 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { tensorboard: true, metrics_jsonl: true, sample_prompt: "Once upon a time".into(), sample_tokens: 200 }
+        Self {
+            tensorboard: true,
+            metrics_jsonl: true,
+            sample_prompt: "Once upon a time".into(),
+            sample_tokens: 200,
+        }
     }
 }
 
@@ -275,7 +302,9 @@ impl DeviceSpec {
 /// parses as one (numbers, booleans, quoted strings, arrays), else a bare string.
 fn parse_set_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -298,7 +327,9 @@ pub fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<()
         }
         let mut table = &mut *doc;
         for key in &keys[..keys.len() - 1] {
-            let entry = table.entry(key.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(key.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             table = match entry {
                 toml::Value::Table(t) => t,
                 _ => {
@@ -309,7 +340,10 @@ pub fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<()
                 }
             };
         }
-        table.insert(keys[keys.len() - 1].to_string(), parse_set_value(raw.trim()));
+        table.insert(
+            keys[keys.len() - 1].to_string(),
+            parse_set_value(raw.trim()),
+        );
     }
     Ok(())
 }
@@ -321,8 +355,15 @@ pub fn from_table(doc: toml::Table, origin: &Path) -> Result<RunConfig> {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let inner = inner.trim().trim_end_matches('\n').replace('\n', " ");
-        let message = if path == "." || path.is_empty() { inner } else { format!("{path}: {inner}") };
-        TrainerError::Config { path: origin.to_path_buf(), message }
+        let message = if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        };
+        TrainerError::Config {
+            path: origin.to_path_buf(),
+            message,
+        }
     })?;
     Ok(cfg)
 }
@@ -335,11 +376,15 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
     })?;
     let mut doc: toml::Table = toml::from_str(&text).map_err(|e| TrainerError::Config {
         path: path.to_path_buf(),
-        message: format!("not valid TOML: {}", e.to_string().trim().replace('\n', " ")),
+        message: format!(
+            "not valid TOML: {}",
+            e.to_string().trim().replace('\n', " ")
+        ),
     })?;
     apply_overrides(&mut doc, overrides)?;
-    let cfg = from_table(doc, path)?;
+    let mut cfg = from_table(doc, path)?;
     cfg.validate()?;
+    cfg.absolutize_paths();
     Ok(cfg)
 }
 
@@ -347,7 +392,10 @@ fn positive_finite(field: &str, v: f64, hint: &str) -> Result<()> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(TrainerError::invalid(field, format!("{v} must be a positive finite number{hint}")))
+        Err(TrainerError::invalid(
+            field,
+            format!("{v} must be a positive finite number{hint}"),
+        ))
     }
 }
 
@@ -365,19 +413,34 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let t = &self.training;
         if t.max_steps == 0 {
-            return Err(TrainerError::invalid("training.max_steps", "0 must be at least 1"));
+            return Err(TrainerError::invalid(
+                "training.max_steps",
+                "0 must be at least 1",
+            ));
         }
         if t.batch_size == 0 {
-            return Err(TrainerError::invalid("training.batch_size", "0 must be at least 1"));
+            return Err(TrainerError::invalid(
+                "training.batch_size",
+                "0 must be at least 1",
+            ));
         }
         if t.grad_accum == 0 {
-            return Err(TrainerError::invalid("training.grad_accum", "0 must be at least 1 (1 = no accumulation)"));
+            return Err(TrainerError::invalid(
+                "training.grad_accum",
+                "0 must be at least 1 (1 = no accumulation)",
+            ));
         }
         if t.max_nonfinite_steps == 0 {
-            return Err(TrainerError::invalid("training.max_nonfinite_steps", "0 must be at least 1"));
+            return Err(TrainerError::invalid(
+                "training.max_nonfinite_steps",
+                "0 must be at least 1",
+            ));
         }
         if t.eval_batches == 0 {
-            return Err(TrainerError::invalid("training.eval_batches", "0 must be at least 1"));
+            return Err(TrainerError::invalid(
+                "training.eval_batches",
+                "0 must be at least 1",
+            ));
         }
         DeviceSpec::parse(&t.device)?;
         if t.precision != Precision::Fp32 {
@@ -393,25 +456,43 @@ impl RunConfig {
         if seq == 0 || seq > self.model.max_seq_len {
             return Err(TrainerError::invalid(
                 "data.seq_len",
-                format!("{seq} must be between 1 and model.max_seq_len = {}", self.model.max_seq_len),
+                format!(
+                    "{seq} must be between 1 and model.max_seq_len = {}",
+                    self.model.max_seq_len
+                ),
             ));
         }
         let f = self.data.val_fraction;
         if self.data.val.is_none() && !(f > 0.0 && f < 1.0) {
-            return Err(TrainerError::invalid("data.val_fraction", format!("{f} must be in (0, 1), e.g. 0.1")));
+            return Err(TrainerError::invalid(
+                "data.val_fraction",
+                format!("{f} must be in (0, 1), e.g. 0.1"),
+            ));
         }
         if self.data.train.is_none() && self.data.stories_docs == 0 {
-            return Err(TrainerError::invalid("data.stories_docs", "0 must be at least 1 (or set data.train)"));
+            return Err(TrainerError::invalid(
+                "data.stories_docs",
+                "0 must be at least 1 (or set data.train)",
+            ));
         }
         if let Some(fmt) = &self.data.format {
             if fmt != "text" && fmt != "jsonl" {
-                return Err(TrainerError::invalid("data.format", format!("\"{fmt}\" must be \"text\" or \"jsonl\"")));
+                return Err(TrainerError::invalid(
+                    "data.format",
+                    format!("\"{fmt}\" must be \"text\" or \"jsonl\""),
+                ));
             }
         }
-        if self.tokenizer.path.is_none() && self.tokenizer.kind == TokenizerKindConfig::Bpe && self.tokenizer.vocab_size < 260 {
+        if self.tokenizer.path.is_none()
+            && self.tokenizer.kind == TokenizerKindConfig::Bpe
+            && self.tokenizer.vocab_size < 260
+        {
             return Err(TrainerError::invalid(
                 "tokenizer.vocab_size",
-                format!("{} is too small for a byte-level BPE: use at least 260 (e.g. 8192)", self.tokenizer.vocab_size),
+                format!(
+                    "{} is too small for a byte-level BPE: use at least 260 (e.g. 8192)",
+                    self.tokenizer.vocab_size
+                ),
             ));
         }
         let o = &self.optimizer;
@@ -419,14 +500,23 @@ impl RunConfig {
         positive_finite("optimizer.eps", o.eps, " (e.g. 1e-8)")?;
         for (field, b) in [("optimizer.beta1", o.beta1), ("optimizer.beta2", o.beta2)] {
             if !(0.0..1.0).contains(&b) {
-                return Err(TrainerError::invalid(field, format!("{b} must be in [0, 1), e.g. 0.9 / 0.95")));
+                return Err(TrainerError::invalid(
+                    field,
+                    format!("{b} must be in [0, 1), e.g. 0.9 / 0.95"),
+                ));
             }
         }
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return Err(TrainerError::invalid("optimizer.weight_decay", format!("{} must be >= 0", o.weight_decay)));
+            return Err(TrainerError::invalid(
+                "optimizer.weight_decay",
+                format!("{} must be >= 0", o.weight_decay),
+            ));
         }
         if !(o.grad_clip.is_finite() && o.grad_clip >= 0.0) {
-            return Err(TrainerError::invalid("optimizer.grad_clip", format!("{} must be >= 0 (0 = off)", o.grad_clip)));
+            return Err(TrainerError::invalid(
+                "optimizer.grad_clip",
+                format!("{} must be >= 0 (0 = off)", o.grad_clip),
+            ));
         }
         let s = &self.schedule;
         if !(s.min_lr.is_finite() && s.min_lr >= 0.0 && s.min_lr <= o.lr) {
@@ -438,14 +528,23 @@ impl RunConfig {
         if s.warmup_steps >= t.max_steps && s.kind != ScheduleKind::Constant {
             return Err(TrainerError::invalid(
                 "schedule.warmup_steps",
-                format!("{} must be below training.max_steps = {}", s.warmup_steps, t.max_steps),
+                format!(
+                    "{} must be below training.max_steps = {}",
+                    s.warmup_steps, t.max_steps
+                ),
             ));
         }
         if !(s.decay_fraction > 0.0 && s.decay_fraction <= 1.0) {
-            return Err(TrainerError::invalid("schedule.decay_fraction", format!("{} must be in (0, 1]", s.decay_fraction)));
+            return Err(TrainerError::invalid(
+                "schedule.decay_fraction",
+                format!("{} must be in (0, 1]", s.decay_fraction),
+            ));
         }
         if self.checkpoint.keep_last == 0 {
-            return Err(TrainerError::invalid("checkpoint.keep_last", "0 must be at least 1"));
+            return Err(TrainerError::invalid(
+                "checkpoint.keep_last",
+                "0 must be at least 1",
+            ));
         }
         if self.model.vocab_size > 0 {
             self.model.validate()?;
@@ -453,8 +552,29 @@ impl RunConfig {
         Ok(())
     }
 
+    /// Relative paths are taken from the working directory; the saved config
+    /// holds absolute ones so that `--resume` works from anywhere.
+    pub fn absolutize_paths(&mut self) {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p.as_mut() {
+                if let Ok(abs) = std::fs::canonicalize(&*path) {
+                    *path = abs;
+                }
+            }
+        };
+        fix(&mut self.data.train);
+        fix(&mut self.data.val);
+        fix(&mut self.tokenizer.path);
+        if let Some(init) = self.init.as_mut() {
+            if let Ok(abs) = std::fs::canonicalize(&init.from) {
+                init.from = abs;
+            }
+        }
+    }
+
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| TrainerError::Run(format!("cannot serialise the config: {e}")))
+        toml::to_string_pretty(self)
+            .map_err(|e| TrainerError::Run(format!("cannot serialise the config: {e}")))
     }
 }
 
@@ -465,8 +585,12 @@ mod tests {
     const MIN: &str = "[model]\ndim = 32\nn_layers = 2\nn_heads = 4\nffn_dim = 64\nmax_seq_len = 32\nvocab_size = 64\n[training]\nmax_steps = 10\nbatch_size = 2\n";
 
     fn parse(extra: &str, sets: &[&str]) -> Result<RunConfig> {
-        let mut doc: toml::Table = toml::from_str(&format!("{MIN}{extra}")).map_err(|e| TrainerError::Run(e.to_string()))?;
-        apply_overrides(&mut doc, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let mut doc: toml::Table = toml::from_str(&format!("{MIN}{extra}"))
+            .map_err(|e| TrainerError::Run(e.to_string()))?;
+        apply_overrides(
+            &mut doc,
+            &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )?;
         let cfg = from_table(doc, Path::new("x.toml"))?;
         cfg.validate()?;
         Ok(cfg)
@@ -474,18 +598,33 @@ mod tests {
 
     #[test]
     fn set_overrides_are_typed_and_validated() {
-        let cfg = parse("", &["training.max_steps=7", "optimizer.lr=1e-3", "training.device=cpu"]).unwrap();
+        let cfg = parse(
+            "",
+            &[
+                "training.max_steps=7",
+                "optimizer.lr=1e-3",
+                "training.device=cpu",
+            ],
+        )
+        .unwrap();
         assert_eq!(cfg.training.max_steps, 7);
         assert_eq!(cfg.optimizer.lr, 1e-3);
         let err = parse("", &["model.n_kv_heads=3"]).unwrap_err().to_string();
-        assert!(err.contains("model.n_heads = 4 is not divisible by model.n_kv_heads = 3"), "{err}");
-        let err = parse("", &["training.max_steps=abc"]).unwrap_err().to_string();
+        assert!(
+            err.contains("model.n_heads = 4 is not divisible by model.n_kv_heads = 3"),
+            "{err}"
+        );
+        let err = parse("", &["training.max_steps=abc"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("training.max_steps"), "{err}");
     }
 
     #[test]
     fn unknown_keys_name_their_path() {
-        let err = parse("[logging]\ncolour = true\n", &[]).unwrap_err().to_string();
+        let err = parse("[logging]\ncolour = true\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("logging") && err.contains("colour"), "{err}");
     }
 

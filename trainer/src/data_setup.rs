@@ -17,7 +17,10 @@ fn format_of(cfg: &RunConfig) -> Option<TextFormat> {
 pub fn train_documents(cfg: &RunConfig) -> Result<Vec<String>> {
     match &cfg.data.train {
         Some(path) => Ok(read_documents(path, format_of(cfg), &cfg.data.text_field)?),
-        None => Ok(generate_corpus(cfg.data.stories_seed, cfg.data.stories_docs)),
+        None => Ok(generate_corpus(
+            cfg.data.stories_seed,
+            cfg.data.stories_docs,
+        )),
     }
 }
 
@@ -52,7 +55,10 @@ pub fn token_split(cfg: &RunConfig, tokenizer: &Tokenizer, docs: &[String]) -> R
     let split = match &cfg.data.val {
         Some(val) => {
             let val_docs = read_documents(val, format_of(cfg), &cfg.data.text_field)?;
-            TokenSplit { train: tokenizer.encode_docs(docs)?, val: tokenizer.encode_docs(&val_docs)? }
+            TokenSplit {
+                train: tokenizer.encode_docs(docs)?,
+                val: tokenizer.encode_docs(&val_docs)?,
+            }
         }
         None => TokenSplit::from_tokens(tokenizer.encode_docs(docs)?, cfg.data.val_fraction)?,
     };

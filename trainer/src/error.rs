@@ -29,15 +29,24 @@ pub enum TrainerError {
 
 impl TrainerError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidValue { field: field.into(), message: message.into() }
+        Self::InvalidValue {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self::Checkpoint { path: path.into(), message: message.into() }
+        Self::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

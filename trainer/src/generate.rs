@@ -25,7 +25,19 @@ fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> 
 
 /// Picks the next token from last-position logits.
 pub fn sample_token(logits: &[f32], opts: &SampleOptions, rng: &mut ChaCha8Rng) -> u32 {
-    let argmax = || logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0;
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
+            .0
+    };
     if opts.temperature <= 0.0 {
         return argmax() as u32;
     }
@@ -34,8 +46,14 @@ pub fn sample_token(logits: &[f32], opts: &SampleOptions, rng: &mut ChaCha8Rng) 
         idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
         idx.truncate(k);
     }
-    let max = idx.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = idx.iter().map(|&i| (((logits[i] - max) as f64) / opts.temperature).exp()).collect();
+    let max = idx
+        .iter()
+        .map(|&i| logits[i])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = idx
+        .iter()
+        .map(|&i| (((logits[i] - max) as f64) / opts.temperature).exp())
+        .collect();
     let total: f64 = weights.iter().sum();
     if !(total.is_finite() && total > 0.0) {
         return argmax() as u32;

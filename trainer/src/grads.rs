@@ -17,7 +17,9 @@ pub struct GradStore<B: Backend> {
 
 impl<B: Backend> Default for GradStore<B> {
     fn default() -> Self {
-        Self { grads: BTreeMap::new() }
+        Self {
+            grads: BTreeMap::new(),
+        }
     }
 }
 
@@ -35,13 +37,22 @@ impl ParamTable {
     }
 }
 
-fn take_flat<B: AutodiffBackend>(grads: &mut GradientsParams, info: &ParamInfo) -> Option<Tensor<B::InnerBackend, 1>> {
+fn take_flat<B: AutodiffBackend>(
+    grads: &mut GradientsParams,
+    info: &ParamInfo,
+) -> Option<Tensor<B::InnerBackend, 1>> {
     let n: usize = info.shape.iter().product();
     match info.shape.len() {
         1 => grads.remove::<B::InnerBackend, 1>(info.id),
-        2 => grads.remove::<B::InnerBackend, 2>(info.id).map(|g| g.reshape([n])),
-        3 => grads.remove::<B::InnerBackend, 3>(info.id).map(|g| g.reshape([n])),
-        4 => grads.remove::<B::InnerBackend, 4>(info.id).map(|g| g.reshape([n])),
+        2 => grads
+            .remove::<B::InnerBackend, 2>(info.id)
+            .map(|g| g.reshape([n])),
+        3 => grads
+            .remove::<B::InnerBackend, 3>(info.id)
+            .map(|g| g.reshape([n])),
+        4 => grads
+            .remove::<B::InnerBackend, 4>(info.id)
+            .map(|g| g.reshape([n])),
         _ => None,
     }
 }
@@ -67,7 +78,11 @@ impl<B: Backend> GradStore<B> {
 
     /// L2 norm over all gradients, one host sync.
     pub fn global_norm(&self) -> f64 {
-        let squares: Vec<Tensor<B, 1>> = self.grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
+        let squares: Vec<Tensor<B, 1>> = self
+            .grads
+            .values()
+            .map(|g| g.clone().powi_scalar(2).sum())
+            .collect();
         if squares.is_empty() {
             return 0.0;
         }

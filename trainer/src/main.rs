@@ -16,7 +16,11 @@ use kiln_trainer::{bench, data_setup, export, generate, plan, session, train as 
 mod cli;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Train small language models from TOML run configs")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Train small language models from TOML run configs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -102,14 +106,21 @@ enum ConfigAction {
 
 fn default_run_dir(config: &Path) -> PathBuf {
     let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     PathBuf::from("runs").join(format!("{stem}-{secs}"))
 }
 
 struct TrainTask(TrainRequest);
 impl BackendTask for TrainTask {
     type Output = train_mod::TrainOutcome;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device, _: &str) -> kiln_trainer::Result<Self::Output> {
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: B::Device,
+        _: &str,
+    ) -> kiln_trainer::Result<Self::Output> {
         train::<B>(self.0, device)
     }
 }
@@ -117,7 +128,11 @@ impl BackendTask for TrainTask {
 struct BenchTask(RunConfig, usize, usize);
 impl BackendTask for BenchTask {
     type Output = bench::BenchReport;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device, name: &str) -> kiln_trainer::Result<Self::Output> {
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: B::Device,
+        name: &str,
+    ) -> kiln_trainer::Result<Self::Output> {
         bench::bench::<B>(&self.0, device, name, self.1, self.2)
     }
 }
@@ -126,7 +141,8 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while the first is being handled exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone()).context("installing signal handlers")?;
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, flag.clone()).context("installing signal handlers")?;
     }
     Ok(flag)
@@ -134,28 +150,49 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Train { config, set, run_dir, resume } => {
+        Command::Train {
+            config,
+            set,
+            run_dir,
+            resume,
+        } => {
             let stop = stop_flag()?;
             let req = match (resume, config) {
                 (Some(dir), _) => {
                     let ckpt = session::load_checkpoint(&dir)?;
-                    TrainRequest { config: ckpt.config, run_dir: dir, resume: true, stop }
+                    TrainRequest {
+                        config: ckpt.config,
+                        run_dir: dir,
+                        resume: true,
+                        stop,
+                    }
                 }
                 (None, Some(path)) => {
                     let cfg = config::load(&path, &set)?;
                     let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&path));
-                    TrainRequest { config: cfg, run_dir, resume: false, stop }
+                    TrainRequest {
+                        config: cfg,
+                        run_dir,
+                        resume: false,
+                        stop,
+                    }
                 }
                 (None, None) => bail!("kiln train needs a CONFIG.toml, or --resume RUN_DIR"),
             };
             let device = req.config.training.device.clone();
             let outcome = dispatch(&device, TrainTask(req))?;
             if outcome.interrupted {
-                eprintln!("stopped at step {}; resume with `kiln train --resume {}`", outcome.step, outcome.run_dir.display());
+                eprintln!(
+                    "stopped at step {}; resume with `kiln train --resume {}`",
+                    outcome.step,
+                    outcome.run_dir.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { action: ConfigAction::Check { config, set } } => {
+        Command::Config {
+            action: ConfigAction::Check { config, set },
+        } => {
             let mut cfg = config::load(&config, &set)?;
             if cfg.model.vocab_size == 0 {
                 // The vocabulary comes from the tokenizer: build it to know the size.
@@ -168,18 +205,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", plan::plan(&cfg).render());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Generate { checkpoint, prompt, max_new_tokens, temperature, top_k, seed, device } => {
-            let opts = generate::SampleOptions { max_new_tokens, temperature, top_k, seed };
+        Command::Generate {
+            checkpoint,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_k,
+            seed,
+            device,
+        } => {
+            let opts = generate::SampleOptions {
+                max_new_tokens,
+                temperature,
+                top_k,
+                seed,
+            };
             let text = cli::generate(&checkpoint, &prompt, &opts, device)?;
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Eval { checkpoint, data, device } => {
+        Command::Eval {
+            checkpoint,
+            data,
+            device,
+        } => {
             let report = cli::eval(&checkpoint, data.as_deref(), device)?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { checkpoint, format, out } => {
+        Command::Export {
+            checkpoint,
+            format,
+            out,
+        } => {
             if format != "hf" {
                 bail!("--format {format}: only \"hf\" (Hugging Face transformers) is supported");
             }
@@ -188,7 +246,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("exported {} to {}", ckpt.dir.display(), out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { config, set, steps, warmup } => {
+        Command::Bench {
+            config,
+            set,
+            steps,
+            warmup,
+        } => {
             if steps == 0 {
                 bail!("--steps 0: bench needs at least one timed step");
             }
@@ -204,9 +267,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     // Internal errors print one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
-        let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("error: internal error{loc}: {msg} (please report this with the command you ran)");
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let loc = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error{loc}: {msg} (please report this with the command you ran)"
+        );
     }));
     let cli = Cli::parse();
     match run(cli) {

@@ -27,7 +27,8 @@ pub fn lr_at(cfg: &ScheduleConfig, lr: f64, step: u64, total: u64) -> f64 {
             if step < decay_start {
                 return lr;
             }
-            let progress = ((step - decay_start + 1) as f64 / (total - decay_start).max(1) as f64).min(1.0);
+            let progress =
+                ((step - decay_start + 1) as f64 / (total - decay_start).max(1) as f64).min(1.0);
             let scale = match cfg.decay_shape {
                 DecayShape::Linear => 1.0 - progress,
                 DecayShape::OneMinusSqrt => 1.0 - progress.sqrt(),
@@ -42,7 +43,13 @@ mod tests {
     use super::*;
 
     fn cfg(kind: ScheduleKind) -> ScheduleConfig {
-        ScheduleConfig { kind, warmup_steps: 10, min_lr: 1e-4, decay_fraction: 0.2, decay_shape: DecayShape::Linear }
+        ScheduleConfig {
+            kind,
+            warmup_steps: 10,
+            min_lr: 1e-4,
+            decay_fraction: 0.2,
+            decay_shape: DecayShape::Linear,
+        }
     }
 
     #[test]

@@ -31,10 +31,12 @@ pub struct LoadedCheckpoint {
 }
 
 fn file<'a>(files: &'a BTreeMap<String, Vec<u8>>, dir: &Path, name: &str) -> Result<&'a [u8]> {
-    files
-        .get(name)
-        .map(Vec::as_slice)
-        .ok_or_else(|| TrainerError::checkpoint(dir.join(name), "is missing from the checkpoint manifest: the checkpoint is incomplete"))
+    files.get(name).map(Vec::as_slice).ok_or_else(|| {
+        TrainerError::checkpoint(
+            dir.join(name),
+            "is missing from the checkpoint manifest: the checkpoint is incomplete",
+        )
+    })
 }
 
 /// Reads and verifies a checkpoint (a `step-N` dir, or a run dir: its latest).
@@ -43,8 +45,12 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
     let (_, files) = checkpoint::load_verified(&dir)?;
     let cfg_text = std::str::from_utf8(file(&files, &dir, CONFIG_FILE)?)
         .map_err(|_| TrainerError::checkpoint(dir.join(CONFIG_FILE), "is not UTF-8"))?;
-    let doc: toml::Table = toml::from_str(cfg_text)
-        .map_err(|e| TrainerError::checkpoint(dir.join(CONFIG_FILE), format!("not valid TOML: {}", e.to_string().replace('\n', " "))))?;
+    let doc: toml::Table = toml::from_str(cfg_text).map_err(|e| {
+        TrainerError::checkpoint(
+            dir.join(CONFIG_FILE),
+            format!("not valid TOML: {}", e.to_string().replace('\n', " ")),
+        )
+    })?;
     let config = config::from_table(doc, &dir.join(CONFIG_FILE))?;
     let tok_text = std::str::from_utf8(file(&files, &dir, TOKENIZER_FILE)?)
         .map_err(|_| TrainerError::checkpoint(dir.join(TOKENIZER_FILE), "is not UTF-8"))?;
@@ -54,9 +60,21 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
         Some(bytes) => Some(weights::from_bytes(bytes, &dir.join(OPTIMIZER_FILE))?),
         None => None,
     };
-    let state: TrainerState = serde_json::from_slice(file(&files, &dir, STATE_FILE)?)
-        .map_err(|e| TrainerError::checkpoint(dir.join(STATE_FILE), format!("unreadable trainer state: {e}")))?;
-    Ok(LoadedCheckpoint { dir, config, tokenizer, model, optimizer, state })
+    let state: TrainerState =
+        serde_json::from_slice(file(&files, &dir, STATE_FILE)?).map_err(|e| {
+            TrainerError::checkpoint(
+                dir.join(STATE_FILE),
+                format!("unreadable trainer state: {e}"),
+            )
+        })?;
+    Ok(LoadedCheckpoint {
+        dir,
+        config,
+        tokenizer,
+        model,
+        optimizer,
+        state,
+    })
 }
 
 /// A model of the checkpoint's config on `device` holding its weights.

@@ -47,7 +47,10 @@ pub struct TrainRequest {
 }
 
 /// `[B, T]` ids of a batch as tensors.
-pub fn batch_tensors<B: Backend>(batch: &Batch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+pub fn batch_tensors<B: Backend>(
+    batch: &Batch,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let shape = [batch.batch_size, batch.seq_len];
     let to = |v: &[u32]| {
         let ids: Vec<i64> = v.iter().map(|&x| x as i64).collect();
@@ -95,7 +98,16 @@ impl RunLog {
 }
 
 fn weight_decay_map(table: &ParamTable) -> HashMap<String, bool> {
-    table.infos.iter().map(|p| (p.name.clone(), Decoder::<burn::backend::Flex>::weight_decay(&p.name, p.shape.len()))).collect()
+    table
+        .infos
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                Decoder::<burn::backend::Flex>::weight_decay(&p.name, p.shape.len()),
+            )
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -109,9 +121,11 @@ fn save_checkpoint<B: AutodiffBackend>(
     keep_last: usize,
     keep: Option<u64>,
 ) -> Result<PathBuf> {
-    let model_bytes = weights::to_bytes(&named_tensors::<B::InnerBackend, _>(&model.valid()), None)?;
+    let model_bytes =
+        weights::to_bytes(&named_tensors::<B::InnerBackend, _>(&model.valid()), None)?;
     let opt_bytes = weights::to_bytes(&opt.export_state(), None)?;
-    let state_bytes = serde_json::to_vec_pretty(state).map_err(|e| TrainerError::Run(e.to_string()))?;
+    let state_bytes =
+        serde_json::to_vec_pretty(state).map_err(|e| TrainerError::Run(e.to_string()))?;
     let dir = checkpoint::save(
         run_dir,
         state.step,
@@ -132,7 +146,11 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
     std::fs::create_dir_all(&run_dir).map_err(|e| TrainerError::io(&run_dir, e))?;
 
     // Resume: the checkpoint's config, tokenizer and state win over the request.
-    let resumed = if req.resume { Some(session::load_checkpoint(&run_dir)?) } else { None };
+    let resumed = if req.resume {
+        Some(session::load_checkpoint(&run_dir)?)
+    } else {
+        None
+    };
     if !req.resume && !checkpoint::list(&run_dir).is_empty() {
         return Err(TrainerError::Run(format!(
             "{} already holds checkpoints: continue it with `kiln train --resume {}` or choose another --run-dir",
@@ -164,7 +182,8 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
     let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?;
     let table = ParamTable::new::<B, _>(&model);
     let mut opt = AdamW::<B::InnerBackend>::new(cfg.optimizer.clone(), weight_decay_map(&table));
-    let mut sampler = BatchSampler::new(Arc::new(split.train), seq_len, t.batch_size, t.seed, 0, 1)?;
+    let mut sampler =
+        BatchSampler::new(Arc::new(split.train), seq_len, t.batch_size, t.seed, 0, 1)?;
     let val_batches = eval_batches(&split.val, seq_len, t.batch_size, t.eval_batches);
 
     let mut state = TrainerState {
@@ -200,14 +219,24 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
         model = load_named_tensors(model, &src.model, &source)?;
     }
 
-    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("train.log")).ok();
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("train.log"))
+        .ok();
     let bar = ProgressBar::new(t.max_steps).with_position(state.step);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut log = RunLog { file: log_file, bar };
-    let mut metrics = MetricsLogger::open(&run_dir, cfg.logging.tensorboard, cfg.logging.metrics_jsonl);
+    let mut log = RunLog {
+        file: log_file,
+        bar,
+    };
+    let mut metrics =
+        MetricsLogger::open(&run_dir, cfg.logging.tensorboard, cfg.logging.metrics_jsonl);
     log.line(&format!(
         "kiln: {} parameters, {} tokens/step ({} x {} x accum {}), {} steps, run dir {}{}",
         cfg.model.num_params(),
@@ -217,7 +246,11 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
         t.grad_accum,
         t.max_steps,
         run_dir.display(),
-        if req.resume { format!(", resumed at step {}", state.step) } else { String::new() }
+        if req.resume {
+            format!(", resumed at step {}", state.step)
+        } else {
+            String::new()
+        }
     ));
 
     let started = Instant::now();
@@ -227,7 +260,13 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
     let mut interrupted = false;
     let mut final_val = None;
     let keep_last = cfg.checkpoint.keep_last;
-    let best_keep = |s: &TrainerState| if cfg.checkpoint.keep_best { s.best_step } else { None };
+    let best_keep = |s: &TrainerState| {
+        if cfg.checkpoint.keep_best {
+            s.best_step
+        } else {
+            None
+        }
+    };
 
     while state.step < t.max_steps {
         let step = state.step;
@@ -258,7 +297,16 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
                 state.step += 1;
                 state.sampler = sampler.state();
                 state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-                let dir = save_checkpoint(&run_dir, &cfg_toml, &tokenizer_json, &model, &opt, &state, keep_last, best_keep(&state))?;
+                let dir = save_checkpoint(
+                    &run_dir,
+                    &cfg_toml,
+                    &tokenizer_json,
+                    &model,
+                    &opt,
+                    &state,
+                    keep_last,
+                    best_keep(&state),
+                )?;
                 log.bar.abandon();
                 return Err(TrainerError::Run(format!(
                     "{} non-finite steps in a row (training.max_nonfinite_steps): stopped, state saved in {}; lower optimizer.lr or check the data",
@@ -284,7 +332,8 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
             metrics.scalar(done, "train/tokens_per_s", tps);
             metrics.scalar(done, "train/skipped_steps", state.skipped_steps as f64);
             metrics.flush();
-            log.bar.set_message(format!("loss {loss_sum:.4} | lr {lr:.2e} | {tps:.0} tok/s"));
+            log.bar
+                .set_message(format!("loss {loss_sum:.4} | lr {lr:.2e} | {tps:.0} tok/s"));
             if let Some(f) = log.file.as_mut() {
                 let _ = writeln!(f, "step {done} loss {loss_sum:.6} lr {lr:.3e} grad_norm {grad_norm:.4} tok/s {tps:.0}");
             }
@@ -300,7 +349,10 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
                 metrics.scalar(done, "val/loss", val);
                 metrics.scalar(done, "val/ppl", val.exp());
                 metrics.flush();
-                log.line(&format!("step {done}: val loss {val:.4} (ppl {:.2})", val.exp()));
+                log.line(&format!(
+                    "step {done}: val loss {val:.4} (ppl {:.2})",
+                    val.exp()
+                ));
                 if state.best_val_loss.is_none_or(|b| val < b) {
                     state.best_val_loss = Some(val);
                     state.best_step = Some(done);
@@ -314,9 +366,22 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
         if (every > 0 && done % every == 0) || last || interrupted {
             state.sampler = sampler.state();
             state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-            let dir = save_checkpoint(&run_dir, &cfg_toml, &tokenizer_json, &model, &opt, &state, keep_last, best_keep(&state))?;
+            let dir = save_checkpoint(
+                &run_dir,
+                &cfg_toml,
+                &tokenizer_json,
+                &model,
+                &opt,
+                &state,
+                keep_last,
+                best_keep(&state),
+            )?;
             if interrupted {
-                log.line(&format!("interrupted: checkpoint saved in {}; continue with `kiln train --resume {}`", dir.display(), run_dir.display()));
+                log.line(&format!(
+                    "interrupted: checkpoint saved in {}; continue with `kiln train --resume {}`",
+                    dir.display(),
+                    run_dir.display()
+                ));
                 break;
             }
         }
@@ -325,9 +390,20 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
     metrics.flush();
 
     if !interrupted && cfg.logging.sample_tokens > 0 {
-        let opts = SampleOptions { max_new_tokens: cfg.logging.sample_tokens, temperature: 0.8, top_k: Some(40), seed: t.seed };
+        let opts = SampleOptions {
+            max_new_tokens: cfg.logging.sample_tokens,
+            temperature: 0.8,
+            top_k: Some(40),
+            seed: t.seed,
+        };
         let inner = model.valid();
-        match generate(&inner, &tokenizer, &cfg.logging.sample_prompt, &opts, &device) {
+        match generate(
+            &inner,
+            &tokenizer,
+            &cfg.logging.sample_prompt,
+            &opts,
+            &device,
+        ) {
             Ok(text) => log.line(&format!("sample:\n{text}")),
             Err(e) => log.line(&format!("warning: sampling failed: {e}")),
         }
@@ -336,7 +412,14 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
         "done: step {} in {:.1} s of training{}",
         state.step,
         elapsed_before + started.elapsed().as_secs_f64(),
-        final_val.map(|v| format!(", final val loss {v:.4}")).unwrap_or_default()
+        final_val
+            .map(|v| format!(", final val loss {v:.4}"))
+            .unwrap_or_default()
     ));
-    Ok(TrainOutcome { run_dir, step: state.step, interrupted, final_val_loss: final_val })
+    Ok(TrainOutcome {
+        run_dir,
+        step: state.step,
+        interrupted,
+        final_val_loss: final_val,
+    })
 }

@@ -11,10 +11,19 @@ use crate::error::{Result, TrainerError};
 use crate::fsutil::write_atomic;
 
 /// Serialises f32 tensors (sorted by name) with optional string metadata.
-pub fn to_bytes(tensors: &BTreeMap<String, NamedTensor>, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+pub fn to_bytes(
+    tensors: &BTreeMap<String, NamedTensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let raw: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|x| x.to_le_bytes()).collect(), t.shape.clone()))
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
         .collect();
     let views = raw
         .iter()
@@ -24,10 +33,15 @@ pub fn to_bytes(tensors: &BTreeMap<String, NamedTensor>, metadata: Option<HashMa
                 .map_err(|e| TrainerError::Run(format!("tensor {k}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, &metadata).map_err(|e| TrainerError::Run(format!("safetensors: {e}")))
+    safetensors::serialize(views, &metadata)
+        .map_err(|e| TrainerError::Run(format!("safetensors: {e}")))
 }
 
-pub fn save(path: &Path, tensors: &BTreeMap<String, NamedTensor>, metadata: Option<HashMap<String, String>>) -> Result<()> {
+pub fn save(
+    path: &Path,
+    tensors: &BTreeMap<String, NamedTensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     write_atomic(path, &to_bytes(tensors, metadata)?)
 }
 
@@ -39,7 +53,10 @@ pub fn load(path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
 
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
-        TrainerError::checkpoint(path, format!("not a readable safetensors file ({e}): the file is truncated or corrupt"))
+        TrainerError::checkpoint(
+            path,
+            format!("not a readable safetensors file ({e}): the file is truncated or corrupt"),
+        )
     })?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
@@ -54,7 +71,13 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, NamedTen
                 ))
             }
         };
-        out.insert(name, NamedTensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            NamedTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok(out)
 }

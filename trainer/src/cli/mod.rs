@@ -20,7 +20,12 @@ impl BackendTask for GenerateTask<'_> {
     }
 }
 
-pub fn generate(path: &Path, prompt: &str, opts: &SampleOptions, device: Option<String>) -> anyhow::Result<String> {
+pub fn generate(
+    path: &Path,
+    prompt: &str,
+    opts: &SampleOptions,
+    device: Option<String>,
+) -> anyhow::Result<String> {
     let ckpt = load_checkpoint(path)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     Ok(dispatch(&device, GenerateTask(ckpt, prompt, opts))?)
@@ -33,7 +38,10 @@ impl BackendTask for EvalTask<'_> {
         let ckpt = self.0;
         let cfg = &ckpt.config;
         let tokens = match self.1 {
-            Some(path) => ckpt.tokenizer.encode_docs(&read_documents(path, None, &cfg.data.text_field)?)?,
+            Some(path) => {
+                ckpt.tokenizer
+                    .encode_docs(&read_documents(path, None, &cfg.data.text_field)?)?
+            }
             None => {
                 let docs = data_setup::train_documents(cfg)?;
                 data_setup::token_split(cfg, &ckpt.tokenizer, &docs)?.val
@@ -51,11 +59,17 @@ impl BackendTask for EvalTask<'_> {
         let model = build_model::<B>(&ckpt, &device)?.valid();
         let loss = evaluate(&model, &batches, &device);
         let n: usize = batches.iter().map(|b| b.batch_size * b.seq_len).sum();
-        Ok(serde_json::json!({"checkpoint": ckpt.dir, "loss": loss, "ppl": loss.exp(), "tokens": n}))
+        Ok(
+            serde_json::json!({"checkpoint": ckpt.dir, "loss": loss, "ppl": loss.exp(), "tokens": n}),
+        )
     }
 }
 
-pub fn eval(path: &Path, data: Option<&Path>, device: Option<String>) -> anyhow::Result<serde_json::Value> {
+pub fn eval(
+    path: &Path,
+    data: Option<&Path>,
+    device: Option<String>,
+) -> anyhow::Result<serde_json::Value> {
     let ckpt = load_checkpoint(path)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     Ok(dispatch(&device, EvalTask(ckpt, data))?)

@@ -11,7 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tensorboard::EventWriter;
 
 pub fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 pub struct MetricsLogger {
@@ -26,7 +29,9 @@ fn warn_once(what: &str, err: &dyn std::fmt::Display) {
 impl MetricsLogger {
     pub fn open(run_dir: &Path, tensorboard: bool, jsonl: bool) -> Self {
         let tb = if tensorboard {
-            EventWriter::create(&run_dir.join("tb"), now()).map_err(|e| warn_once("TensorBoard events", &e)).ok()
+            EventWriter::create(&run_dir.join("tb"), now())
+                .map_err(|e| warn_once("TensorBoard events", &e))
+                .ok()
         } else {
             None
         };
@@ -47,7 +52,10 @@ impl MetricsLogger {
 
     /// A logger that writes nothing (bench, eval).
     pub fn disabled() -> Self {
-        Self { tb: None, jsonl: None }
+        Self {
+            tb: None,
+            jsonl: None,
+        }
     }
 
     pub fn scalar(&mut self, step: u64, tag: &str, value: f64) {

@@ -61,9 +61,17 @@ impl EventWriter {
     pub fn create(dir: &Path, wall_time: f64) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kiln".into());
-        let path = dir.join(format!("events.out.tfevents.{}.{}.{}", wall_time as u64, host, std::process::id()));
+        let path = dir.join(format!(
+            "events.out.tfevents.{}.{}.{}",
+            wall_time as u64,
+            host,
+            std::process::id()
+        ));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let mut w = Self { file: BufWriter::new(file), path };
+        let mut w = Self {
+            file: BufWriter::new(file),
+            path,
+        };
         w.record(&event(wall_time, 0, Some((3, b"brain.Event:2"))))?;
         w.flush()?;
         Ok(w)
@@ -77,7 +85,13 @@ impl EventWriter {
         self.file.write_all(&masked_crc(data).to_le_bytes())
     }
 
-    pub fn scalar(&mut self, tag: &str, step: u64, value: f32, wall_time: f64) -> std::io::Result<()> {
+    pub fn scalar(
+        &mut self,
+        tag: &str,
+        step: u64,
+        value: f32,
+        wall_time: f64,
+    ) -> std::io::Result<()> {
         let summary = scalar_summary(tag, value);
         self.record(&event(wall_time, step as i64, Some((5, &summary))))
     }

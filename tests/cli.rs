@@ -1,0 +1,214 @@
+//! End to end through the binary: the quickstart, config check, TensorBoard
+//! files read by the real TensorBoard, generation, eval, export, fine-tuning.
+
+use std::process::Command;
+
+use crate::common::{
+    kiln, metric, python_with_tensorboard, repo_root, run, stderr, stdout, write_config, TINY,
+};
+
+#[test]
+fn quickstart_trains_checkpoints_logs_and_samples() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = repo_root().join("configs/quickstart.toml");
+    let dir = tmp.path().join("qs");
+    // The README's config, shortened for CI.
+    let o = run(kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&dir)
+        .args([
+            "--set",
+            "training.max_steps=120",
+            "--set",
+            "training.eval_every=60",
+            "--set",
+            "checkpoint.every=60",
+        ]));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("sample:\nOnce upon a time"),
+        "no sample printed: {err}"
+    );
+    let loss = metric(&dir, "train/loss");
+    let (first, last) = (loss[0].1, loss[loss.len() - 1].1);
+    println!("quickstart: train loss {first:.3} -> {last:.3}");
+    assert!(last < first - 1.0, "loss did not fall: {first} -> {last}");
+    let val = metric(&dir, "val/loss");
+    assert_eq!(val.len(), 2);
+    assert!(val[1].1 < val[0].1, "val loss did not fall: {val:?}");
+    assert!(dir
+        .join("checkpoints/step-00000120/model.safetensors")
+        .exists());
+    assert!(dir.join("config.toml").exists() && dir.join("train.log").exists());
+    assert!(std::fs::read_dir(dir.join("tb")).expect("tb").count() == 1);
+}
+
+#[test]
+fn tensorboard_reads_the_same_scalars_as_metrics_jsonl() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        tmp.path(),
+        "tiny.toml",
+        &TINY.replace("max_steps = 24", "max_steps = 8"),
+    );
+    let dir = tmp.path().join("run");
+    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let py = python_with_tensorboard();
+    let script = repo_root().join("tests/reference/check_tensorboard.py");
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "check_tensorboard.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tb: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let tags: Vec<&str> = tb["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    for tag in [
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_s",
+        "train/skipped_steps",
+        "val/loss",
+        "val/ppl",
+    ] {
+        assert!(tags.contains(&tag), "TensorBoard lacks {tag}: {tags:?}");
+        let ours = metric(&dir, tag);
+        let theirs: Vec<(u64, f64)> = tb["scalars"][tag]
+            .as_array()
+            .expect("series")
+            .iter()
+            .map(|p| (p[0].as_u64().expect("step"), p[1].as_f64().expect("value")))
+            .collect();
+        assert_eq!(ours.len(), theirs.len(), "{tag}");
+        for ((s1, v1), (s2, v2)) in ours.iter().zip(&theirs) {
+            assert_eq!(s1, s2, "{tag}");
+            assert!(
+                (v1 - v2).abs() <= 1e-6 * v1.abs().max(1.0),
+                "{tag} step {s1}: {v1} vs {v2}"
+            );
+        }
+    }
+}
+
+#[test]
+fn config_check_prints_published_parameter_counts() {
+    for (name, count) in [
+        ("mobilellm-125m.toml", "124,635,456"),
+        ("mobilellm-ls-125m.toml", "124,635,456"),
+        ("mobilellm-350m.toml", "345,355,200"),
+        ("mobillama-0.5b.toml", "534,865,920"),
+    ] {
+        let o = run(kiln()
+            .args(["config", "check"])
+            .arg(repo_root().join("configs").join(name)));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains(&format!("parameters:         {count}")),
+            "{name}: {out}"
+        );
+    }
+    for name in ["quickstart.toml", "shakespeare-char.toml", "bench-8m.toml"] {
+        let o = run(kiln()
+            .args(["config", "check"])
+            .arg(repo_root().join("configs").join(name))
+            .current_dir(repo_root()));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn generate_eval_export_and_fine_tune() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        tmp.path(),
+        "tiny.toml",
+        &TINY.replace("max_steps = 24", "max_steps = 8"),
+    );
+    let dir = tmp.path().join("run");
+    assert!(
+        run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir))
+            .status
+            .success()
+    );
+
+    // Greedy generation is deterministic; sampling depends on the seed.
+    let gen = |extra: &[&str]| {
+        stdout(&run(kiln()
+            .arg("generate")
+            .arg(&dir)
+            .args(["--prompt", "The cat", "--max-new-tokens", "30"])
+            .args(extra)))
+    };
+    let g1 = gen(&["--temperature", "0"]);
+    assert_eq!(g1, gen(&["--temperature", "0"]));
+    assert!(
+        g1.starts_with("The cat") && g1.len() > "The cat".len(),
+        "{g1}"
+    );
+    assert_eq!(
+        gen(&["--seed", "3", "--top-k", "5"]),
+        gen(&["--seed", "3", "--top-k", "5"])
+    );
+
+    let o = run(kiln().arg("eval").arg(&dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("eval json");
+    let loss = report["loss"].as_f64().expect("loss");
+    assert!((report["ppl"].as_f64().expect("ppl") - loss.exp()).abs() < 1e-6 * loss.exp());
+    let logged = metric(&dir, "val/loss").last().expect("val").1;
+    println!("eval loss {loss} (logged val/loss {logged})");
+    assert!(loss.is_finite() && loss > 0.0);
+
+    let out = tmp.path().join("hf");
+    let o = run(kiln()
+        .arg("export")
+        .arg(&dir)
+        .args(["--format", "hf", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(out.join(f).exists(), "export lacks {f}");
+    }
+    let hf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).expect("read"))
+            .expect("json");
+    assert_eq!(hf["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(hf["num_key_value_heads"], 2);
+
+    // Full fine-tuning from the checkpoint: new run, same weights at step 0.
+    let ft = TINY
+        .replace("max_steps = 24", "max_steps = 4")
+        .replace("warmup_steps = 3", "warmup_steps = 1")
+        + &format!(
+            "\n[init]\nfrom = \"{}\"\n",
+            dir.join("checkpoints/step-00000008").display()
+        );
+    let ft_cfg = write_config(tmp.path(), "ft.toml", &ft);
+    let o = run(kiln()
+        .arg("train")
+        .arg(&ft_cfg)
+        .arg("--run-dir")
+        .arg(tmp.path().join("ft")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first_ft = metric(&tmp.path().join("ft"), "train/loss")[0].1;
+    let first_scratch = metric(&dir, "train/loss")[0].1;
+    assert!(
+        first_ft < first_scratch - 0.3,
+        "fine-tuning did not start from the trained weights: {first_ft} vs {first_scratch}"
+    );
+}

@@ -1,0 +1,129 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn kiln() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn fixtures() -> PathBuf {
+    repo_root().join("tests").join("fixtures")
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawning kiln")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A ~20k-parameter model on 300 generated stories: seconds per run.
+pub const TINY: &str = r#"
+[model]
+dim = 32
+n_layers = 2
+n_heads = 4
+n_kv_heads = 2
+ffn_dim = 64
+max_seq_len = 32
+
+[data]
+stories_docs = 300
+
+[tokenizer]
+kind = "char"
+
+[optimizer]
+lr = 3e-3
+
+[schedule]
+kind = "cosine"
+warmup_steps = 3
+min_lr = 3e-4
+
+[training]
+max_steps = 24
+batch_size = 4
+eval_every = 8
+eval_batches = 2
+log_every = 1
+seed = 7
+
+[checkpoint]
+every = 8
+keep_last = 10
+
+[logging]
+sample_tokens = 20
+"#;
+
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// (step, value) of a tag in metrics.jsonl, keeping the last value per step
+/// (a resumed run re-logs the steps after its checkpoint).
+pub fn metric(run_dir: &Path, tag: &str) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
+    let mut map = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("metrics line is JSON");
+        if v["tag"] == tag {
+            map.insert(
+                v["step"].as_u64().expect("step"),
+                v["value"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
+    map.into_iter().collect()
+}
+
+/// A Python with `tensorboard` importable: $KILN_PYTHON, python3, or a venv
+/// made on first use under the target dir (needs PyPI once).
+pub fn python_with_tensorboard() -> PathBuf {
+    let ok = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import tensorboard"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if let Ok(p) = std::env::var("KILN_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join("target").join("test-venv");
+    let vpy = venv.join("bin").join("python");
+    if ok(&vpy) {
+        return vpy;
+    }
+    if ok(Path::new("python3")) {
+        return PathBuf::from("python3");
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(made.success(), "could not create {}", venv.display());
+    let pip = Command::new(&vpy)
+        .args(["-m", "pip", "install", "-q", "tensorboard==2.21.0"])
+        .status()
+        .expect("pip");
+    assert!(
+        pip.success(),
+        "pip install tensorboard failed: the TensorBoard check needs PyPI once"
+    );
+    vpy
+}

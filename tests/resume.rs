@@ -1,0 +1,188 @@
+//! Exact resume (also after `kill -9`) and crash-safe checkpoints.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::{kiln, metric, run, stderr, write_config, TINY};
+
+fn ckpt(run_dir: &Path, step: u64) -> std::path::PathBuf {
+    run_dir.join("checkpoints").join(format!("step-{step:08}"))
+}
+
+fn wait_for(path: &Path, limit: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn resume_after_kill_9_is_bitwise_exact() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(tmp.path(), "tiny.toml", TINY);
+    let full = tmp.path().join("full");
+    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&full));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Same run, killed with SIGKILL once its step-8 checkpoint exists.
+    let cut = tmp.path().join("cut");
+    let mut child = kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&cut)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_for(
+            &ckpt(&cut, 8).join("manifest.json"),
+            Duration::from_secs(120)
+        ),
+        "no step-8 checkpoint"
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(
+        !ckpt(&cut, 24).exists(),
+        "the run finished before it was killed: make TINY longer"
+    );
+
+    let o = run(kiln().arg("train").arg("--resume").arg(&cut));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(ckpt(&full, 24).join(file)).expect("full");
+        let b = std::fs::read(ckpt(&cut, 24).join(file)).expect("resumed");
+        assert!(
+            a == b,
+            "{file} after resume differs from the uninterrupted run"
+        );
+    }
+    let (la, lb) = (metric(&full, "train/loss"), metric(&cut, "train/loss"));
+    assert_eq!(la.len(), 24);
+    assert_eq!(la, lb, "logged losses differ after resume");
+    assert_eq!(metric(&full, "val/loss"), metric(&cut, "val/loss"));
+}
+
+#[test]
+fn sigterm_saves_a_checkpoint_and_exits_cleanly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        tmp.path(),
+        "tiny.toml",
+        &TINY
+            .replace("max_steps = 24", "max_steps = 100000")
+            .replace("warmup_steps = 3", "warmup_steps = 3"),
+    );
+    let dir = tmp.path().join("run");
+    let child = kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(wait_for(
+        &ckpt(&dir, 8).join("manifest.json"),
+        Duration::from_secs(120)
+    ));
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "SIGTERM should exit 0: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
+    let steps: Vec<u64> = kiln_trainer::checkpoint::list(&dir)
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    let last = *steps.last().expect("a checkpoint");
+    assert!(
+        last > 8 && last % 8 != 0,
+        "the interrupt checkpoint is at the stopping step, got {steps:?}"
+    );
+}
+
+#[test]
+fn kill_9_during_saves_leaves_the_last_checkpoint_loadable() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A checkpoint every step, so kills land inside saves often.
+    let text = TINY
+        .replace("every = 8", "every = 1")
+        .replace("max_steps = 24", "max_steps = 100000");
+    let cfg = write_config(tmp.path(), "tiny.toml", &text);
+    for (i, delay_ms) in [150u64, 410, 777].into_iter().enumerate() {
+        let dir = tmp.path().join(format!("run{i}"));
+        let mut child = kiln()
+            .arg("train")
+            .arg(&cfg)
+            .arg("--run-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        assert!(wait_for(
+            &ckpt(&dir, 2).join("manifest.json"),
+            Duration::from_secs(120)
+        ));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        for (step, path) in kiln_trainer::checkpoint::list(&dir) {
+            kiln_trainer::session::load_checkpoint(&path)
+                .unwrap_or_else(|e| panic!("checkpoint {step} unreadable after kill -9: {e}"));
+        }
+        let o = run(kiln()
+            .arg("generate")
+            .arg(&dir)
+            .args(["--max-new-tokens", "5"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn an_interrupted_save_is_ignored_and_a_corrupt_file_is_named() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        tmp.path(),
+        "tiny.toml",
+        &TINY.replace("max_steps = 24", "max_steps = 8"),
+    );
+    let dir = tmp.path().join("run");
+    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // What a crash mid-save leaves: a temp dir with a torn file.
+    let torn = dir.join("checkpoints").join(".tmp-step-00000016-999");
+    std::fs::create_dir_all(&torn).expect("mkdir");
+    std::fs::write(torn.join("model.safetensors"), b"torn").expect("write");
+    let resolved = kiln_trainer::checkpoint::resolve(&dir).expect("resolve");
+    assert!(resolved.ends_with("step-00000008"));
+    // Truncating the model file of the real checkpoint is caught by name.
+    let model = resolved.join("model.safetensors");
+    let bytes = std::fs::read(&model).expect("read");
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).expect("truncate");
+    let o = run(kiln().arg("eval").arg(&dir));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
