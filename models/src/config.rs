@@ -189,8 +189,10 @@ impl ModelConfig {
     }
 
     /// Training FLOPs per token: 6 per weight use in a matmul (forward 2 +
-    /// backward 4, shared blocks counted per application) plus attention
-    /// scores and values (PaLM appendix B: 12 * L * d_attn * T, causal not halved).
+    /// backward 4, shared blocks counted per application, the head once) plus
+    /// causal attention scores and values, 6 * L * d_attn * T (half of PaLM's
+    /// 12 L d T: only the lower triangle is needed), as
+    /// ../shared/reference/torch_llama_bench.py counts them.
     pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
         let (d, f, v) = (self.dim as f64, self.ffn_dim as f64, self.vocab_size as f64);
         let hd = self.head_dim() as f64;
@@ -198,7 +200,7 @@ impl ModelConfig {
         let per_layer = d * h * hd * 2.0 + d * kv * hd * 2.0 + 3.0 * d * f;
         let layers = self.effective_layers() as f64;
         let matmul_weights = layers * per_layer + v * d; // the head (tied or not) is a matmul
-        6.0 * matmul_weights + 12.0 * layers * h * hd * seq_len as f64
+        6.0 * matmul_weights + 6.0 * layers * h * hd * seq_len as f64
     }
 }
 

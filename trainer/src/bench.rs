@@ -48,7 +48,8 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Best f32 matmul rate over a few square products, GFLOP/s.
+/// Best f32 matmul rate over a few square products, GFLOP/s (the
+/// reference script uses n = 2048 on CPU too).
 pub fn matmul_peak_gflops<B: Backend>(device: &B::Device, n: usize) -> f64 {
     let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
     let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
@@ -92,16 +93,9 @@ pub fn bench<B: AutodiffBackend>(
     let x: Tensor<B, 2, Int> = tokens.clone().slice([0..b, 0..t]);
     let y: Tensor<B, 2, Int> = tokens.slice([0..b, 1..t + 1]);
 
-    let (mut fwd, mut bwd, mut opt_s) = (0.0, 0.0, 0.0);
-    let total = Instant::now();
-    let mut timed = Instant::now();
+    // Per timed step: (forward, backward + clip, optimizer) seconds.
+    let mut times: Vec<(f64, f64, f64)> = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
-        if i == warmup {
-            fwd = 0.0;
-            bwd = 0.0;
-            opt_s = 0.0;
-            timed = Instant::now();
-        }
         let t0 = Instant::now();
         let loss = cross_entropy(model.forward(x.clone()), y.clone());
         let _: f32 = loss.clone().into_scalar().elem();
@@ -122,17 +116,20 @@ pub fn bench<B: AutodiffBackend>(
             .elem();
         let t3 = Instant::now();
         let _ = norm;
-        fwd += (t1 - t0).as_secs_f64();
-        bwd += (t2 - t1).as_secs_f64();
-        opt_s += (t3 - t2).as_secs_f64();
+        if i >= warmup {
+            times.push(((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()));
+        }
     }
-    let _ = total;
-    let elapsed = timed.elapsed().as_secs_f64();
-    let step_time = elapsed / steps as f64;
+    // Median step, as torch_llama_bench.py reports it.
+    let mut totals: Vec<f64> = times.iter().map(|(a, b, c)| a + b + c).collect();
+    totals.sort_by(f64::total_cmp);
+    let step_time = totals[totals.len() / 2];
+    let mean = |f: fn(&(f64, f64, f64)) -> f64| times.iter().map(f).sum::<f64>() / steps as f64;
+    let (fwd, bwd, opt_s) = (mean(|t| t.0), mean(|t| t.1), mean(|t| t.2));
     let tokens_per_s = (b * t) as f64 / step_time;
     let flops_per_token = cfg.model.train_flops_per_token(t);
     let achieved = flops_per_token * tokens_per_s / 1e9;
-    let peak = matmul_peak_gflops::<B::InnerBackend>(&device, 1024);
+    let peak = matmul_peak_gflops::<B::InnerBackend>(&device, 2048);
     Ok(BenchReport {
         device: device_name.to_string(),
         params: cfg.model.num_params(),
@@ -141,9 +138,9 @@ pub fn bench<B: AutodiffBackend>(
         steps,
         step_time_s: step_time,
         tokens_per_s,
-        forward_s: fwd / steps as f64,
-        backward_s: bwd / steps as f64,
-        optimizer_s: opt_s / steps as f64,
+        forward_s: fwd,
+        backward_s: bwd,
+        optimizer_s: opt_s,
         flops_per_token,
         achieved_gflops: achieved,
         peak_matmul_gflops: peak,

@@ -292,7 +292,7 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
                 "step {step}: non-finite loss {loss_sum} or gradient norm {grad_norm}: update skipped ({} in a row)",
                 state.consecutive_nonfinite
             ));
-            metrics.scalar(step, "train/skipped_steps", state.skipped_steps as f64);
+            metrics.scalar(step + 1, "train/skipped_steps", state.skipped_steps as f64);
             if state.consecutive_nonfinite >= t.max_nonfinite_steps {
                 state.step += 1;
                 state.sampler = sampler.state();

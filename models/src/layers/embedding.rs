@@ -29,6 +29,9 @@ impl<B: Backend> Embedding<B> {
 
     /// Tied output head: `[B, T, dim] -> [B, T, vocab]` as `h @ E^T`.
     pub fn attend(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        h.matmul(self.weight.val().transpose().unsqueeze())
+        let [b, t, d] = h.dims();
+        let vocab = self.weight.dims()[0];
+        // One 2-D GEMM: the broadcast 3-D form costs ~1.7x more in backward.
+        h.reshape([b * t, d]).matmul(self.weight.val().transpose()).reshape([b, t, vocab]) // [B, T, vocab]
     }
 }

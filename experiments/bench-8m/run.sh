@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# kiln vs PyTorch train-step throughput on the 8M Llama shape, same machine,
+# alternating rounds so both see the same conditions.
+#   experiments/bench-8m/run.sh [PYTHON_WITH_TORCH] > experiments/bench-8m/results.jsonl
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${1:-python3}
+ROUNDS=${ROUNDS:-3}
+cargo build --release --bin kiln >&2
+for round in $(seq 1 "$ROUNDS"); do
+  echo "{\"round\": $round, \"kiln\": $(./target/release/kiln bench configs/bench-8m.toml --steps 20 --warmup 3)}"
+  echo "{\"round\": $round, \"torch\": $("$PY" ../shared/reference/torch_llama_bench.py --steps 20 --warmup 3)}"
+done
