@@ -71,6 +71,12 @@ enum Command {
         /// A text or JSONL file to evaluate on instead of the run's validation split.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Instead of a dataset: write the logits of this text to --logits-out
+        /// (JSON {"tokens", "logits"}), e.g. to compare with an HF export.
+        #[arg(long, requires = "logits_out")]
+        text: Option<String>,
+        #[arg(long, requires = "text")]
+        logits_out: Option<PathBuf>,
         #[arg(long)]
         device: Option<String>,
     },
@@ -227,8 +233,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval {
             checkpoint,
             data,
+            text,
+            logits_out,
             device,
         } => {
+            if let (Some(text), Some(out)) = (text, logits_out) {
+                cli::dump_logits(&checkpoint, &text, &out, device)?;
+                println!("wrote {}", out.display());
+                return Ok(ExitCode::SUCCESS);
+            }
             let report = cli::eval(&checkpoint, data.as_deref(), device)?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)

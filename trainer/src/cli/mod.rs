@@ -74,3 +74,37 @@ pub fn eval(
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     Ok(dispatch(&device, EvalTask(ckpt, data))?)
 }
+
+struct LogitsTask<'a>(LoadedCheckpoint, &'a str);
+impl BackendTask for LogitsTask<'_> {
+    type Output = serde_json::Value;
+    fn run<B: AutodiffBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
+        use burn::tensor::{Int, Tensor, TensorData};
+        use kiln_models::LanguageModel;
+        let ids = self.0.tokenizer.encode(self.1)?;
+        if ids.is_empty() {
+            return Err(kiln_trainer::TrainerError::invalid("--text", "encodes to no tokens"));
+        }
+        let model = build_model::<B::InnerBackend>(&self.0, &device)?;
+        let n = ids.len();
+        let x = Tensor::<B::InnerBackend, 2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]), &device);
+        let logits: Vec<f32> = model
+            .forward(x)
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| kiln_trainer::TrainerError::Run(format!("reading logits: {e:?}")))?;
+        let v = model.vocab_size();
+        let rows: Vec<&[f32]> = logits.chunks(v).collect();
+        Ok(serde_json::json!({"tokens": [ids], "logits": [rows]}))
+    }
+}
+
+/// Writes `{"tokens": [[...]], "logits": [[[...]]]}` for `text`.
+pub fn dump_logits(path: &Path, text: &str, out: &Path, device: Option<String>) -> anyhow::Result<()> {
+    let ckpt = load_checkpoint(path)?;
+    let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
+    let json = dispatch(&device, LogitsTask(ckpt, text))?;
+    kiln_trainer::fsutil::write_atomic(out, json.to_string().as_bytes())?;
+    Ok(())
+}
