@@ -236,3 +236,20 @@ fn non_finite_steps_are_skipped_counted_and_stop_the_run_with_a_checkpoint() {
     assert_eq!(state.state.skipped_steps, 3);
     assert_eq!(state.state.optimizer_updates, 1);
 }
+
+#[test]
+fn a_log_sink_that_cannot_be_written_is_reported_once_and_training_goes_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(tmp.path(), "tiny.toml", &TINY.replace("max_steps = 24", "max_steps = 6"));
+    let dir = tmp.path().join("run");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // `tb` is a file and `metrics.jsonl` a directory: neither can be opened.
+    std::fs::write(dir.join("tb"), b"not a directory").expect("write");
+    std::fs::create_dir_all(dir.join("metrics.jsonl")).expect("mkdir");
+    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("warning: cannot write TensorBoard events").count(), 1, "{err}");
+    assert_eq!(err.matches("warning: cannot write").count(), 2, "{err}");
+    assert!(dir.join("checkpoints/step-00000006/manifest.json").exists());
+}
