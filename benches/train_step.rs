@@ -24,14 +24,18 @@ fn train_step(c: &mut Criterion) {
     let dev = Default::default();
     let mut model = Decoder::<AB>::new(&cfg, &dev).expect("model");
     let table = ParamTable::new::<AB, _>(&model);
-    let decay = table.infos.iter().map(|p| (p.name.clone(), p.shape.len() >= 2)).collect();
+    let decay = table
+        .infos
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.len() >= 2))
+        .collect();
     let mut opt = AdamW::new(OptimizerConfig::default(), decay);
     let tokens = Tensor::<AB, 2>::random([12, 65], Distribution::Uniform(0.0, 256.0), &dev).int();
     let x: Tensor<AB, 2, Int> = tokens.clone().slice([0..12, 0..64]);
     let y: Tensor<AB, 2, Int> = tokens.slice([0..12, 1..65]);
     c.bench_function("train_step_0.8M_b12_t64", |b| {
         b.iter(|| {
-            let loss = cross_entropy(model.forward(x.clone()), y.clone());
+            let loss = cross_entropy(model.forward(x.clone()), y.clone(), true);
             let mut grads = GradStore::default();
             grads.accumulate::<AB, _>(&model, &table, loss.backward());
             grads.clip_global_norm(1.0);
@@ -41,7 +45,11 @@ fn train_step(c: &mut Criterion) {
     c.bench_function("forward_0.8M_b12_t64", |b| {
         b.iter(|| {
             let logits = model.forward(x.clone());
-            let _: Vec<f32> = logits.slice([0..1, 0..1, 0..1]).into_data().into_vec().unwrap_or_default();
+            let _: Vec<f32> = logits
+                .slice([0..1, 0..1, 0..1])
+                .into_data()
+                .into_vec()
+                .unwrap_or_default();
         })
     });
 }

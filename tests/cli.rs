@@ -218,7 +218,10 @@ fn non_finite_steps_are_skipped_counted_and_stop_the_run_with_a_checkpoint() {
     let tmp = tempfile::tempdir().expect("tmp");
     // An absurd learning rate blows the weights up after the first update, so
     // every later loss is non-finite.
-    let text = TINY.replace("lr = 3e-3", "lr = 1e30").replace("min_lr = 3e-4", "min_lr = 0.0").replace("warmup_steps = 3", "warmup_steps = 0")
+    let text = TINY
+        .replace("lr = 3e-3", "lr = 1e30")
+        .replace("min_lr = 3e-4", "min_lr = 0.0")
+        .replace("warmup_steps = 3", "warmup_steps = 0")
         + "\n";
     let text = text.replace("seed = 7", "seed = 7\nmax_nonfinite_steps = 3");
     let cfg = write_config(tmp.path(), "nan.toml", &text);
@@ -226,11 +229,18 @@ fn non_finite_steps_are_skipped_counted_and_stop_the_run_with_a_checkpoint() {
     let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
-    assert!(err.contains("non-finite steps in a row") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("non-finite steps in a row") && !err.contains("panicked"),
+        "{err}"
+    );
     let skipped = metric(&dir, "train/skipped_steps");
     assert_eq!(skipped.last().expect("logged").1, 3.0, "{skipped:?}");
     let ckpts = kiln_trainer::checkpoint::list(&dir);
-    assert_eq!(ckpts.last().expect("checkpoint").0, 4, "stopped after step 1 + 3 skipped steps");
+    assert_eq!(
+        ckpts.last().expect("checkpoint").0,
+        4,
+        "stopped after step 1 + 3 skipped steps"
+    );
     // The skipped steps did not touch the weights: generation still loads them.
     let state = kiln_trainer::session::load_checkpoint(&dir).expect("loadable");
     assert_eq!(state.state.skipped_steps, 3);
@@ -240,7 +250,11 @@ fn non_finite_steps_are_skipped_counted_and_stop_the_run_with_a_checkpoint() {
 #[test]
 fn a_log_sink_that_cannot_be_written_is_reported_once_and_training_goes_on() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(tmp.path(), "tiny.toml", &TINY.replace("max_steps = 24", "max_steps = 6"));
+    let cfg = write_config(
+        tmp.path(),
+        "tiny.toml",
+        &TINY.replace("max_steps = 24", "max_steps = 6"),
+    );
     let dir = tmp.path().join("run");
     std::fs::create_dir_all(&dir).expect("mkdir");
     // `tb` is a file and `metrics.jsonl` a directory: neither can be opened.
@@ -249,7 +263,12 @@ fn a_log_sink_that_cannot_be_written_is_reported_once_and_training_goes_on() {
     let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert_eq!(err.matches("warning: cannot write TensorBoard events").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("warning: cannot write TensorBoard events")
+            .count(),
+        1,
+        "{err}"
+    );
     assert_eq!(err.matches("warning: cannot write").count(), 2, "{err}");
     assert!(dir.join("checkpoints/step-00000006/manifest.json").exists());
 }

@@ -59,6 +59,11 @@ fn representative(name: &str, repeat: usize) -> String {
 }
 
 fn check_variant(variant: &str) {
+    check_variant_with(variant, true);
+    check_variant_with(variant, false);
+}
+
+fn check_variant_with(variant: &str, fused: bool) {
     let dir = fixtures().join("llama").join(variant);
     let golden: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("golden.json")).expect("golden"))
@@ -83,7 +88,9 @@ fn check_variant(variant: &str) {
 
     let dev = Default::default();
     let model = load_named_tensors(
-        Decoder::<AB>::new(&cfg, &dev).expect("model"),
+        Decoder::<AB>::new(&cfg, &dev)
+            .expect("model")
+            .with_fused(fused),
         &ckpt,
         variant,
     )
@@ -125,6 +132,7 @@ fn check_variant(variant: &str) {
     let loss = cross_entropy(
         logits.slice([0..b, 0..t - 1, 0..v]),
         tokens.slice([0..b, 1..t]),
+        fused,
     );
     let loss_val: f32 = loss.clone().into_scalar().elem();
     let want_loss = golden["loss"].as_f64().expect("loss");

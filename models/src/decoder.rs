@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::layers::{Attention, Embedding, KvCache, Linear, RmsNorm, Rope, SwiGluMlp};
+use crate::ops::FusedOps;
 use crate::{LanguageModel, ModelConfig, ModelError};
 
 /// Pre-norm block: `x += attn(n1 x); x += mlp(n2 x)`.
@@ -21,7 +22,7 @@ pub struct Block<B: Backend> {
     pub mlp: Option<SwiGluMlp<B>>,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: FusedOps> Block<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -110,6 +111,26 @@ impl<B: Backend> Decoder<B> {
         })
     }
 
+    /// Turns the fused kernels on or off in every layer (`[training] fused_ops`).
+    pub fn with_fused(mut self, fused: bool) -> Self {
+        let set_mlp = |m: &mut SwiGluMlp<B>| m.fused = fused;
+        for block in self.layers.iter_mut() {
+            block.input_layernorm.fused = fused;
+            block.post_attention_layernorm.fused = fused;
+            block.self_attn.fused = fused;
+            if let Some(m) = block.mlp.as_mut() {
+                set_mlp(m);
+            }
+        }
+        if let Some(m) = self.shared_mlp.as_mut() {
+            set_mlp(m);
+        }
+        self.norm.fused = fused;
+        self
+    }
+}
+
+impl<B: FusedOps> Decoder<B> {
     fn run(
         &self,
         tokens: Tensor<B, 2, Int>,
@@ -135,7 +156,7 @@ impl<B: Backend> Decoder<B> {
     }
 }
 
-impl<B: Backend> LanguageModel<B> for Decoder<B> {
+impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
     type Cache = DecoderCache<B>;
 
     fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {

@@ -8,9 +8,11 @@ pub mod hf;
 pub mod layers;
 pub mod lm;
 pub mod naming;
+pub mod ops;
 
 pub use config::{Arch, ModelConfig};
 pub use decoder::{Decoder, DecoderCache};
 pub use error::ModelError;
-pub use lm::LanguageModel;
+pub use lm::{LanguageModel, TrainBackend};
 pub use naming::{load_named_tensors, named_tensors, param_infos, NamedTensor, ParamInfo};
+pub use ops::FusedOps;

@@ -1,10 +1,23 @@
 //! The one trait every architecture implements; the loss lives in the trainer.
 
 use burn::module::Module;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 
-pub trait LanguageModel<B: Backend>: Module<B> {
+use crate::ops::FusedOps;
+
+/// What the trainer needs of a backend: autodiff plus the fused ops on both
+/// the autodiff backend and the inner one (evaluation, generation).
+pub trait TrainBackend: AutodiffBackend<InnerBackend: FusedOps> + FusedOps {}
+
+impl<B> TrainBackend for B
+where
+    B: AutodiffBackend + FusedOps,
+    B::InnerBackend: FusedOps,
+{
+}
+
+pub trait LanguageModel<B: FusedOps>: Module<B> {
     /// Per-sequence state for incremental generation (KV cache, SSM state).
     type Cache;
 

@@ -8,6 +8,7 @@ use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use crate::ops::FusedOps;
 use crate::{LanguageModel, ModelError};
 
 /// A host copy of one tensor, row-major f32.
@@ -82,7 +83,7 @@ impl<B: Backend, F: Fn(&str) -> String> ModuleVisitor<B> for InfoVisitor<F> {
 }
 
 /// Every float parameter of `model`, in module order, with its checkpoint name.
-pub fn param_infos<B: Backend, M: LanguageModel<B>>(model: &M) -> Vec<ParamInfo> {
+pub fn param_infos<B: FusedOps, M: LanguageModel<B>>(model: &M) -> Vec<ParamInfo> {
     let mut v = InfoVisitor {
         path: PathStack::default(),
         rename: M::tensor_name,
@@ -94,7 +95,7 @@ pub fn param_infos<B: Backend, M: LanguageModel<B>>(model: &M) -> Vec<ParamInfo>
 }
 
 /// Host copies of every parameter, keyed by checkpoint name.
-pub fn named_tensors<B: Backend, M: LanguageModel<B>>(model: &M) -> BTreeMap<String, NamedTensor> {
+pub fn named_tensors<B: FusedOps, M: LanguageModel<B>>(model: &M) -> BTreeMap<String, NamedTensor> {
     let mut v = InfoVisitor {
         path: PathStack::default(),
         rename: M::tensor_name,
@@ -160,7 +161,7 @@ impl<B: Backend, F: Fn(&str) -> String> ModuleMapper<B> for Loader<'_, F> {
 
 /// Replaces every parameter of `model` with the tensor of the same checkpoint
 /// name. Missing, extra or mis-shaped tensors are errors naming `source`.
-pub fn load_named_tensors<B: Backend, M: LanguageModel<B>>(
+pub fn load_named_tensors<B: FusedOps, M: LanguageModel<B>>(
     model: M,
     tensors: &BTreeMap<String, NamedTensor>,
     source: &str,

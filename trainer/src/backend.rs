@@ -3,11 +3,11 @@
 
 use crate::config::DeviceSpec;
 use crate::error::{Result, TrainerError};
-use burn::tensor::backend::AutodiffBackend;
+use kiln_models::TrainBackend;
 
 pub trait BackendTask {
     type Output;
-    fn run<B: AutodiffBackend>(self, device: B::Device, name: &str) -> Result<Self::Output>;
+    fn run<B: TrainBackend>(self, device: B::Device, name: &str) -> Result<Self::Output>;
 }
 
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;

@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
-use kiln_models::{Decoder, LanguageModel};
+use kiln_models::{Decoder, LanguageModel, TrainBackend};
 use serde::Serialize;
 
 use crate::adamw::AdamW;
@@ -63,7 +63,7 @@ pub fn matmul_peak_gflops<B: Backend>(device: &B::Device, n: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
-pub fn bench<B: AutodiffBackend>(
+pub fn bench<B: TrainBackend>(
     cfg: &RunConfig,
     device: B::Device,
     device_name: &str,
@@ -79,7 +79,8 @@ pub fn bench<B: AutodiffBackend>(
     cfg.model.validate()?;
     let (b, t) = (cfg.training.batch_size, cfg.seq_len());
     B::seed(&device, cfg.training.seed);
-    let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?;
+    let mut model: Decoder<B> =
+        Decoder::new(&cfg.model, &device)?.with_fused(cfg.training.fused_ops);
     let table = ParamTable::new::<B, _>(&model);
     let decay = table
         .infos
@@ -97,7 +98,7 @@ pub fn bench<B: AutodiffBackend>(
     let mut times: Vec<(f64, f64, f64)> = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
-        let loss = cross_entropy(model.forward(x.clone()), y.clone());
+        let loss = cross_entropy(model.forward(x.clone()), y.clone(), cfg.training.fused_ops);
         let _: f32 = loss.clone().into_scalar().elem();
         let t1 = Instant::now();
         let mut grads = GradStore::<B::InnerBackend>::default();
@@ -117,7 +118,11 @@ pub fn bench<B: AutodiffBackend>(
         let t3 = Instant::now();
         let _ = norm;
         if i >= warmup {
-            times.push(((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()));
+            times.push((
+                (t1 - t0).as_secs_f64(),
+                (t2 - t1).as_secs_f64(),
+                (t3 - t2).as_secs_f64(),
+            ));
         }
     }
     // Median step, as torch_llama_bench.py reports it.

@@ -201,6 +201,14 @@ pub struct TrainingConfig {
     pub max_nonfinite_steps: u64,
     #[serde(default = "default_log_every")]
     pub log_every: u64,
+    /// Fused kernels (attention, cross-entropy, SwiGLU, RMSNorm) with
+    /// hand-written backward; false runs the composed burn ops.
+    #[serde(default = "default_true")]
+    pub fused_ops: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn one() -> usize {

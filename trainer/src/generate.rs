@@ -4,7 +4,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_data::Tokenizer;
-use kiln_models::{Decoder, LanguageModel};
+use kiln_models::{Decoder, FusedOps, LanguageModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -70,7 +70,7 @@ pub fn sample_token(logits: &[f32], opts: &SampleOptions, rng: &mut ChaCha8Rng) 
 
 /// Prompt + up to `max_new_tokens` generated tokens, decoded. Stops at the
 /// end-of-text token.
-pub fn generate<B: Backend>(
+pub fn generate<B: FusedOps>(
     model: &Decoder<B>,
     tokenizer: &Tokenizer,
     prompt: &str,

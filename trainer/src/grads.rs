@@ -30,7 +30,7 @@ pub struct ParamTable {
 }
 
 impl ParamTable {
-    pub fn new<B: Backend, M: LanguageModel<B>>(model: &M) -> Self {
+    pub fn new<B: kiln_models::FusedOps, M: LanguageModel<B>>(model: &M) -> Self {
         let infos = param_infos::<B, M>(model);
         let by_id = infos.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
         Self { infos, by_id }

@@ -122,7 +122,7 @@ fn default_run_dir(config: &Path) -> PathBuf {
 struct TrainTask(TrainRequest);
 impl BackendTask for TrainTask {
     type Output = train_mod::TrainOutcome;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(
+    fn run<B: kiln_models::TrainBackend>(
         self,
         device: B::Device,
         _: &str,
@@ -134,7 +134,7 @@ impl BackendTask for TrainTask {
 struct BenchTask(RunConfig, usize, usize);
 impl BackendTask for BenchTask {
     type Output = bench::BenchReport;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(
+    fn run<B: kiln_models::TrainBackend>(
         self,
         device: B::Device,
         name: &str,

@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use kiln_data::Tokenizer;
-use kiln_models::{load_named_tensors, Decoder, NamedTensor};
+use kiln_models::{load_named_tensors, Decoder, FusedOps, NamedTensor};
 
 use crate::checkpoint;
 use crate::config::{self, RunConfig};
@@ -78,8 +77,9 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
 }
 
 /// A model of the checkpoint's config on `device` holding its weights.
-pub fn build_model<B: Backend>(ckpt: &LoadedCheckpoint, device: &B::Device) -> Result<Decoder<B>> {
-    let model = Decoder::new(&ckpt.config.model, device)?;
+pub fn build_model<B: FusedOps>(ckpt: &LoadedCheckpoint, device: &B::Device) -> Result<Decoder<B>> {
+    let model =
+        Decoder::new(&ckpt.config.model, device)?.with_fused(ckpt.config.training.fused_ops);
     let source = ckpt.dir.join(MODEL_FILE).display().to_string();
     Ok(load_named_tensors(model, &ckpt.model, &source)?)
 }

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_data::{eval_batches, Batch, BatchSampler, Tokenizer};
-use kiln_models::{load_named_tensors, named_tensors, Decoder, LanguageModel};
+use kiln_models::{
+    load_named_tensors, named_tensors, Decoder, FusedOps, LanguageModel, TrainBackend,
+};
 
 use crate::adamw::AdamW;
 use crate::checkpoint;
@@ -60,12 +62,19 @@ pub fn batch_tensors<B: Backend>(
 }
 
 /// Mean loss over fixed batches with the inference model.
-pub fn evaluate<B: Backend>(model: &Decoder<B>, batches: &[Batch], device: &B::Device) -> f64 {
+pub fn evaluate<B: FusedOps>(
+    model: &Decoder<B>,
+    batches: &[Batch],
+    device: &B::Device,
+    fused: bool,
+) -> f64 {
     let mut total = 0.0;
     let mut count = 0usize;
     for b in batches {
         let (x, y) = batch_tensors::<B>(b, device);
-        let loss: f32 = cross_entropy(model.forward(x), y).into_scalar().elem();
+        let loss: f32 = cross_entropy(model.forward(x), y, fused)
+            .into_scalar()
+            .elem();
         total += loss as f64 * b.batch_size as f64;
         count += b.batch_size;
     }
@@ -111,7 +120,7 @@ fn weight_decay_map(table: &ParamTable) -> HashMap<String, bool> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn save_checkpoint<B: AutodiffBackend>(
+fn save_checkpoint<B: TrainBackend>(
     run_dir: &Path,
     cfg_toml: &str,
     tokenizer_json: &str,
@@ -141,7 +150,7 @@ fn save_checkpoint<B: AutodiffBackend>(
     Ok(dir)
 }
 
-pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result<TrainOutcome> {
+pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<TrainOutcome> {
     let run_dir = req.run_dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|e| TrainerError::io(&run_dir, e))?;
 
@@ -179,7 +188,7 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
     let t = &cfg.training;
     let seq_len = cfg.seq_len();
     B::seed(&device, t.seed);
-    let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?;
+    let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?.with_fused(t.fused_ops);
     let table = ParamTable::new::<B, _>(&model);
     let mut opt = AdamW::<B::InnerBackend>::new(cfg.optimizer.clone(), weight_decay_map(&table));
     let mut sampler =
@@ -277,7 +286,8 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
             let batch = sampler.next_batch();
             let (x, y) = batch_tensors::<B>(&batch, &device);
             // Dividing here makes the summed gradients those of the mean loss.
-            let loss = cross_entropy(model.forward(x), y).div_scalar(t.grad_accum as f64);
+            let loss =
+                cross_entropy(model.forward(x), y, t.fused_ops).div_scalar(t.grad_accum as f64);
             let value: f32 = loss.clone().into_scalar().elem();
             loss_sum += value as f64;
             grads.accumulate::<B, _>(&model, &table, loss.backward());
@@ -344,7 +354,7 @@ pub fn train<B: AutodiffBackend>(req: TrainRequest, device: B::Device) -> Result
 
         let last = done == t.max_steps;
         if (t.eval_every > 0 && done % t.eval_every == 0) || last {
-            let val = evaluate(&model.valid(), &val_batches, &device);
+            let val = evaluate(&model.valid(), &val_batches, &device, t.fused_ops);
             if val.is_finite() {
                 metrics.scalar(done, "val/loss", val);
                 metrics.scalar(done, "val/ppl", val.exp());

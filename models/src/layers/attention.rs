@@ -8,6 +8,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
 use super::{Linear, Rope};
+use crate::ops::{causal_attention, FusedOps};
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -18,6 +19,8 @@ pub struct Attention<B: Backend> {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Use the fused causal-attention kernel for full sequences; false = composed ops.
+    pub fused: bool,
 }
 
 /// Keys and values seen so far, `[B, kv_heads, T_past, head_dim]` each.
@@ -53,9 +56,12 @@ impl<B: Backend> Attention<B> {
             n_heads,
             n_kv_heads,
             head_dim,
+            fused: true,
         }
     }
+}
 
+impl<B: FusedOps> Attention<B> {
     /// `[B, T, dim] -> [B, T, dim]`. With a cache, the new keys/values are
     /// appended and the queries sit at positions `cache.len()..`; `rope` must
     /// cover exactly those positions.
@@ -86,6 +92,13 @@ impl<B: Backend> Attention<B> {
         let k = rope.apply(k);
 
         let past = cache.as_ref().map_or(0, |c| c.len());
+        if self.fused && cache.is_none() {
+            // Training and full-sequence scoring: one fused op, GQA inside the kernel.
+            let y = causal_attention(q, k, v)
+                .swap_dims(1, 2)
+                .reshape([b, t, h * hd]); // [B, T, H*hd]
+            return self.o_proj.forward(y);
+        }
         let (k, v) = match cache {
             Some(cache) => {
                 let (k, v) = match cache.kv.take() {

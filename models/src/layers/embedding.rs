@@ -32,6 +32,8 @@ impl<B: Backend> Embedding<B> {
         let [b, t, d] = h.dims();
         let vocab = self.weight.dims()[0];
         // One 2-D GEMM: the broadcast 3-D form costs ~1.7x more in backward.
-        h.reshape([b * t, d]).matmul(self.weight.val().transpose()).reshape([b, t, vocab]) // [B, T, vocab]
+        h.reshape([b * t, d])
+            .matmul(self.weight.val().transpose())
+            .reshape([b, t, vocab]) // [B, T, vocab]
     }
 }

@@ -6,12 +6,15 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::Linear;
+use crate::ops::{silu_mul, FusedOps};
 
 #[derive(Module, Debug)]
 pub struct SwiGluMlp<B: Backend> {
     pub gate_proj: Linear<B>,
     pub up_proj: Linear<B>,
     pub down_proj: Linear<B>,
+    /// Use the fused `silu(gate) * up` kernel; false = composed ops.
+    pub fused: bool,
 }
 
 impl<B: Backend> SwiGluMlp<B> {
@@ -20,13 +23,21 @@ impl<B: Backend> SwiGluMlp<B> {
             gate_proj: Linear::new(dim, hidden, std, device),
             up_proj: Linear::new(dim, hidden, std, device),
             down_proj: Linear::new(hidden, dim, std, device),
+            fused: true,
         }
     }
+}
 
+impl<B: FusedOps> SwiGluMlp<B> {
     /// `[B, T, dim] -> [B, T, dim]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone())); // [B, T, hidden]
+        let gate = self.gate_proj.forward(x.clone()); // [B, T, hidden]
         let up = self.up_proj.forward(x); // [B, T, hidden]
-        self.down_proj.forward(gate * up)
+        let h = if self.fused {
+            silu_mul(gate, up)
+        } else {
+            silu(gate) * up
+        }; // [B, T, hidden]
+        self.down_proj.forward(h)
     }
 }

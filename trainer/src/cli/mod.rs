@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use kiln_data::{eval_batches, read_documents};
+use kiln_models::TrainBackend;
 use kiln_trainer::backend::{dispatch, BackendTask};
 use kiln_trainer::generate::{generate as gen, SampleOptions};
 use kiln_trainer::session::{build_model, load_checkpoint, LoadedCheckpoint};
@@ -14,7 +14,7 @@ use kiln_trainer::{data_setup, Result};
 struct GenerateTask<'a>(LoadedCheckpoint, &'a str, &'a SampleOptions);
 impl BackendTask for GenerateTask<'_> {
     type Output = String;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _: &str) -> Result<String> {
+    fn run<B: TrainBackend>(self, device: B::Device, _: &str) -> Result<String> {
         let model = build_model::<B::InnerBackend>(&self.0, &device)?;
         gen(&model, &self.0.tokenizer, self.1, self.2, &device)
     }
@@ -34,7 +34,7 @@ pub fn generate(
 struct EvalTask<'a>(LoadedCheckpoint, Option<&'a Path>);
 impl BackendTask for EvalTask<'_> {
     type Output = serde_json::Value;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
+    fn run<B: TrainBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
         let ckpt = self.0;
         let cfg = &ckpt.config;
         let tokens = match self.1 {
@@ -57,7 +57,7 @@ impl BackendTask for EvalTask<'_> {
             )));
         }
         let model = build_model::<B>(&ckpt, &device)?.valid();
-        let loss = evaluate(&model, &batches, &device);
+        let loss = evaluate(&model, &batches, &device, cfg.training.fused_ops);
         let n: usize = batches.iter().map(|b| b.batch_size * b.seq_len).sum();
         Ok(
             serde_json::json!({"checkpoint": ckpt.dir, "loss": loss, "ppl": loss.exp(), "tokens": n}),
@@ -78,16 +78,22 @@ pub fn eval(
 struct LogitsTask<'a>(LoadedCheckpoint, &'a str);
 impl BackendTask for LogitsTask<'_> {
     type Output = serde_json::Value;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
+    fn run<B: TrainBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
         use burn::tensor::{Int, Tensor, TensorData};
         use kiln_models::LanguageModel;
         let ids = self.0.tokenizer.encode(self.1)?;
         if ids.is_empty() {
-            return Err(kiln_trainer::TrainerError::invalid("--text", "encodes to no tokens"));
+            return Err(kiln_trainer::TrainerError::invalid(
+                "--text",
+                "encodes to no tokens",
+            ));
         }
         let model = build_model::<B::InnerBackend>(&self.0, &device)?;
         let n = ids.len();
-        let x = Tensor::<B::InnerBackend, 2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]), &device);
+        let x = Tensor::<B::InnerBackend, 2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
+            &device,
+        );
         let logits: Vec<f32> = model
             .forward(x)
             .into_data()
@@ -101,7 +107,12 @@ impl BackendTask for LogitsTask<'_> {
 }
 
 /// Writes `{"tokens": [[...]], "logits": [[[...]]]}` for `text`.
-pub fn dump_logits(path: &Path, text: &str, out: &Path, device: Option<String>) -> anyhow::Result<()> {
+pub fn dump_logits(
+    path: &Path,
+    text: &str,
+    out: &Path,
+    device: Option<String>,
+) -> anyhow::Result<()> {
     let ckpt = load_checkpoint(path)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     let json = dispatch(&device, LogitsTask(ckpt, text))?;

@@ -1,0 +1,220 @@
+//! `FusedOps` for `Autodiff<B>`: each fused forward becomes one graph node
+//! whose backward calls the inner backend's hand-written backward kernel.
+//! The `*_bwd` methods run on the inner backend (no double backward).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+
+use super::FusedOps;
+
+type Inner<B> = FloatTensor<B>;
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: FusedOps> Backward<B, 3> for AttentionBackward {
+    type State = (Inner<B>, Inner<B>, Inner<B>, Inner<B>, Inner<B>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [nq, nk, nv] = ops.parents;
+        let d_o = grads.consume::<B>(&ops.node);
+        let (q, k, v, o, lse, scale) = ops.state;
+        let (dq, dk, dv) = B::attention_bwd(q, k, v, o, lse, d_o, scale);
+        for (node, g) in [(nq, dq), (nk, dk), (nv, dv)] {
+            if let Some(n) = node {
+                grads.register::<B>(n.id, g);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<B: FusedOps> Backward<B, 1> for CrossEntropyBackward {
+    type State = (Inner<B>, IntTensor<B>, Inner<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (logits, targets, lse) = ops.state;
+        if let Some(n) = node {
+            grads.register::<B>(n.id, B::cross_entropy_bwd(logits, targets, lse, grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SiluMulBackward;
+
+impl<B: FusedOps> Backward<B, 2> for SiluMulBackward {
+    type State = (Inner<B>, Inner<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [ng, nu] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (g, u) = ops.state;
+        let (dg, du) = B::silu_mul_bwd(g, u, grad);
+        for (node, g) in [(ng, dg), (nu, du)] {
+            if let Some(n) = node {
+                grads.register::<B>(n.id, g);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl<B: FusedOps> Backward<B, 2> for RmsNormBackward {
+    type State = (Inner<B>, Inner<B>, Inner<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [nx, nw] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w, inv) = ops.state;
+        let (dx, dw) = B::rms_norm_bwd(x, w, inv, dy);
+        for (node, g) in [(nx, dx), (nw, dw)] {
+            if let Some(n) = node {
+                grads.register::<B>(n.id, g);
+            }
+        }
+    }
+}
+
+impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+        let (q, k, v) = (q.primitive, k.primitive, v.primitive);
+        let (o, lse) = B::attention_fwd(q.clone(), k.clone(), v.clone(), scale);
+        let lse_out = Self::from_inner(lse.clone());
+        let out = match AttentionBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((q, k, v, o.clone(), lse, scale), o),
+            OpsKind::UnTracked(prep) => prep.finish(o),
+        };
+        (out, lse_out)
+    }
+
+    fn attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let i = Self::inner;
+        let (dq, dk, dv) = B::attention_bwd(i(q), i(k), i(v), i(o), i(lse), i(d_o), scale);
+        (
+            Self::from_inner(dq),
+            Self::from_inner(dk),
+            Self::from_inner(dv),
+        )
+    }
+
+    fn cross_entropy_fwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let node = logits.node.clone();
+        let logits = logits.primitive;
+        let (loss, lse) = B::cross_entropy_fwd(logits.clone(), targets.clone());
+        let lse_out = Self::from_inner(lse.clone());
+        let out = match CrossEntropyBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((logits, targets, lse), loss),
+            OpsKind::UnTracked(prep) => prep.finish(loss),
+        };
+        (out, lse_out)
+    }
+
+    fn cross_entropy_bwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::cross_entropy_bwd(
+            Self::inner(logits),
+            targets,
+            Self::inner(lse),
+            Self::inner(grad),
+        ))
+    }
+
+    fn silu_mul_fwd(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [gate.node.clone(), up.node.clone()];
+        let (g, u) = (gate.primitive, up.primitive);
+        let out = B::silu_mul_fwd(g.clone(), u.clone());
+        match SiluMulBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((g, u), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn silu_mul_bwd(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dg, du) = B::silu_mul_bwd(Self::inner(gate), Self::inner(up), Self::inner(grad));
+        (Self::from_inner(dg), Self::from_inner(du))
+    }
+
+    fn rms_norm_fwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let nodes = [x.node.clone(), w.node.clone()];
+        let (x, w) = (x.primitive, w.primitive);
+        let (y, inv) = B::rms_norm_fwd(x.clone(), w.clone(), eps);
+        let inv_out = Self::from_inner(inv.clone());
+        let out = match RmsNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, w, inv), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (out, inv_out)
+    }
+
+    fn rms_norm_bwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        inv: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dw) = B::rms_norm_bwd(
+            Self::inner(x),
+            Self::inner(w),
+            Self::inner(inv),
+            Self::inner(dy),
+        );
+        (Self::from_inner(dx), Self::from_inner(dw))
+    }
+}

@@ -1,0 +1,260 @@
+//! Fused operations with hand-written backward passes: causal attention,
+//! cross-entropy, SwiGLU's `silu(gate) * up` and RMSNorm.
+//!
+//! [`FusedOps`] is a backend extension trait. Its provided methods are the
+//! composed burn versions (the reference every fused kernel is tested
+//! against, and what CUDA/wgpu run until they get device kernels); the Flex
+//! backend overrides them with SIMD + rayon kernels (`flex.rs`), and
+//! `Autodiff<B>` wires forward/backward pairs into the graph (`autodiff.rs`),
+//! so autodiff never decomposes these ops into dozens of small ones.
+
+mod autodiff;
+mod flex;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod gpu;
+pub mod kernels;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// `[b, h, t, d]` query heads grouped over `kv` key/value heads: `[b, kv, t, d] -> [b, h, t, d]`.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, h: usize) -> Tensor<B, 4> {
+    let [b, kv, t, d] = x.dims();
+    if kv == h {
+        return x;
+    }
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, h / kv, t, d])
+        .reshape([b, h, t, d])
+}
+
+/// Sums the gradients of the query heads that share a key/value head.
+fn group_sum<B: Backend>(x: Tensor<B, 4>, kv: usize) -> Tensor<B, 4> {
+    let [b, h, t, d] = x.dims();
+    if kv == h {
+        return x;
+    }
+    x.reshape([b, kv, h / kv, t, d])
+        .sum_dim(2)
+        .reshape([b, kv, t, d])
+}
+
+pub trait FusedOps: Backend {
+    /// Causal attention over `q [b, h, t, d]`, `k, v [b, kv, t, d]` (GQA):
+    /// returns `(o [b, h, t, d], lse [b, h, t])`.
+    fn attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (q, k, v) = (wrap::<Self, 4>(q), wrap::<Self, 4>(k), wrap::<Self, 4>(v));
+        let [_, h, t, _] = q.dims();
+        let (k, v) = (repeat_kv(k, h), repeat_kv(v, h));
+        let mask = Tensor::<Self, 2, burn::tensor::Bool>::tril_mask([t, t], 0, &q.device())
+            .unsqueeze::<4>(); // [1, 1, t, t]
+        let s = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(scale)
+            .mask_fill(mask, f32::NEG_INFINITY); // [b, h, t, t]
+        let max = s.clone().max_dim(3); // [b, h, t, 1]
+        let lse = (s.clone() - max.clone()).exp().sum_dim(3).log() + max; // [b, h, t, 1]
+        let p = (s - lse.clone()).exp(); // [b, h, t, t]
+        let o = p.matmul(v);
+        (unwrap(o), unwrap(lse.squeeze_dim::<3>(3)))
+    }
+
+    /// Gradients `(dq, dk, dv)` of [`FusedOps::attention_fwd`] given `d_o`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (q, k, v) = (wrap::<Self, 4>(q), wrap::<Self, 4>(k), wrap::<Self, 4>(v));
+        let (o, d_o, lse) = (
+            wrap::<Self, 4>(o),
+            wrap::<Self, 4>(d_o),
+            wrap::<Self, 3>(lse),
+        );
+        let kvh = k.dims()[1];
+        let [_, h, t, _] = q.dims();
+        let (kr, vr) = (repeat_kv(k, h), repeat_kv(v, h));
+        let mask = Tensor::<Self, 2, burn::tensor::Bool>::tril_mask([t, t], 0, &q.device())
+            .unsqueeze::<4>();
+        let s = q
+            .clone()
+            .matmul(kr.clone().swap_dims(2, 3))
+            .mul_scalar(scale)
+            .mask_fill(mask, f32::NEG_INFINITY);
+        let p = (s - lse.unsqueeze_dim::<4>(3)).exp(); // [b, h, t, t]
+        let dv = p.clone().swap_dims(2, 3).matmul(d_o.clone()); // [b, h, t, d]
+        let dp = d_o.clone().matmul(vr.swap_dims(2, 3)); // [b, h, t, t]
+        let delta = (d_o * o).sum_dim(3); // [b, h, t, 1]
+        let ds = p * (dp - delta); // [b, h, t, t]
+        let dq = ds.clone().matmul(kr).mul_scalar(scale);
+        let dk = ds.swap_dims(2, 3).matmul(q).mul_scalar(scale);
+        (
+            unwrap(dq),
+            unwrap(group_sum(dk, kvh)),
+            unwrap(group_sum(dv, kvh)),
+        )
+    }
+
+    /// Per-row cross-entropy of `logits [n, v]` against `targets [n]`:
+    /// returns `(loss [n], lse [n])`.
+    fn cross_entropy_fwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let logits = wrap::<Self, 2>(logits);
+        let targets = Tensor::<Self, 1, Int>::from_primitive(targets);
+        let n = logits.dims()[0];
+        let max = logits.clone().max_dim(1); // [n, 1]
+        let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max; // [n, 1]
+        let picked = logits.gather(1, targets.reshape([n, 1])); // [n, 1]
+        (
+            unwrap((lse.clone() - picked).reshape([n])),
+            unwrap(lse.reshape([n])),
+        )
+    }
+
+    /// `dlogits = grad * (softmax(logits) - onehot(targets))`.
+    fn cross_entropy_bwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let logits = wrap::<Self, 2>(logits);
+        let [n, v] = logits.dims();
+        let targets = Tensor::<Self, 1, Int>::from_primitive(targets);
+        let (lse, grad) = (
+            wrap::<Self, 1>(lse).reshape([n, 1]),
+            wrap::<Self, 1>(grad).reshape([n, 1]),
+        );
+        let cols = Tensor::<Self, 1, Int>::arange(0..v as i64, &logits.device())
+            .reshape([1, v])
+            .expand([n, v]);
+        let onehot: Tensor<Self, 2> = targets.reshape([n, 1]).expand([n, v]).equal(cols).float(); // [n, v]
+        unwrap(((logits - lse).exp() - onehot) * grad)
+    }
+
+    /// `silu(gate) * up` over equal-shape tensors.
+    fn silu_mul_fwd(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (g, u) = (wrap::<Self, 1>(gate), wrap::<Self, 1>(up));
+        unwrap(burn::tensor::activation::silu(g) * u)
+    }
+
+    /// `(d_gate, d_up)` of [`FusedOps::silu_mul_fwd`].
+    fn silu_mul_bwd(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (g, u, d) = (
+            wrap::<Self, 1>(gate),
+            wrap::<Self, 1>(up),
+            wrap::<Self, 1>(grad),
+        );
+        let s = burn::tensor::activation::sigmoid(g.clone());
+        let du = d.clone() * g.clone() * s.clone();
+        let dg = d * u * s.clone() * (s.neg().add_scalar(1.0) * g).add_scalar(1.0);
+        (unwrap(dg), unwrap(du))
+    }
+
+    /// RMSNorm of `x [n, d]` with weight `w [d]`: returns `(y [n, d], inv_rms [n])`.
+    fn rms_norm_fwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (x, w) = (wrap::<Self, 2>(x), wrap::<Self, 1>(w));
+        let n = x.dims()[0];
+        let inv = x
+            .clone()
+            .powi_scalar(2)
+            .mean_dim(1)
+            .add_scalar(eps)
+            .sqrt()
+            .recip(); // [n, 1]
+        (
+            unwrap(x * inv.clone() * w.unsqueeze()),
+            unwrap(inv.reshape([n])),
+        )
+    }
+
+    /// `(dx, dw)` of [`FusedOps::rms_norm_fwd`].
+    fn rms_norm_bwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        inv: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (x, w, dy) = (wrap::<Self, 2>(x), wrap::<Self, 1>(w), wrap::<Self, 2>(dy));
+        let [n, d] = x.dims();
+        let inv = wrap::<Self, 1>(inv).reshape([n, 1]);
+        let wdy = dy.clone() * w.unsqueeze(); // [n, d]
+        let dot = (wdy.clone() * x.clone()).sum_dim(1).div_scalar(d as f32); // [n, 1]
+        let dx = (wdy - x.clone() * inv.clone().powi_scalar(2) * dot) * inv.clone();
+        let dw = (dy * x * inv).sum_dim(0).reshape([d]);
+        (unwrap(dx), unwrap(dw))
+    }
+}
+
+// ---- Tensor-level entry points used by the models and the trainer ----
+
+/// Causal attention, `q [b, h, t, d]`, `k, v [b, kv, t, d]` -> `[b, h, t, d]`.
+pub fn causal_attention<B: FusedOps>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let d = q.dims()[3];
+    let scale = 1.0 / (d as f32).sqrt();
+    let (o, _) = B::attention_fwd(unwrap(q), unwrap(k), unwrap(v), scale);
+    wrap(o)
+}
+
+/// Per-row cross-entropy, `[n, v]` x `[n]` -> `[n]`.
+pub fn cross_entropy_rows<B: FusedOps>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let (loss, _) = B::cross_entropy_fwd(unwrap(logits), targets.into_primitive());
+    wrap(loss)
+}
+
+/// `silu(gate) * up` for tensors of equal shape.
+pub fn silu_mul<B: FusedOps, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = gate.dims();
+    let n = gate.shape().num_elements();
+    let out = B::silu_mul_fwd(unwrap(gate.reshape([n])), unwrap(up.reshape([n])));
+    wrap::<B, 1>(out).reshape(dims)
+}
+
+/// RMSNorm over the last dim of `x [.., d]` with weight `w [d]`.
+pub fn rms_norm<B: FusedOps, const D: usize>(
+    x: Tensor<B, D>,
+    w: Tensor<B, 1>,
+    eps: f32,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let d = dims[D - 1];
+    let n = x.shape().num_elements() / d.max(1);
+    let (y, _) = B::rms_norm_fwd(unwrap(x.reshape([n, d])), unwrap(w), eps);
+    wrap::<B, 2>(y).reshape(dims)
+}
