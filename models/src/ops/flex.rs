@@ -1,6 +1,4 @@
-//! `FusedOps` for burn's Flex CPU backend: the kernels of `kernels/` on
-//! contiguous f32 data; anything else (other dtypes) falls back to the
-//! composed versions.
+//! `FusedOps` for burn's Flex CPU backend (kernels arrive in `kernels/`).
 
 use burn::backend::flex::Flex;
 

@@ -48,20 +48,24 @@ fn group_sum<B: Backend>(x: Tensor<B, 4>, kv: usize) -> Tensor<B, 4> {
         .reshape([b, kv, t, d])
 }
 
-pub trait FusedOps: Backend {
+/// The composed burn versions: the reference for every kernel and the
+/// fallback of every backend without one.
+pub mod composed {
+    use super::*;
+
     /// Causal attention over `q [b, h, t, d]`, `k, v [b, kv, t, d]` (GQA):
     /// returns `(o [b, h, t, d], lse [b, h, t])`.
-    fn attention_fwd(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+    pub fn attention_fwd<B: Backend>(
+        q: FloatTensor<B>,
+        k: FloatTensor<B>,
+        v: FloatTensor<B>,
         scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (q, k, v) = (wrap::<Self, 4>(q), wrap::<Self, 4>(k), wrap::<Self, 4>(v));
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let (q, k, v) = (wrap::<B, 4>(q), wrap::<B, 4>(k), wrap::<B, 4>(v));
         let [_, h, t, _] = q.dims();
         let (k, v) = (repeat_kv(k, h), repeat_kv(v, h));
-        let mask = Tensor::<Self, 2, burn::tensor::Bool>::tril_mask([t, t], 0, &q.device())
-            .unsqueeze::<4>(); // [1, 1, t, t]
+        let mask =
+            Tensor::<B, 2, burn::tensor::Bool>::tril_mask([t, t], 0, &q.device()).unsqueeze::<4>(); // [1, 1, t, t]
         let s = q
             .matmul(k.swap_dims(2, 3))
             .mul_scalar(scale)
@@ -73,28 +77,24 @@ pub trait FusedOps: Backend {
         (unwrap(o), unwrap(lse.squeeze_dim::<3>(3)))
     }
 
-    /// Gradients `(dq, dk, dv)` of [`FusedOps::attention_fwd`] given `d_o`.
+    /// Gradients `(dq, dk, dv)` of `attention_fwd` given `d_o`.
     #[allow(clippy::too_many_arguments)]
-    fn attention_bwd(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        o: FloatTensor<Self>,
-        lse: FloatTensor<Self>,
-        d_o: FloatTensor<Self>,
+    pub fn attention_bwd<B: Backend>(
+        q: FloatTensor<B>,
+        k: FloatTensor<B>,
+        v: FloatTensor<B>,
+        o: FloatTensor<B>,
+        lse: FloatTensor<B>,
+        d_o: FloatTensor<B>,
         scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (q, k, v) = (wrap::<Self, 4>(q), wrap::<Self, 4>(k), wrap::<Self, 4>(v));
-        let (o, d_o, lse) = (
-            wrap::<Self, 4>(o),
-            wrap::<Self, 4>(d_o),
-            wrap::<Self, 3>(lse),
-        );
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let (q, k, v) = (wrap::<B, 4>(q), wrap::<B, 4>(k), wrap::<B, 4>(v));
+        let (o, d_o, lse) = (wrap::<B, 4>(o), wrap::<B, 4>(d_o), wrap::<B, 3>(lse));
         let kvh = k.dims()[1];
         let [_, h, t, _] = q.dims();
         let (kr, vr) = (repeat_kv(k, h), repeat_kv(v, h));
-        let mask = Tensor::<Self, 2, burn::tensor::Bool>::tril_mask([t, t], 0, &q.device())
-            .unsqueeze::<4>();
+        let mask =
+            Tensor::<B, 2, burn::tensor::Bool>::tril_mask([t, t], 0, &q.device()).unsqueeze::<4>();
         let s = q
             .clone()
             .matmul(kr.clone().swap_dims(2, 3))
@@ -116,12 +116,12 @@ pub trait FusedOps: Backend {
 
     /// Per-row cross-entropy of `logits [n, v]` against `targets [n]`:
     /// returns `(loss [n], lse [n])`.
-    fn cross_entropy_fwd(
-        logits: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let logits = wrap::<Self, 2>(logits);
-        let targets = Tensor::<Self, 1, Int>::from_primitive(targets);
+    pub fn cross_entropy_fwd<B: Backend>(
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let logits = wrap::<B, 2>(logits);
+        let targets = Tensor::<B, 1, Int>::from_primitive(targets);
         let n = logits.dims()[0];
         let max = logits.clone().max_dim(1); // [n, 1]
         let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max; // [n, 1]
@@ -133,43 +133,39 @@ pub trait FusedOps: Backend {
     }
 
     /// `dlogits = grad * (softmax(logits) - onehot(targets))`.
-    fn cross_entropy_bwd(
-        logits: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        lse: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let logits = wrap::<Self, 2>(logits);
+    pub fn cross_entropy_bwd<B: Backend>(
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+        lse: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let logits = wrap::<B, 2>(logits);
         let [n, v] = logits.dims();
-        let targets = Tensor::<Self, 1, Int>::from_primitive(targets);
+        let targets = Tensor::<B, 1, Int>::from_primitive(targets);
         let (lse, grad) = (
-            wrap::<Self, 1>(lse).reshape([n, 1]),
-            wrap::<Self, 1>(grad).reshape([n, 1]),
+            wrap::<B, 1>(lse).reshape([n, 1]),
+            wrap::<B, 1>(grad).reshape([n, 1]),
         );
-        let cols = Tensor::<Self, 1, Int>::arange(0..v as i64, &logits.device())
+        let cols = Tensor::<B, 1, Int>::arange(0..v as i64, &logits.device())
             .reshape([1, v])
             .expand([n, v]);
-        let onehot: Tensor<Self, 2> = targets.reshape([n, 1]).expand([n, v]).equal(cols).float(); // [n, v]
+        let onehot: Tensor<B, 2> = targets.reshape([n, 1]).expand([n, v]).equal(cols).float(); // [n, v]
         unwrap(((logits - lse).exp() - onehot) * grad)
     }
 
     /// `silu(gate) * up` over equal-shape tensors.
-    fn silu_mul_fwd(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (g, u) = (wrap::<Self, 1>(gate), wrap::<Self, 1>(up));
+    pub fn silu_mul_fwd<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+        let (g, u) = (wrap::<B, 1>(gate), wrap::<B, 1>(up));
         unwrap(burn::tensor::activation::silu(g) * u)
     }
 
-    /// `(d_gate, d_up)` of [`FusedOps::silu_mul_fwd`].
-    fn silu_mul_bwd(
-        gate: FloatTensor<Self>,
-        up: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (g, u, d) = (
-            wrap::<Self, 1>(gate),
-            wrap::<Self, 1>(up),
-            wrap::<Self, 1>(grad),
-        );
+    /// `(d_gate, d_up)` of `silu_mul_fwd`.
+    pub fn silu_mul_bwd<B: Backend>(
+        gate: FloatTensor<B>,
+        up: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let (g, u, d) = (wrap::<B, 1>(gate), wrap::<B, 1>(up), wrap::<B, 1>(grad));
         let s = burn::tensor::activation::sigmoid(g.clone());
         let du = d.clone() * g.clone() * s.clone();
         let dg = d * u * s.clone() * (s.neg().add_scalar(1.0) * g).add_scalar(1.0);
@@ -177,12 +173,12 @@ pub trait FusedOps: Backend {
     }
 
     /// RMSNorm of `x [n, d]` with weight `w [d]`: returns `(y [n, d], inv_rms [n])`.
-    fn rms_norm_fwd(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
+    pub fn rms_norm_fwd<B: Backend>(
+        x: FloatTensor<B>,
+        w: FloatTensor<B>,
         eps: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (x, w) = (wrap::<Self, 2>(x), wrap::<Self, 1>(w));
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let (x, w) = (wrap::<B, 2>(x), wrap::<B, 1>(w));
         let n = x.dims()[0];
         let inv = x
             .clone()
@@ -197,21 +193,99 @@ pub trait FusedOps: Backend {
         )
     }
 
-    /// `(dx, dw)` of [`FusedOps::rms_norm_fwd`].
+    /// `(dx, dw)` of `rms_norm_fwd`.
+    pub fn rms_norm_bwd<B: Backend>(
+        x: FloatTensor<B>,
+        w: FloatTensor<B>,
+        inv: FloatTensor<B>,
+        dy: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let (x, w, dy) = (wrap::<B, 2>(x), wrap::<B, 1>(w), wrap::<B, 2>(dy));
+        let [n, d] = x.dims();
+        let inv = wrap::<B, 1>(inv).reshape([n, 1]);
+        let wdy = dy.clone() * w.unsqueeze(); // [n, d]
+        let dot = (wdy.clone() * x.clone()).sum_dim(1).div_scalar(d as f32); // [n, 1]
+        let dx = (wdy - x.clone() * inv.clone().powi_scalar(2) * dot) * inv.clone();
+        let dw = (dy * x * inv).sum_dim(0).reshape([d]);
+        (unwrap(dx), unwrap(dw))
+    }
+}
+
+/// Fused ops; the provided methods run [`composed`].
+pub trait FusedOps: Backend {
+    /// Causal GQA attention: `(o [b, h, t, d], lse [b, h, t])`; see [`composed::attention_fwd`].
+    fn attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed::attention_fwd::<Self>(q, k, v, scale)
+    }
+
+    /// `(dq, dk, dv)` of `attention_fwd`, recomputing probabilities from `lse`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composed::attention_bwd::<Self>(q, k, v, o, lse, d_o, scale)
+    }
+
+    /// Per-row cross-entropy: `(loss [n], lse [n])`.
+    fn cross_entropy_fwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed::cross_entropy_fwd::<Self>(logits, targets)
+    }
+
+    /// `grad * (softmax(logits) - onehot(targets))`.
+    fn cross_entropy_bwd(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composed::cross_entropy_bwd::<Self>(logits, targets, lse, grad)
+    }
+
+    /// `silu(gate) * up` (flattened, equal shapes).
+    fn silu_mul_fwd(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::silu_mul_fwd::<Self>(gate, up)
+    }
+
+    /// `(d_gate, d_up)` of `silu_mul_fwd`.
+    fn silu_mul_bwd(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed::silu_mul_bwd::<Self>(gate, up, grad)
+    }
+
+    /// RMSNorm of `x [n, d]`: `(y, inv_rms [n])`.
+    fn rms_norm_fwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed::rms_norm_fwd::<Self>(x, w, eps)
+    }
+
+    /// `(dx, dw)` of `rms_norm_fwd`.
     fn rms_norm_bwd(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         inv: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (x, w, dy) = (wrap::<Self, 2>(x), wrap::<Self, 1>(w), wrap::<Self, 2>(dy));
-        let [n, d] = x.dims();
-        let inv = wrap::<Self, 1>(inv).reshape([n, 1]);
-        let wdy = dy.clone() * w.unsqueeze(); // [n, d]
-        let dot = (wdy.clone() * x.clone()).sum_dim(1).div_scalar(d as f32); // [n, 1]
-        let dx = (wdy - x.clone() * inv.clone().powi_scalar(2) * dot) * inv.clone();
-        let dw = (dy * x * inv).sum_dim(0).reshape([d]);
-        (unwrap(dx), unwrap(dw))
+        composed::rms_norm_bwd::<Self>(x, w, inv, dy)
     }
 }
 
