@@ -119,35 +119,49 @@ fn weight_decay_map(table: &ParamTable) -> HashMap<String, bool> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn save_checkpoint<B: TrainBackend>(
-    run_dir: &Path,
-    cfg_toml: &str,
-    tokenizer_json: &str,
-    model: &Decoder<B>,
-    opt: &AdamW<B::InnerBackend>,
-    state: &TrainerState,
+/// Everything a checkpoint needs besides the model, optimizer and state.
+struct CheckpointWriter<'a> {
+    run_dir: &'a Path,
+    cfg_toml: &'a str,
+    tokenizer_json: &'a str,
     keep_last: usize,
-    keep: Option<u64>,
-) -> Result<PathBuf> {
-    let model_bytes =
-        weights::to_bytes(&named_tensors::<B::InnerBackend, _>(&model.valid()), None)?;
-    let opt_bytes = weights::to_bytes(&opt.export_state(), None)?;
-    let state_bytes =
-        serde_json::to_vec_pretty(state).map_err(|e| TrainerError::Run(e.to_string()))?;
-    let dir = checkpoint::save(
-        run_dir,
-        state.step,
-        &[
-            (MODEL_FILE, model_bytes),
-            (OPTIMIZER_FILE, opt_bytes),
-            (STATE_FILE, state_bytes),
-            (CONFIG_FILE, cfg_toml.as_bytes().to_vec()),
-            (TOKENIZER_FILE, tokenizer_json.as_bytes().to_vec()),
-        ],
-    )?;
-    checkpoint::prune(run_dir, keep_last, keep);
-    Ok(dir)
+    keep_best: bool,
+}
+
+impl CheckpointWriter<'_> {
+    fn save<B: TrainBackend>(
+        &self,
+        model: &Decoder<B>,
+        opt: &AdamW<B::InnerBackend>,
+        state: &TrainerState,
+    ) -> Result<PathBuf> {
+        let model_bytes =
+            weights::to_bytes(&named_tensors::<B::InnerBackend, _>(&model.valid()), None)?;
+        let opt_bytes = weights::to_bytes(&opt.export_state(), None)?;
+        let state_bytes =
+            serde_json::to_vec_pretty(state).map_err(|e| TrainerError::Run(e.to_string()))?;
+        let dir = checkpoint::save(
+            self.run_dir,
+            state.step,
+            &[
+                (MODEL_FILE, model_bytes),
+                (OPTIMIZER_FILE, opt_bytes),
+                (STATE_FILE, state_bytes),
+                (CONFIG_FILE, self.cfg_toml.as_bytes().to_vec()),
+                (TOKENIZER_FILE, self.tokenizer_json.as_bytes().to_vec()),
+            ],
+        )?;
+        checkpoint::prune(
+            self.run_dir,
+            self.keep_last,
+            if self.keep_best {
+                state.best_step
+            } else {
+                None
+            },
+        );
+        Ok(dir)
+    }
 }
 
 pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<TrainOutcome> {
@@ -268,13 +282,12 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     let mut window_tokens = 0u64;
     let mut interrupted = false;
     let mut final_val = None;
-    let keep_last = cfg.checkpoint.keep_last;
-    let best_keep = |s: &TrainerState| {
-        if cfg.checkpoint.keep_best {
-            s.best_step
-        } else {
-            None
-        }
+    let writer = CheckpointWriter {
+        run_dir: &run_dir,
+        cfg_toml: &cfg_toml,
+        tokenizer_json: &tokenizer_json,
+        keep_last: cfg.checkpoint.keep_last,
+        keep_best: cfg.checkpoint.keep_best,
     };
 
     while state.step < t.max_steps {
@@ -307,16 +320,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
                 state.step += 1;
                 state.sampler = sampler.state();
                 state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-                let dir = save_checkpoint(
-                    &run_dir,
-                    &cfg_toml,
-                    &tokenizer_json,
-                    &model,
-                    &opt,
-                    &state,
-                    keep_last,
-                    best_keep(&state),
-                )?;
+                let dir = writer.save(&model, &opt, &state)?;
                 log.bar.abandon();
                 return Err(TrainerError::Run(format!(
                     "{} non-finite steps in a row (training.max_nonfinite_steps): stopped, state saved in {}; lower optimizer.lr or check the data",
@@ -376,16 +380,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         if (every > 0 && done % every == 0) || last || interrupted {
             state.sampler = sampler.state();
             state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-            let dir = save_checkpoint(
-                &run_dir,
-                &cfg_toml,
-                &tokenizer_json,
-                &model,
-                &opt,
-                &state,
-                keep_last,
-                best_keep(&state),
-            )?;
+            let dir = writer.save(&model, &opt, &state)?;
             if interrupted {
                 log.line(&format!(
                     "interrupted: checkpoint saved in {}; continue with `kiln train --resume {}`",
