@@ -1,7 +1,92 @@
-//! `FusedOps` for burn's Flex CPU backend (kernels arrive in `kernels/`).
+//! `FusedOps` for burn's Flex CPU backend: the SIMD + rayon kernels of
+//! `kernels/` on contiguous f32 data; other dtypes fall back to the composed
+//! versions.
 
-use burn::backend::flex::Flex;
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::tensor::{DType, TensorData, TensorMetadata};
 
-use super::FusedOps;
+use super::kernels::{cross_entropy, rms_norm, swiglu};
+use super::{composed, FusedOps};
 
-impl FusedOps for Flex {}
+/// A contiguous f32 view of `t` (copying only strided views), or None for other dtypes.
+fn f32_tensor(t: FlexTensor) -> Option<FlexTensor> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    Some(if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() })
+}
+
+fn data(t: &FlexTensor) -> &[f32] {
+    // f32_tensor guarantees a contiguous f32 layout.
+    t.as_slice::<f32>().unwrap_or(&[])
+}
+
+fn new(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.shape().to_vec()
+}
+
+fn targets_i64(t: FlexTensor) -> Vec<i64> {
+    t.into_data().convert::<i64>().into_vec::<i64>().unwrap_or_default()
+}
+
+impl FusedOps for Flex {
+    fn cross_entropy_fwd(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let Some(l32) = f32_tensor(logits.clone()) else {
+            return composed::cross_entropy_fwd::<Self>(logits, targets);
+        };
+        let ld = dims(&l32);
+        let ids = targets_i64(targets.clone());
+        match cross_entropy::cross_entropy_forward(data(&l32), &ids, ld[0], ld[1]) {
+            Ok((loss, lse)) => (new(loss, vec![ld[0]]), new(lse, vec![ld[0]])),
+            // An out-of-range target: let the composed path report it as burn does.
+            Err(_) => composed::cross_entropy_fwd::<Self>(logits, targets),
+        }
+    }
+
+    fn cross_entropy_bwd(logits: FlexTensor, targets: FlexTensor, lse: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (Some(l32), Some(s32), Some(g32)) = (f32_tensor(logits.clone()), f32_tensor(lse.clone()), f32_tensor(grad.clone())) else {
+            return composed::cross_entropy_bwd::<Self>(logits, targets, lse, grad);
+        };
+        let ld = dims(&l32);
+        let ids = targets_i64(targets);
+        new(cross_entropy::cross_entropy_backward(data(&l32), &ids, data(&s32), data(&g32), ld[0], ld[1]), ld)
+    }
+
+    fn silu_mul_fwd(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        let (Some(g), Some(u)) = (f32_tensor(gate.clone()), f32_tensor(up.clone())) else {
+            return composed::silu_mul_fwd::<Self>(gate, up);
+        };
+        new(swiglu::silu_mul_forward(data(&g), data(&u)), dims(&g))
+    }
+
+    fn silu_mul_bwd(gate: FlexTensor, up: FlexTensor, grad: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let (Some(g), Some(u), Some(d)) = (f32_tensor(gate.clone()), f32_tensor(up.clone()), f32_tensor(grad.clone())) else {
+            return composed::silu_mul_bwd::<Self>(gate, up, grad);
+        };
+        let (dg, du) = swiglu::silu_mul_backward(data(&g), data(&u), data(&d));
+        (new(dg, dims(&g)), new(du, dims(&g)))
+    }
+
+    fn rms_norm_fwd(x: FlexTensor, w: FlexTensor, eps: f32) -> (FlexTensor, FlexTensor) {
+        let (Some(x32), Some(w32)) = (f32_tensor(x.clone()), f32_tensor(w.clone())) else {
+            return composed::rms_norm_fwd::<Self>(x, w, eps);
+        };
+        let xd = dims(&x32);
+        let (y, inv) = rms_norm::rms_norm_forward(data(&x32), data(&w32), xd[0], xd[1], eps);
+        (new(y, xd.clone()), new(inv, vec![xd[0]]))
+    }
+
+    fn rms_norm_bwd(x: FlexTensor, w: FlexTensor, inv: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let all = [&x, &w, &inv, &dy].map(|t| f32_tensor((*t).clone()));
+        let [Some(x32), Some(w32), Some(i32_), Some(d32)] = all else {
+            return composed::rms_norm_bwd::<Self>(x, w, inv, dy);
+        };
+        let xd = dims(&x32);
+        let (dx, dw) = rms_norm::rms_norm_backward(data(&x32), data(&w32), data(&i32_), data(&d32), xd[0], xd[1]);
+        (new(dx, xd.clone()), new(dw, vec![xd[1]]))
+    }
+}

@@ -1,2 +1,8 @@
-//! Plain-slice CPU kernels (f32, row-major, rayon-parallel) behind the Flex
-//! implementation of `FusedOps`.
+//! Plain-slice CPU kernels (f32, row-major, rayon over fixed-size chunks so
+//! results do not depend on the thread count) behind the Flex implementation
+//! of `FusedOps`. Each picks AVX-512, AVX2+FMA or a portable path at run time.
+
+pub mod cross_entropy;
+pub mod fast_math;
+pub mod rms_norm;
+pub mod swiglu;
