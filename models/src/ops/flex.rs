@@ -5,7 +5,7 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, TensorData, TensorMetadata};
 
-use super::kernels::{cross_entropy, rms_norm, swiglu};
+use super::kernels::{attention, cross_entropy, rms_norm, swiglu};
 use super::{composed, FusedOps};
 
 /// A contiguous f32 view of `t` (copying only strided views), or None for other dtypes.
@@ -13,7 +13,11 @@ fn f32_tensor(t: FlexTensor) -> Option<FlexTensor> {
     if t.dtype() != DType::F32 {
         return None;
     }
-    Some(if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() })
+    Some(if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    })
 }
 
 fn data(t: &FlexTensor) -> &[f32] {
@@ -30,10 +34,73 @@ fn dims(t: &FlexTensor) -> Vec<usize> {
 }
 
 fn targets_i64(t: FlexTensor) -> Vec<i64> {
-    t.into_data().convert::<i64>().into_vec::<i64>().unwrap_or_default()
+    t.into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .unwrap_or_default()
 }
 
 impl FusedOps for Flex {
+    fn attention_fwd(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        scale: f32,
+    ) -> (FlexTensor, FlexTensor) {
+        let (Some(q32), Some(k32), Some(v32)) = (
+            f32_tensor(q.clone()),
+            f32_tensor(k.clone()),
+            f32_tensor(v.clone()),
+        ) else {
+            return composed::attention_fwd::<Self>(q, k, v, scale);
+        };
+        let (qd, kd) = (dims(&q32), dims(&k32));
+        let d = attention::AttnDims {
+            batch: qd[0],
+            heads: qd[1],
+            kv_heads: kd[1],
+            seq: qd[2],
+            head_dim: qd[3],
+            scale,
+        };
+        let (o, lse) = attention::attention_forward(data(&q32), data(&k32), data(&v32), d);
+        (new(o, qd.clone()), new(lse, qd[..3].to_vec()))
+    }
+
+    fn attention_bwd(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        o: FlexTensor,
+        lse: FlexTensor,
+        d_o: FlexTensor,
+        scale: f32,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let all = [&q, &k, &v, &o, &lse, &d_o].map(|t| f32_tensor((*t).clone()));
+        let [Some(q32), Some(k32), Some(v32), Some(o32), Some(l32), Some(g32)] = all else {
+            return composed::attention_bwd::<Self>(q, k, v, o, lse, d_o, scale);
+        };
+        let (qd, kd) = (dims(&q32), dims(&k32));
+        let d = attention::AttnDims {
+            batch: qd[0],
+            heads: qd[1],
+            kv_heads: kd[1],
+            seq: qd[2],
+            head_dim: qd[3],
+            scale,
+        };
+        let (dq, dk, dv) = attention::attention_backward(
+            data(&q32),
+            data(&k32),
+            data(&v32),
+            data(&o32),
+            data(&l32),
+            data(&g32),
+            d,
+        );
+        (new(dq, qd), new(dk, kd.clone()), new(dv, kd))
+    }
+
     fn cross_entropy_fwd(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {
         let Some(l32) = f32_tensor(logits.clone()) else {
             return composed::cross_entropy_fwd::<Self>(logits, targets);
@@ -47,13 +114,32 @@ impl FusedOps for Flex {
         }
     }
 
-    fn cross_entropy_bwd(logits: FlexTensor, targets: FlexTensor, lse: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let (Some(l32), Some(s32), Some(g32)) = (f32_tensor(logits.clone()), f32_tensor(lse.clone()), f32_tensor(grad.clone())) else {
+    fn cross_entropy_bwd(
+        logits: FlexTensor,
+        targets: FlexTensor,
+        lse: FlexTensor,
+        grad: FlexTensor,
+    ) -> FlexTensor {
+        let (Some(l32), Some(s32), Some(g32)) = (
+            f32_tensor(logits.clone()),
+            f32_tensor(lse.clone()),
+            f32_tensor(grad.clone()),
+        ) else {
             return composed::cross_entropy_bwd::<Self>(logits, targets, lse, grad);
         };
         let ld = dims(&l32);
         let ids = targets_i64(targets);
-        new(cross_entropy::cross_entropy_backward(data(&l32), &ids, data(&s32), data(&g32), ld[0], ld[1]), ld)
+        new(
+            cross_entropy::cross_entropy_backward(
+                data(&l32),
+                &ids,
+                data(&s32),
+                data(&g32),
+                ld[0],
+                ld[1],
+            ),
+            ld,
+        )
     }
 
     fn silu_mul_fwd(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
@@ -63,8 +149,16 @@ impl FusedOps for Flex {
         new(swiglu::silu_mul_forward(data(&g), data(&u)), dims(&g))
     }
 
-    fn silu_mul_bwd(gate: FlexTensor, up: FlexTensor, grad: FlexTensor) -> (FlexTensor, FlexTensor) {
-        let (Some(g), Some(u), Some(d)) = (f32_tensor(gate.clone()), f32_tensor(up.clone()), f32_tensor(grad.clone())) else {
+    fn silu_mul_bwd(
+        gate: FlexTensor,
+        up: FlexTensor,
+        grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        let (Some(g), Some(u), Some(d)) = (
+            f32_tensor(gate.clone()),
+            f32_tensor(up.clone()),
+            f32_tensor(grad.clone()),
+        ) else {
             return composed::silu_mul_bwd::<Self>(gate, up, grad);
         };
         let (dg, du) = swiglu::silu_mul_backward(data(&g), data(&u), data(&d));
@@ -80,13 +174,25 @@ impl FusedOps for Flex {
         (new(y, xd.clone()), new(inv, vec![xd[0]]))
     }
 
-    fn rms_norm_bwd(x: FlexTensor, w: FlexTensor, inv: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
+    fn rms_norm_bwd(
+        x: FlexTensor,
+        w: FlexTensor,
+        inv: FlexTensor,
+        dy: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
         let all = [&x, &w, &inv, &dy].map(|t| f32_tensor((*t).clone()));
         let [Some(x32), Some(w32), Some(i32_), Some(d32)] = all else {
             return composed::rms_norm_bwd::<Self>(x, w, inv, dy);
         };
         let xd = dims(&x32);
-        let (dx, dw) = rms_norm::rms_norm_backward(data(&x32), data(&w32), data(&i32_), data(&d32), xd[0], xd[1]);
+        let (dx, dw) = rms_norm::rms_norm_backward(
+            data(&x32),
+            data(&w32),
+            data(&i32_),
+            data(&d32),
+            xd[0],
+            xd[1],
+        );
         (new(dx, xd.clone()), new(dw, vec![xd[1]]))
     }
 }

@@ -2,7 +2,9 @@
 //! results do not depend on the thread count) behind the Flex implementation
 //! of `FusedOps`. Each picks AVX-512, AVX2+FMA or a portable path at run time.
 
+pub mod attention;
 pub mod cross_entropy;
+pub mod fast_exp;
 pub mod fast_math;
 pub mod rms_norm;
 pub mod swiglu;

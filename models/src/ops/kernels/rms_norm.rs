@@ -237,8 +237,8 @@ fn backward_at(
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)]
 mod tests {
-    use super::*;
     use super::super::fast_math::available_levels;
+    use super::*;
 
     struct XorShift(u64);
     impl XorShift {

@@ -124,8 +124,8 @@ fn backward_at(level: Level, gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f32
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)]
 mod tests {
-    use super::*;
     use super::super::fast_math::available_levels;
+    use super::*;
 
     struct XorShift(u64);
     impl XorShift {
