@@ -5,6 +5,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Distribution, ElementConversion, Int, Tensor, TensorData};
+use kiln_models::layers::Rope;
 use kiln_models::ops::{causal_attention, cross_entropy_rows, rms_norm, silu_mul};
 
 type AB = Autodiff<Flex>;
@@ -86,16 +87,18 @@ fn fused_attention_matches_composed() {
         (2, 2, 2, 5, 40),
         (1, 6, 3, 70, 32),
     ] {
+        // The fused op takes the projections' [b, t, heads, d] layout.
         let (q, k, v) = (
-            rand([b, h, t, d], 1.0),
-            rand([b, kv, t, d], 1.0),
-            rand([b, kv, t, d], 1.0),
+            rand([b, t, h, d], 1.0),
+            rand([b, t, kv, d], 1.0),
+            rand([b, t, kv, d], 1.0),
         );
+        let heads = |x: &Tensor<AB, 4>| x.clone().swap_dims(1, 2);
         compare(
             &format!("attention b{b} h{h} kv{kv} t{t} d{d}"),
             [q, k, v],
             |[q, k, v]| causal_attention(q.clone(), k.clone(), v.clone()),
-            |[q, k, v]| composed_attention(q.clone(), k.clone(), v.clone()),
+            |[q, k, v]| composed_attention(heads(q), heads(k), heads(v)).swap_dims(1, 2),
         );
     }
 }
@@ -164,6 +167,21 @@ fn fused_rms_norm_matches_composed() {
             [w.clone()],
             |[w]| rms_norm(x.clone(), w.clone(), 1e-5),
             |[w]| composed(&x, w),
+        );
+    }
+}
+
+#[test]
+fn fused_rope_matches_composed() {
+    AB::seed(&Default::default(), 15);
+    for (b, t, h, d) in [(1, 1, 1, 2), (2, 37, 3, 24), (2, 64, 4, 64), (1, 9, 2, 6)] {
+        let x = rand([b, t, h, d], 1.0);
+        let rope = Rope::<AB>::new(d, 10000.0, 3, t, &Default::default());
+        compare(
+            &format!("rope b{b} t{t} h{h} d{d}"),
+            [x],
+            |[x]| rope.apply_bthd(x.clone()),
+            |[x]| rope.apply(x.clone().swap_dims(1, 2)).swap_dims(1, 2),
         );
     }
 }

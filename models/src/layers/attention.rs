@@ -73,6 +73,15 @@ impl<B: FusedOps> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        if self.fused && cache.is_none() {
+            // Training and full-sequence scoring: everything stays in the
+            // projections' [B, T, heads, hd] layout, no transposes.
+            let q = rope.apply_bthd(self.q_proj.forward(x.clone()).reshape([b, t, h, hd])); // [B, T, H, hd]
+            let k = rope.apply_bthd(self.k_proj.forward(x.clone()).reshape([b, t, kvh, hd])); // [B, T, KV, hd]
+            let v = self.v_proj.forward(x).reshape([b, t, kvh, hd]); // [B, T, KV, hd]
+            let y = causal_attention(q, k, v).reshape([b, t, h * hd]); // [B, T, H*hd]
+            return self.o_proj.forward(y);
+        }
         let q = self
             .q_proj
             .forward(x.clone())

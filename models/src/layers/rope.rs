@@ -5,11 +5,17 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-/// cos/sin tables for positions `[offset, offset + len)`, each `[1, 1, len, head_dim]`.
+use crate::ops::{rope, FusedOps};
+
+/// cos/sin tables for positions `[offset, offset + len)`: full width
+/// `[1, 1, len, head_dim]` for the composed path, half width `[len, head_dim/2]`
+/// for the fused kernel.
 #[derive(Debug, Clone)]
 pub struct Rope<B: Backend> {
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
+    cos_half: Tensor<B, 2>,
+    sin_half: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rope<B> {
@@ -17,6 +23,10 @@ impl<B: Backend> Rope<B> {
         let half = head_dim / 2;
         let mut cos = Vec::with_capacity(len * head_dim);
         let mut sin = Vec::with_capacity(len * head_dim);
+        let (mut cos_half, mut sin_half) = (
+            Vec::with_capacity(len * half),
+            Vec::with_capacity(len * half),
+        );
         for pos in offset..offset + len {
             // Same float path as transformers: inv_freq in f32, then pos * inv_freq.
             let row: Vec<f32> = (0..half)
@@ -25,6 +35,8 @@ impl<B: Backend> Rope<B> {
                     pos as f32 * inv
                 })
                 .collect();
+            cos_half.extend(row.iter().map(|a| a.cos()));
+            sin_half.extend(row.iter().map(|a| a.sin()));
             for _ in 0..2 {
                 cos.extend(row.iter().map(|a| a.cos()));
                 sin.extend(row.iter().map(|a| a.sin()));
@@ -34,7 +46,17 @@ impl<B: Backend> Rope<B> {
         Self {
             cos: Tensor::from_data(TensorData::new(cos, shape), device),
             sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos_half: Tensor::from_data(TensorData::new(cos_half, [len, half]), device),
+            sin_half: Tensor::from_data(TensorData::new(sin_half, [len, half]), device),
         }
+    }
+
+    /// The fused rotation of `[B, T, H, head_dim]` (the projections' own layout).
+    pub fn apply_bthd(&self, x: Tensor<B, 4>) -> Tensor<B, 4>
+    where
+        B: FusedOps,
+    {
+        rope(x, self.cos_half.clone(), self.sin_half.clone())
     }
 
     /// `x * cos + rotate_half(x) * sin` on `[B, H, T, head_dim]`.

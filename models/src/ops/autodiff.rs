@@ -87,7 +87,40 @@ impl<B: FusedOps> Backward<B, 2> for RmsNormBackward {
     }
 }
 
+#[derive(Debug)]
+struct RopeBackward;
+
+impl<B: FusedOps> Backward<B, 1> for RopeBackward {
+    type State = (Inner<B>, Inner<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (cos, sin) = ops.state;
+        if let Some(n) = node {
+            // A rotation's gradient is the inverse rotation.
+            grads.register::<B>(n.id, B::rope(dy, cos, sin, true));
+        }
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        inverse: bool,
+    ) -> FloatTensor<Self> {
+        let node = x.node.clone();
+        let (cos, sin) = (Self::inner(cos), Self::inner(sin));
+        let out = B::rope(x.primitive, cos.clone(), sin.clone(), inverse);
+        let sin_back = if inverse { B::float_neg(sin) } else { sin };
+        match RopeBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((cos, sin_back), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
     fn attention_fwd(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

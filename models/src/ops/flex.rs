@@ -5,7 +5,7 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, TensorData, TensorMetadata};
 
-use super::kernels::{attention, cross_entropy, rms_norm, swiglu};
+use super::kernels::{attention, cross_entropy, layout, rms_norm, swiglu};
 use super::{composed, FusedOps};
 
 /// A contiguous f32 view of `t` (copying only strided views), or None for other dtypes.
@@ -41,6 +41,30 @@ fn targets_i64(t: FlexTensor) -> Vec<i64> {
 }
 
 impl FusedOps for Flex {
+    fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, inverse: bool) -> FlexTensor {
+        let (Some(x32), Some(c32), Some(s32)) = (
+            f32_tensor(x.clone()),
+            f32_tensor(cos.clone()),
+            f32_tensor(sin.clone()),
+        ) else {
+            return composed::rope::<Self>(x, cos, sin, inverse);
+        };
+        let xd = dims(&x32);
+        new(
+            layout::rope(
+                data(&x32),
+                data(&c32),
+                data(&s32),
+                xd[0],
+                xd[1],
+                xd[2],
+                xd[3],
+                inverse,
+            ),
+            xd,
+        )
+    }
+
     fn attention_fwd(
         q: FlexTensor,
         k: FlexTensor,
@@ -54,17 +78,28 @@ impl FusedOps for Flex {
         ) else {
             return composed::attention_fwd::<Self>(q, k, v, scale);
         };
+        // [b, t, heads, d] in and out; the kernel works in [b, heads, t, d].
         let (qd, kd) = (dims(&q32), dims(&k32));
+        let (b, t, h, kvh, hd) = (qd[0], qd[1], qd[2], kd[2], qd[3]);
         let d = attention::AttnDims {
-            batch: qd[0],
-            heads: qd[1],
-            kv_heads: kd[1],
-            seq: qd[2],
-            head_dim: qd[3],
+            batch: b,
+            heads: h,
+            kv_heads: kvh,
+            seq: t,
+            head_dim: hd,
             scale,
         };
-        let (o, lse) = attention::attention_forward(data(&q32), data(&k32), data(&v32), d);
-        (new(o, qd.clone()), new(lse, qd[..3].to_vec()))
+        let to_heads = |x: &FlexTensor, heads| layout::swap_middle(data(x), [b, t, heads, hd]);
+        let (o, lse) = attention::attention_forward(
+            &to_heads(&q32, h),
+            &to_heads(&k32, kvh),
+            &to_heads(&v32, kvh),
+            d,
+        );
+        (
+            new(layout::swap_middle(&o, [b, h, t, hd]), qd),
+            new(lse, vec![b, h, t]),
+        )
     }
 
     fn attention_bwd(
@@ -81,24 +116,31 @@ impl FusedOps for Flex {
             return composed::attention_bwd::<Self>(q, k, v, o, lse, d_o, scale);
         };
         let (qd, kd) = (dims(&q32), dims(&k32));
+        let (b, t, h, kvh, hd) = (qd[0], qd[1], qd[2], kd[2], qd[3]);
         let d = attention::AttnDims {
-            batch: qd[0],
-            heads: qd[1],
-            kv_heads: kd[1],
-            seq: qd[2],
-            head_dim: qd[3],
+            batch: b,
+            heads: h,
+            kv_heads: kvh,
+            seq: t,
+            head_dim: hd,
             scale,
         };
+        let to_heads = |x: &FlexTensor, heads| layout::swap_middle(data(x), [b, t, heads, hd]);
         let (dq, dk, dv) = attention::attention_backward(
-            data(&q32),
-            data(&k32),
-            data(&v32),
-            data(&o32),
+            &to_heads(&q32, h),
+            &to_heads(&k32, kvh),
+            &to_heads(&v32, kvh),
+            &to_heads(&o32, h),
             data(&l32),
-            data(&g32),
+            &to_heads(&g32, h),
             d,
         );
-        (new(dq, qd), new(dk, kd.clone()), new(dv, kd))
+        let back = |x: Vec<f32>, heads| layout::swap_middle(&x, [b, heads, t, hd]);
+        (
+            new(back(dq, h), qd),
+            new(back(dk, kvh), kd.clone()),
+            new(back(dv, kvh), kd),
+        )
     }
 
     fn cross_entropy_fwd(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {

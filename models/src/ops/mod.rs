@@ -53,15 +53,21 @@ fn group_sum<B: Backend>(x: Tensor<B, 4>, kv: usize) -> Tensor<B, 4> {
 pub mod composed {
     use super::*;
 
-    /// Causal attention over `q [b, h, t, d]`, `k, v [b, kv, t, d]` (GQA):
-    /// returns `(o [b, h, t, d], lse [b, h, t])`.
+    /// Causal attention over `q [b, t, h, d]`, `k, v [b, t, kv, d]` (GQA; the
+    /// layout projections produce, so no transposes are needed around it):
+    /// returns `(o [b, t, h, d], lse [b, h, t])`.
     pub fn attention_fwd<B: Backend>(
         q: FloatTensor<B>,
         k: FloatTensor<B>,
         v: FloatTensor<B>,
         scale: f32,
     ) -> (FloatTensor<B>, FloatTensor<B>) {
-        let (q, k, v) = (wrap::<B, 4>(q), wrap::<B, 4>(k), wrap::<B, 4>(v));
+        // [b, t, h, d] in and out; the maths below runs in [b, h, t, d].
+        let (q, k, v) = (
+            wrap::<B, 4>(q).swap_dims(1, 2),
+            wrap::<B, 4>(k).swap_dims(1, 2),
+            wrap::<B, 4>(v).swap_dims(1, 2),
+        );
         let [_, h, t, _] = q.dims();
         let (k, v) = (repeat_kv(k, h), repeat_kv(v, h));
         let mask =
@@ -73,7 +79,7 @@ pub mod composed {
         let max = s.clone().max_dim(3); // [b, h, t, 1]
         let lse = (s.clone() - max.clone()).exp().sum_dim(3).log() + max; // [b, h, t, 1]
         let p = (s - lse.clone()).exp(); // [b, h, t, t]
-        let o = p.matmul(v);
+        let o = p.matmul(v).swap_dims(1, 2); // [b, t, h, d]
         (unwrap(o), unwrap(lse.squeeze_dim::<3>(3)))
     }
 
@@ -88,8 +94,9 @@ pub mod composed {
         d_o: FloatTensor<B>,
         scale: f32,
     ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-        let (q, k, v) = (wrap::<B, 4>(q), wrap::<B, 4>(k), wrap::<B, 4>(v));
-        let (o, d_o, lse) = (wrap::<B, 4>(o), wrap::<B, 4>(d_o), wrap::<B, 3>(lse));
+        let t4 = |x| wrap::<B, 4>(x).swap_dims(1, 2); // [b, t, h, d] -> [b, h, t, d]
+        let (q, k, v, o, d_o) = (t4(q), t4(k), t4(v), t4(o), t4(d_o));
+        let lse = wrap::<B, 3>(lse);
         let kvh = k.dims()[1];
         let [_, h, t, _] = q.dims();
         let (kr, vr) = (repeat_kv(k, h), repeat_kv(v, h));
@@ -108,9 +115,9 @@ pub mod composed {
         let dq = ds.clone().matmul(kr).mul_scalar(scale);
         let dk = ds.swap_dims(2, 3).matmul(q).mul_scalar(scale);
         (
-            unwrap(dq),
-            unwrap(group_sum(dk, kvh)),
-            unwrap(group_sum(dv, kvh)),
+            unwrap(dq.swap_dims(1, 2)),
+            unwrap(group_sum(dk, kvh).swap_dims(1, 2)),
+            unwrap(group_sum(dv, kvh).swap_dims(1, 2)),
         )
     }
 
@@ -209,11 +216,34 @@ pub mod composed {
         let dw = (dy * x * inv).sum_dim(0).reshape([d]);
         (unwrap(dx), unwrap(dw))
     }
+
+    /// Rotary embedding (rotate-half) of `x [b, t, h, d]` with `cos, sin [t, d/2]`;
+    /// `inverse` rotates by the negative angle (the backward pass).
+    pub fn rope<B: Backend>(
+        x: FloatTensor<B>,
+        cos: FloatTensor<B>,
+        sin: FloatTensor<B>,
+        inverse: bool,
+    ) -> FloatTensor<B> {
+        let x = wrap::<B, 4>(x);
+        let [_, t, _, d] = x.dims();
+        let half = d / 2;
+        let full = |c: FloatTensor<B>| {
+            let c = wrap::<B, 2>(c);
+            Tensor::cat(vec![c.clone(), c], 1).reshape([1, t, 1, d]) // [1, t, 1, d]
+        };
+        let (cos, sin) = (full(cos), full(sin));
+        let sin = if inverse { sin.neg() } else { sin };
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, t, h, d]
+        unwrap(x * cos + rotated * sin)
+    }
 }
 
 /// Fused ops; the provided methods run [`composed`].
 pub trait FusedOps: Backend {
-    /// Causal GQA attention: `(o [b, h, t, d], lse [b, h, t])`; see [`composed::attention_fwd`].
+    /// Causal GQA attention on `[b, t, heads, d]` tensors: `(o [b, t, h, d], lse [b, h, t])`.
     fn attention_fwd(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -287,11 +317,22 @@ pub trait FusedOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         composed::rms_norm_bwd::<Self>(x, w, inv, dy)
     }
+
+    /// Rotary embedding of `x [b, t, h, d]` with `cos, sin [t, d/2]`
+    /// (`inverse`: the transposed rotation, i.e. the backward pass).
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        inverse: bool,
+    ) -> FloatTensor<Self> {
+        composed::rope::<Self>(x, cos, sin, inverse)
+    }
 }
 
 // ---- Tensor-level entry points used by the models and the trainer ----
 
-/// Causal attention, `q [b, h, t, d]`, `k, v [b, kv, t, d]` -> `[b, h, t, d]`.
+/// Causal attention, `q [b, t, h, d]`, `k, v [b, t, kv, d]` -> `[b, t, h, d]`.
 pub fn causal_attention<B: FusedOps>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -331,4 +372,9 @@ pub fn rms_norm<B: FusedOps, const D: usize>(
     let n = x.shape().num_elements() / d.max(1);
     let (y, _) = B::rms_norm_fwd(unwrap(x.reshape([n, d])), unwrap(w), eps);
     wrap::<B, 2>(y).reshape(dims)
+}
+
+/// Rotary embedding of `x [b, t, h, d]` with the half tables `cos, sin [t, d/2]`.
+pub fn rope<B: FusedOps>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    wrap(B::rope(unwrap(x), unwrap(cos), unwrap(sin), false))
 }

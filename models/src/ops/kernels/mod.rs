@@ -6,5 +6,6 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod fast_exp;
 pub mod fast_math;
+pub mod layout;
 pub mod rms_norm;
 pub mod swiglu;
