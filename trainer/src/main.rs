@@ -15,6 +15,11 @@ use kiln_trainer::{bench, data_setup, export, generate, plan, session, train as 
 
 mod cli;
 
+// Large activation tensors are freed and re-allocated every step; glibc
+// returns them to the OS and page-faults them back in, mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
