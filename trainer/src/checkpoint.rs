@@ -177,12 +177,21 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
 pub fn prune(run_dir: &Path, keep_last: usize, keep: Option<u64>) {
     let all = list(run_dir);
     let cut = all.len().saturating_sub(keep_last);
+    let root = checkpoints_dir(run_dir);
     for (step, path) in &all[..cut] {
         if Some(*step) != keep {
-            let _ = fs::remove_dir_all(path);
+            // Rename first (atomic), then delete: a crash mid-delete must not
+            // leave a half-removed `step-N` that still looks complete.
+            let doomed = root.join(format!(
+                ".old-{}-{}",
+                step_dir_name(*step),
+                std::process::id()
+            ));
+            if fs::rename(path, &doomed).is_ok() {
+                let _ = fs::remove_dir_all(&doomed);
+            }
         }
     }
-    let root = checkpoints_dir(run_dir);
     for e in fs::read_dir(&root).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if name.starts_with(".tmp-") || name.starts_with(".old-") {
