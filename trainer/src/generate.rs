@@ -82,7 +82,6 @@ pub fn generate<B: FusedOps>(
     if ids.is_empty() {
         ids.push(tokenizer.eot_id());
     }
-    let prompt_len = ids.len();
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut cache = model.new_cache();
     // Prefill with the last ctx-1 prompt tokens.
@@ -110,6 +109,5 @@ pub fn generate<B: FusedOps>(
             logits = model.forward_cached(ids_tensor::<B>(&[next], device), &mut cache);
         }
     }
-    let _ = prompt_len;
     Ok(tokenizer.decode(&ids)?)
 }

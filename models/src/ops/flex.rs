@@ -33,6 +33,18 @@ fn dims(t: &FlexTensor) -> Vec<usize> {
     t.shape().to_vec()
 }
 
+/// Kernel dims from `q [b, t, h, d]` and `k [b, t, kv, d]`.
+fn attn_dims(qd: &[usize], kd: &[usize], scale: f32) -> attention::AttnDims {
+    attention::AttnDims {
+        batch: qd[0],
+        heads: qd[2],
+        kv_heads: kd[2],
+        seq: qd[1],
+        head_dim: qd[3],
+        scale,
+    }
+}
+
 fn targets_i64(t: FlexTensor) -> Vec<i64> {
     t.into_data()
         .convert::<i64>()
@@ -80,15 +92,8 @@ impl FusedOps for Flex {
         };
         // [b, t, heads, d] in and out; the kernel works in [b, heads, t, d].
         let (qd, kd) = (dims(&q32), dims(&k32));
-        let (b, t, h, kvh, hd) = (qd[0], qd[1], qd[2], kd[2], qd[3]);
-        let d = attention::AttnDims {
-            batch: b,
-            heads: h,
-            kv_heads: kvh,
-            seq: t,
-            head_dim: hd,
-            scale,
-        };
+        let d = attn_dims(&qd, &kd, scale);
+        let (b, t, h, kvh, hd) = (d.batch, d.seq, d.heads, d.kv_heads, d.head_dim);
         let to_heads = |x: &FlexTensor, heads| layout::swap_middle(data(x), [b, t, heads, hd]);
         let (o, lse) = attention::attention_forward(
             &to_heads(&q32, h),
@@ -116,15 +121,8 @@ impl FusedOps for Flex {
             return composed::attention_bwd::<Self>(q, k, v, o, lse, d_o, scale);
         };
         let (qd, kd) = (dims(&q32), dims(&k32));
-        let (b, t, h, kvh, hd) = (qd[0], qd[1], qd[2], kd[2], qd[3]);
-        let d = attention::AttnDims {
-            batch: b,
-            heads: h,
-            kv_heads: kvh,
-            seq: t,
-            head_dim: hd,
-            scale,
-        };
+        let d = attn_dims(&qd, &kd, scale);
+        let (b, t, h, kvh, hd) = (d.batch, d.seq, d.heads, d.kv_heads, d.head_dim);
         let to_heads = |x: &FlexTensor, heads| layout::swap_middle(data(x), [b, t, heads, hd]);
         let (dq, dk, dv) = attention::attention_backward(
             &to_heads(&q32, h),
@@ -162,6 +160,7 @@ impl FusedOps for Flex {
         lse: FlexTensor,
         grad: FlexTensor,
     ) -> FlexTensor {
+        // Not in place: autodiff's checkpointer still holds the logits here.
         let (Some(l32), Some(s32), Some(g32)) = (
             f32_tensor(logits.clone()),
             f32_tensor(lse.clone()),
