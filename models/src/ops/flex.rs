@@ -160,7 +160,8 @@ impl FusedOps for Flex {
         lse: FlexTensor,
         grad: FlexTensor,
     ) -> FlexTensor {
-        // Not in place: autodiff's checkpointer still holds the logits here.
+        // Not in place: the logits buffer is still shared when backward runs
+        // (checked: `try_storage_mut` finds it shared), so that would copy anyway.
         let (Some(l32), Some(s32), Some(g32)) = (
             f32_tensor(logits.clone()),
             f32_tensor(lse.clone()),
