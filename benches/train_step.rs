@@ -14,12 +14,17 @@ use kiln_trainer::loss::cross_entropy;
 
 type AB = Autodiff<Flex>;
 
+// The same allocator and tuning as the `kiln` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn config() -> ModelConfig {
     let text = "dim = 128\nn_layers = 4\nn_heads = 4\nn_kv_heads = 2\nffn_dim = 344\nmax_seq_len = 64\nvocab_size = 256\n";
     toml::from_str(text).expect("bench model config")
 }
 
 fn train_step(c: &mut Criterion) {
+    kiln_trainer::allocator::tune_for_training();
     let cfg = config();
     let dev = Default::default();
     let mut model = Decoder::<AB>::new(&cfg, &dev).expect("model");

@@ -3,6 +3,7 @@
 //! burn's `AutodiffBackend`; the `kiln` binary picks the backend.
 
 pub mod adamw;
+pub mod allocator;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

@@ -16,7 +16,8 @@ use kiln_trainer::{bench, data_setup, export, generate, plan, session, train as 
 mod cli;
 
 // Large activation tensors are freed and re-allocated every step; glibc
-// returns them to the OS and page-faults them back in, mimalloc keeps them.
+// returns them to the OS and page-faults them back in, mimalloc (tuned in
+// `kiln_trainer::allocator`) keeps them.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -283,6 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    kiln_trainer::allocator::tune_for_training();
     // Internal errors print one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
