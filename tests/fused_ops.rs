@@ -6,7 +6,7 @@ use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Distribution, ElementConversion, Int, Tensor, TensorData};
 use kiln_models::layers::Rope;
-use kiln_models::ops::{causal_attention, cross_entropy_rows, rms_norm, silu_mul};
+use kiln_models::ops::{causal_attention, cross_entropy_rows, matmul, rms_norm, silu_mul};
 
 type AB = Autodiff<Flex>;
 
@@ -182,6 +182,33 @@ fn fused_rope_matches_composed() {
             [x],
             |[x]| rope.apply_bthd(x.clone()),
             |[x]| rope.apply(x.clone().swap_dims(1, 2)).swap_dims(1, 2),
+        );
+    }
+}
+
+#[test]
+fn fused_matmul_matches_composed() {
+    AB::seed(&Default::default(), 17);
+    // Plain operands, a transposed right operand (the tied head: h @ E^T) and
+    // a transposed left one (the weight gradient's x^T @ dy).
+    for &(m, k, n) in &[(1, 1, 1), (7, 13, 5), (64, 48, 130), (257, 96, 191)] {
+        compare(
+            &format!("matmul {m}x{k}x{n}"),
+            [rand([m, k], 1.0), rand([k, n], 1.0)],
+            |[a, b]| matmul(a.clone(), b.clone()),
+            |[a, b]| a.clone().matmul(b.clone()),
+        );
+        compare(
+            &format!("matmul {m}x{k}x{n}, b transposed"),
+            [rand([m, k], 1.0), rand([n, k], 1.0)],
+            |[a, b]| matmul(a.clone(), b.clone().transpose()),
+            |[a, b]| a.clone().matmul(b.clone().transpose()),
+        );
+        compare(
+            &format!("matmul {m}x{k}x{n}, a transposed"),
+            [rand([k, m], 1.0), rand([k, n], 1.0)],
+            |[a, b]| matmul(a.clone().transpose(), b.clone()),
+            |[a, b]| a.clone().transpose().matmul(b.clone()),
         );
     }
 }

@@ -113,18 +113,21 @@ impl<B: Backend> Decoder<B> {
 
     /// Turns the fused kernels on or off in every layer (`[training] fused_ops`).
     pub fn with_fused(mut self, fused: bool) -> Self {
-        let set_mlp = |m: &mut SwiGluMlp<B>| m.fused = fused;
         for block in self.layers.iter_mut() {
             block.input_layernorm.fused = fused;
             block.post_attention_layernorm.fused = fused;
-            block.self_attn.fused = fused;
+            block.self_attn.set_fused(fused);
             if let Some(m) = block.mlp.as_mut() {
-                set_mlp(m);
+                m.set_fused(fused);
             }
         }
         if let Some(m) = self.shared_mlp.as_mut() {
-            set_mlp(m);
+            m.set_fused(fused);
         }
+        if let Some(head) = self.lm_head.as_mut() {
+            head.fused = fused;
+        }
+        self.embed_tokens.fused = fused;
         self.norm.fused = fused;
         self
     }

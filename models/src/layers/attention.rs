@@ -61,6 +61,21 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+impl<B: Backend> Attention<B> {
+    /// The fused attention kernel and fused projections on or off.
+    pub fn set_fused(&mut self, fused: bool) {
+        self.fused = fused;
+        for p in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+        ] {
+            p.fused = fused;
+        }
+    }
+}
+
 impl<B: FusedOps> Attention<B> {
     /// `[B, T, dim] -> [B, T, dim]`. With a cache, the new keys/values are
     /// appended and the queries sit at positions `cache.len()..`; `rope` must

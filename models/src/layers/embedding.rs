@@ -5,10 +5,14 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
+use crate::ops::{matmul, FusedOps};
+
 #[derive(Module, Debug)]
 pub struct Embedding<B: Backend> {
     /// `[vocab, dim]`, the same layout as Hugging Face's `embed_tokens.weight`.
     pub weight: Param<Tensor<B, 2>>,
+    /// The tied head multiplies through `FusedOps::matmul` (see `Linear`).
+    pub fused: bool,
 }
 
 impl<B: Backend> Embedding<B> {
@@ -16,6 +20,7 @@ impl<B: Backend> Embedding<B> {
         let w = Tensor::random([vocab, dim], Distribution::Normal(0.0, std), device);
         Self {
             weight: Param::from_tensor(w),
+            fused: true,
         }
     }
 
@@ -26,14 +31,21 @@ impl<B: Backend> Embedding<B> {
         let flat = tokens.reshape([b * t]); // [B*T]
         self.weight.val().select(0, flat).reshape([b, t, dim]) // [B, T, dim]
     }
+}
 
+impl<B: FusedOps> Embedding<B> {
     /// Tied output head: `[B, T, dim] -> [B, T, vocab]` as `h @ E^T`.
     pub fn attend(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = h.dims();
         let vocab = self.weight.dims()[0];
         // One 2-D GEMM: the broadcast 3-D form costs ~1.7x more in backward.
-        h.reshape([b * t, d])
-            .matmul(self.weight.val().transpose())
-            .reshape([b, t, vocab]) // [B, T, vocab]
+        let h = h.reshape([b * t, d]); // [B*T, dim]
+        let e_t = self.weight.val().transpose(); // [dim, vocab], a strided view
+        let logits = if self.fused {
+            matmul(h, e_t)
+        } else {
+            h.matmul(e_t)
+        }; // [B*T, vocab]
+        logits.reshape([b, t, vocab]) // [B, T, vocab]
     }
 }

@@ -6,11 +6,16 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
+use crate::ops::{matmul, FusedOps};
+
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// Stored `[d_in, d_out]` (burn's matmul-friendly layout), the transpose of
     /// PyTorch/Hugging Face `[out, in]`: export and import transpose.
     pub weight: Param<Tensor<B, 2>>,
+    /// Multiply through `FusedOps::matmul` (on Flex: the same GEMM without
+    /// burn's zero-fill and copy of the output); false = burn's matmul.
+    pub fused: bool,
 }
 
 impl<B: Backend> Linear<B> {
@@ -19,19 +24,8 @@ impl<B: Backend> Linear<B> {
         let w = Tensor::random([d_in, d_out], Distribution::Normal(0.0, std), device);
         Self {
             weight: Param::from_tensor(w),
+            fused: true,
         }
-    }
-
-    /// `[.., d_in] -> [.., d_out]`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        // One 2-D GEMM over all leading dims: a broadcast batched matmul
-        // would run many small GEMMs and reduce the weight gradient over them.
-        let mut dims = x.dims();
-        let d_in = dims[D - 1];
-        let rows = x.shape().num_elements() / d_in.max(1);
-        let y = x.reshape([rows, d_in]).matmul(self.weight.val()); // [rows, d_out]
-        dims[D - 1] = self.d_out();
-        y.reshape(dims)
     }
 
     pub fn d_in(&self) -> usize {
@@ -40,5 +34,24 @@ impl<B: Backend> Linear<B> {
 
     pub fn d_out(&self) -> usize {
         self.weight.dims()[1]
+    }
+}
+
+impl<B: FusedOps> Linear<B> {
+    /// `[.., d_in] -> [.., d_out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        // One 2-D GEMM over all leading dims: a broadcast batched matmul
+        // would run many small GEMMs and reduce the weight gradient over them.
+        let mut dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = x.shape().num_elements() / d_in.max(1);
+        let x = x.reshape([rows, d_in]); // [rows, d_in]
+        let y = if self.fused {
+            matmul(x, self.weight.val())
+        } else {
+            x.matmul(self.weight.val())
+        }; // [rows, d_out]
+        dims[D - 1] = self.d_out();
+        y.reshape(dims)
     }
 }

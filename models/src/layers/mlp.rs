@@ -26,6 +26,14 @@ impl<B: Backend> SwiGluMlp<B> {
             fused: true,
         }
     }
+
+    /// The fused `silu(gate) * up` and fused projections on or off.
+    pub fn set_fused(&mut self, fused: bool) {
+        self.fused = fused;
+        for p in [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj] {
+            p.fused = fused;
+        }
+    }
 }
 
 impl<B: FusedOps> SwiGluMlp<B> {

@@ -104,7 +104,42 @@ impl<B: FusedOps> Backward<B, 1> for RopeBackward {
     }
 }
 
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl<B: FusedOps> Backward<B, 2> for MatmulBackward {
+    type State = (Inner<B>, Inner<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [na, nb] = ops.parents;
+        let g = grads.consume::<B>(&ops.node); // [m, n]
+        let (a, b) = ops.state; // [m, k], [k, n]
+                                // Transposes are stride swaps: no copies before the GEMMs.
+        if let Some(n) = na {
+            grads.register::<B>(n.id, B::matmul(g.clone(), B::float_transpose(b)));
+            // [m, k]
+        }
+        if let Some(n) = nb {
+            grads.register::<B>(n.id, B::matmul(B::float_transpose(a), g)); // [k, n]
+        }
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [a.node.clone(), b.node.clone()];
+        let (a, b) = (a.primitive, b.primitive);
+        let out = B::matmul(a.clone(), b.clone());
+        match MatmulBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((a, b), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
     fn rope(
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,

@@ -5,7 +5,7 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, TensorData, TensorMetadata};
 
-use super::kernels::{attention, cross_entropy, layout, rms_norm, swiglu};
+use super::kernels::{attention, cross_entropy, layout, matmul, rms_norm, swiglu};
 use super::{composed, FusedOps};
 
 /// A contiguous f32 view of `t` (copying only strided views), or None for other dtypes.
@@ -52,7 +52,35 @@ fn targets_i64(t: FlexTensor) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// A strided 2-D f32 view of `t` for the GEMM kernel, or None otherwise.
+fn operand(t: &FlexTensor) -> Option<matmul::Operand<'_>> {
+    let layout = t.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    if t.dtype() != DType::F32 || shape.num_dims() != 2 {
+        return None;
+    }
+    Some(matmul::Operand {
+        data: t.storage::<f32>(),
+        offset: layout.start_offset(),
+        rows: shape[0],
+        cols: shape[1],
+        row_stride: strides[0],
+        col_stride: strides[1],
+    })
+}
+
 impl FusedOps for Flex {
+    fn matmul(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let out = match (operand(&a), operand(&b)) {
+            (Some(x), Some(y)) => matmul::matmul(x, y).map(|c| (c, vec![x.rows, y.cols])),
+            _ => None,
+        };
+        match out {
+            Some((c, shape)) => new(c, shape),
+            None => <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_matmul(a, b),
+        }
+    }
+
     fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, inverse: bool) -> FlexTensor {
         let (Some(x32), Some(c32), Some(s32)) = (
             f32_tensor(x.clone()),

@@ -1,5 +1,7 @@
 //! Fused operations with hand-written backward passes: causal attention,
-//! cross-entropy, SwiGLU's `silu(gate) * up` and RMSNorm.
+//! cross-entropy, SwiGLU's `silu(gate) * up`, RMSNorm, RoPE, and the 2-D
+//! matmul of every projection (an allocation fix on Flex, see
+//! `kernels/matmul.rs`).
 //!
 //! [`FusedOps`] is a backend extension trait. Its provided methods are the
 //! composed burn versions (the reference every fused kernel is tested
@@ -328,6 +330,12 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self> {
         composed::rope::<Self>(x, cos, sin, inverse)
     }
+
+    /// `a [m, k] @ b [k, n]`; either operand may be a strided view (a
+    /// transpose). Its backward is two more `matmul`s on transposed views.
+    fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(a, b)
+    }
 }
 
 // ---- Tensor-level entry points used by the models and the trainer ----
@@ -372,6 +380,11 @@ pub fn rms_norm<B: FusedOps, const D: usize>(
     let n = x.shape().num_elements() / d.max(1);
     let (y, _) = B::rms_norm_fwd(unwrap(x.reshape([n, d])), unwrap(w), eps);
     wrap::<B, 2>(y).reshape(dims)
+}
+
+/// `a [m, k] @ b [k, n] -> [m, n]` through [`FusedOps::matmul`].
+pub fn matmul<B: FusedOps>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
+    wrap(B::matmul(unwrap(a), unwrap(b)))
 }
 
 /// Rotary embedding of `x [b, t, h, d]` with the half tables `cos, sin [t, d/2]`.

@@ -7,5 +7,6 @@ pub mod cross_entropy;
 pub mod fast_exp;
 pub mod fast_math;
 pub mod layout;
+pub mod matmul;
 pub mod rms_norm;
 pub mod swiglu;
