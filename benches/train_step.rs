@@ -7,7 +7,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use kiln_models::{Decoder, LanguageModel, ModelConfig};
-use kiln_trainer::adamw::AdamW;
+use kiln_trainer::optim::{Optimizer, ParamGroups};
 use kiln_trainer::config::OptimizerConfig;
 use kiln_trainer::grads::{GradStore, ParamTable};
 use kiln_trainer::loss::cross_entropy;
@@ -29,12 +29,9 @@ fn train_step(c: &mut Criterion) {
     let dev = Default::default();
     let mut model = Decoder::<AB>::new(&cfg, &dev).expect("model");
     let table = ParamTable::new::<AB, _>(&model);
-    let decay = table
-        .infos
-        .iter()
-        .map(|p| (p.name.clone(), p.shape.len() >= 2))
-        .collect();
-    let mut opt = AdamW::new(OptimizerConfig::default(), decay);
+    let ocfg = OptimizerConfig::default();
+    let groups = ParamGroups::build(&ocfg, &table, |_, rank| rank >= 2).expect("groups");
+    let mut opt = Optimizer::new(&ocfg, groups, 12 * 64);
     let tokens = Tensor::<AB, 2>::random([12, 65], Distribution::Uniform(0.0, 256.0), &dev).int();
     let x: Tensor<AB, 2, Int> = tokens.clone().slice([0..12, 0..64]);
     let y: Tensor<AB, 2, Int> = tokens.slice([0..12, 1..65]);

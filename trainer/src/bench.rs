@@ -10,7 +10,6 @@ use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use kiln_models::{Decoder, LanguageModel, TrainBackend};
 use serde::Serialize;
 
-use crate::adamw::AdamW;
 use crate::config::RunConfig;
 use crate::error::{Result, TrainerError};
 use crate::grads::{GradStore, ParamTable};
@@ -82,12 +81,7 @@ pub fn bench<B: TrainBackend>(
     let mut model: Decoder<B> =
         Decoder::new(&cfg.model, &device)?.with_fused(cfg.training.fused_ops);
     let table = ParamTable::new::<B, _>(&model);
-    let decay = table
-        .infos
-        .iter()
-        .map(|p| (p.name.clone(), p.shape.len() >= 2))
-        .collect();
-    let mut opt = AdamW::<B::InnerBackend>::new(cfg.optimizer.clone(), decay);
+    let mut opt = crate::train::build_optimizer::<B::InnerBackend>(cfg, &table)?;
     let vocab = cfg.model.vocab_size as f64;
     let tokens =
         Tensor::<B, 2>::random([b, t + 1], Distribution::Uniform(0.0, vocab), &device).int(); // [B, T+1]

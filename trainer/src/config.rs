@@ -100,6 +100,7 @@ impl Default for TokenizerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     Adamw,
+    Sophia,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,12 +108,23 @@ pub enum OptimizerKind {
 pub struct OptimizerConfig {
     pub kind: OptimizerKind,
     pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
+    /// Absent: 0.9 (AdamW) or 0.965 (Sophia).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta1: Option<f64>,
+    /// Absent: 0.95 (AdamW) or 0.99 (Sophia).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<f64>,
     pub eps: f64,
     pub weight_decay: f64,
     /// Global-norm clipping threshold; 0 turns clipping off.
     pub grad_clip: f64,
+    /// Sophia: the `rho` of its update clip.
+    pub rho: f64,
+    /// Sophia: refresh the Hessian estimate every this many updates.
+    pub hessian_every: u64,
+    /// Per-parameter overrides, first match wins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<ParamGroupConfig>,
 }
 
 impl Default for OptimizerConfig {
@@ -120,13 +132,45 @@ impl Default for OptimizerConfig {
         Self {
             kind: OptimizerKind::Adamw,
             lr: 3e-4,
-            beta1: 0.9,
-            beta2: 0.95,
+            beta1: None,
+            beta2: None,
             eps: 1e-8,
             weight_decay: 0.1,
             grad_clip: 1.0,
+            rho: 0.04,
+            hessian_every: 10,
+            groups: Vec::new(),
         }
     }
+}
+
+impl OptimizerConfig {
+    /// `(beta1, beta2)` with the kind's defaults filled in.
+    pub fn betas(&self) -> (f64, f64) {
+        let (d1, d2) = match self.kind {
+            OptimizerKind::Adamw => (0.9, 0.95),
+            OptimizerKind::Sophia => (0.965, 0.99),
+        };
+        (self.beta1.unwrap_or(d1), self.beta2.unwrap_or(d2))
+    }
+}
+
+/// `[[optimizer.groups]]`: settings for the parameters whose checkpoint name
+/// matches `params` (`*` = any characters), e.g. `params = "*norm*"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroupConfig {
+    pub params: String,
+    /// Multiplies the scheduled learning rate.
+    #[serde(default = "unit_scale")]
+    pub lr_scale: f64,
+    /// Absent: `optimizer.weight_decay`, or 0 where the model excludes the parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+}
+
+fn unit_scale() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,7 +550,8 @@ impl RunConfig {
         let o = &self.optimizer;
         positive_finite("optimizer.lr", o.lr, " (e.g. 3e-4)")?;
         positive_finite("optimizer.eps", o.eps, " (e.g. 1e-8)")?;
-        for (field, b) in [("optimizer.beta1", o.beta1), ("optimizer.beta2", o.beta2)] {
+        let (b1, b2) = o.betas();
+        for (field, b) in [("optimizer.beta1", b1), ("optimizer.beta2", b2)] {
             if !(0.0..1.0).contains(&b) {
                 return Err(TrainerError::invalid(
                     field,
@@ -525,6 +570,37 @@ impl RunConfig {
                 "optimizer.grad_clip",
                 format!("{} must be >= 0 (0 = off)", o.grad_clip),
             ));
+        }
+        if o.kind == OptimizerKind::Sophia {
+            positive_finite("optimizer.rho", o.rho, " (Sophia: 0.03-0.05)")?;
+            if o.hessian_every == 0 {
+                return Err(TrainerError::invalid(
+                    "optimizer.hessian_every",
+                    "0 must be at least 1 (Sophia refreshes its Hessian every k steps, e.g. 10)",
+                ));
+            }
+        }
+        for (i, g) in o.groups.iter().enumerate() {
+            if g.params.is_empty() {
+                return Err(TrainerError::invalid(
+                    &format!("optimizer.groups[{i}].params"),
+                    "is empty: give a parameter name pattern such as \"*norm*\"",
+                ));
+            }
+            if !(g.lr_scale.is_finite() && g.lr_scale >= 0.0) {
+                return Err(TrainerError::invalid(
+                    &format!("optimizer.groups[{i}].lr_scale"),
+                    format!("{} must be a finite number >= 0", g.lr_scale),
+                ));
+            }
+            if let Some(wd) = g.weight_decay {
+                if !(wd.is_finite() && wd >= 0.0) {
+                    return Err(TrainerError::invalid(
+                        &format!("optimizer.groups[{i}].weight_decay"),
+                        format!("{wd} must be >= 0"),
+                    ));
+                }
+            }
         }
         let s = &self.schedule;
         if !(s.min_lr.is_finite() && s.min_lr >= 0.0 && s.min_lr <= o.lr) {

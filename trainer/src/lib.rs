@@ -2,7 +2,7 @@
 //! metrics, generation, evaluation, export and benchmarks. Generic over
 //! burn's `AutodiffBackend`; the `kiln` binary picks the backend.
 
-pub mod adamw;
+pub mod optim;
 pub mod allocator;
 pub mod backend;
 pub mod bench;

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 pub struct TrainerState {
     /// Optimizer steps completed (the next step to run).
     pub step: u64,
-    /// AdamW's update count (differs from `step` when steps were skipped).
+    /// The optimizer's update count (differs from `step` when steps were skipped).
     pub optimizer_updates: u64,
+    /// Sophia's Hessian refreshes so far (0 for AdamW).
+    #[serde(default)]
+    pub hessian_updates: u64,
     pub tokens_seen: u64,
     pub sampler: SamplerState,
     pub skipped_steps: u64,

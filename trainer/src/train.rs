@@ -1,7 +1,6 @@
 //! The training loop: one readable function, explicit branches for logging,
 //! evaluation and checkpoints (no callback registry).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,6 @@ use kiln_models::{
     load_named_tensors, named_tensors, Decoder, FusedOps, LanguageModel, TrainBackend,
 };
 
-use crate::adamw::AdamW;
 use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::data_setup;
@@ -26,6 +24,8 @@ use crate::generate::{generate, SampleOptions};
 use crate::grads::{GradStore, ParamTable};
 use crate::loss::cross_entropy;
 use crate::metrics::MetricsLogger;
+use crate::optim::hessian::{label_rng, sampled_label_grads};
+use crate::optim::{Optimizer, ParamGroups};
 use crate::schedule::lr_at;
 use crate::session::{self, CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE};
 use crate::state::TrainerState;
@@ -106,17 +106,13 @@ impl RunLog {
     }
 }
 
-fn weight_decay_map(table: &ParamTable) -> HashMap<String, bool> {
-    table
-        .infos
-        .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                Decoder::<burn::backend::Flex>::weight_decay(&p.name, p.shape.len()),
-            )
-        })
-        .collect()
+/// The optimizer of a run: its rule, with the model's no-decay rule and the
+/// config's parameter groups.
+pub fn build_optimizer<B: Backend>(cfg: &RunConfig, table: &ParamTable) -> Result<Optimizer<B>> {
+    let groups = ParamGroups::build(&cfg.optimizer, table, |name, rank| {
+        Decoder::<burn::backend::Flex>::weight_decay(name, rank)
+    })?;
+    Ok(Optimizer::new(&cfg.optimizer, groups, cfg.tokens_per_step()))
 }
 
 /// Everything a checkpoint needs besides the model, optimizer and state.
@@ -132,7 +128,7 @@ impl CheckpointWriter<'_> {
     fn save<B: TrainBackend>(
         &self,
         model: &Decoder<B>,
-        opt: &AdamW<B::InnerBackend>,
+        opt: &Optimizer<B::InnerBackend>,
         state: &TrainerState,
     ) -> Result<PathBuf> {
         let model_bytes =
@@ -204,7 +200,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     B::seed(&device, t.seed);
     let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?.with_fused(t.fused_ops);
     let table = ParamTable::new::<B, _>(&model);
-    let mut opt = AdamW::<B::InnerBackend>::new(cfg.optimizer.clone(), weight_decay_map(&table));
+    let mut opt = build_optimizer::<B::InnerBackend>(&cfg, &table)?;
     let mut sampler =
         BatchSampler::new(Arc::new(split.train), seq_len, t.batch_size, t.seed, 0, 1)?;
     let val_batches = eval_batches(&split.val, seq_len, t.batch_size, t.eval_batches);
@@ -212,6 +208,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     let mut state = TrainerState {
         step: 0,
         optimizer_updates: 0,
+        hessian_updates: 0,
         tokens_seen: 0,
         sampler: sampler.state(),
         skipped_steps: 0,
@@ -227,7 +224,8 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             opt.import_state(o, &device);
         }
         state = ckpt.state.clone();
-        opt.t = state.optimizer_updates;
+        opt.set_updates(state.optimizer_updates);
+        opt.set_hessian_updates(state.hessian_updates);
         sampler.restore(&state.sampler)?;
     } else if let Some(init) = &cfg.init {
         // Full fine-tuning: weights only; optimizer, schedule and data start fresh.
@@ -295,9 +293,11 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         let lr = lr_at(&cfg.schedule, cfg.optimizer.lr, step, t.max_steps);
         let mut grads = GradStore::<B::InnerBackend>::default();
         let mut loss_sum = 0.0f64;
+        let mut last_x = None;
         for _ in 0..t.grad_accum {
             let batch = sampler.next_batch();
             let (x, y) = batch_tensors::<B>(&batch, &device);
+            last_x = Some(x.clone());
             // Dividing here makes the summed gradients those of the mean loss.
             let loss =
                 cross_entropy(model.forward(x), y, t.fused_ops).div_scalar(t.grad_accum as f64);
@@ -331,9 +331,24 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         } else {
             model = opt.step::<B, _>(model, &table, grads, lr);
             state.consecutive_nonfinite = 0;
+            // Sophia: refresh the Hessian estimate on this step's last
+            // micro-batch, with labels sampled from the updated model.
+            if let (true, Some(x)) = (opt.wants_hessian(opt.updates()), last_x) {
+                let mut rng = label_rng(t.seed, opt.updates());
+                let g_hat = sampled_label_grads::<B, _>(
+                    &model,
+                    &table,
+                    x,
+                    t.fused_ops,
+                    cfg.optimizer.grad_clip,
+                    &mut rng,
+                );
+                opt.update_hessian(g_hat);
+            }
         }
         state.step += 1;
-        state.optimizer_updates = opt.t;
+        state.optimizer_updates = opt.updates();
+        state.hessian_updates = opt.hessian_updates();
         state.tokens_seen += step_tokens;
         window_tokens += step_tokens;
         let done = state.step;
@@ -345,6 +360,9 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             metrics.scalar(done, "train/grad_norm", grad_norm);
             metrics.scalar(done, "train/tokens_per_s", tps);
             metrics.scalar(done, "train/skipped_steps", state.skipped_steps as f64);
+            for (tag, value) in opt.metrics() {
+                metrics.scalar(done, tag, value);
+            }
             metrics.flush();
             log.bar
                 .set_message(format!("loss {loss_sum:.4} | lr {lr:.2e} | {tps:.0} tok/s"));

@@ -1,0 +1,187 @@
+//! Optimizers over named, flattened parameters: AdamW and SophiaG, with
+//! parameter groups (weight decay, learning-rate multiplier). State lives per
+//! parameter name, so it is saved by name and can later be sharded.
+
+pub mod adamw;
+pub mod groups;
+pub mod hessian;
+pub mod sophia;
+mod state_io;
+
+use std::collections::BTreeMap;
+
+use burn::module::{AutodiffModule, ModuleMapper, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use kiln_models::NamedTensor;
+
+pub use adamw::AdamW;
+pub use groups::{GroupSettings, ParamGroups};
+pub use sophia::Sophia;
+
+use crate::config::{OptimizerConfig, OptimizerKind};
+use crate::grads::{GradStore, ParamTable};
+
+pub enum Rule<B: Backend> {
+    AdamW(AdamW<B>),
+    Sophia(Sophia<B>),
+}
+
+/// An update rule plus the parameter groups it applies.
+pub struct Optimizer<B: Backend> {
+    pub rule: Rule<B>,
+    pub groups: ParamGroups,
+    /// Refresh Sophia's Hessian estimate after every this many updates.
+    pub hessian_every: u64,
+}
+
+impl<B: Backend> Optimizer<B> {
+    /// `batch_tokens`: tokens per optimizer step (Sophia's `B`).
+    pub fn new(cfg: &OptimizerConfig, groups: ParamGroups, batch_tokens: usize) -> Self {
+        let (b1, b2) = cfg.betas();
+        let rule = match cfg.kind {
+            OptimizerKind::Adamw => Rule::AdamW(AdamW::new(b1, b2, cfg.eps)),
+            OptimizerKind::Sophia => {
+                Rule::Sophia(Sophia::new(b1, b2, cfg.rho, batch_tokens as f64))
+            }
+        };
+        Self {
+            rule,
+            groups,
+            hessian_every: cfg.hessian_every,
+        }
+    }
+
+    /// Updates applied so far.
+    pub fn updates(&self) -> u64 {
+        match &self.rule {
+            Rule::AdamW(o) => o.t,
+            Rule::Sophia(o) => o.t,
+        }
+    }
+
+    /// Restores the update count (from trainer state on resume).
+    pub fn set_updates(&mut self, t: u64) {
+        match &mut self.rule {
+            Rule::AdamW(o) => o.t = t,
+            Rule::Sophia(o) => o.t = t,
+        }
+    }
+
+    pub fn begin_step(&mut self) {
+        match &mut self.rule {
+            Rule::AdamW(o) => o.begin_step(),
+            Rule::Sophia(o) => o.begin_step(),
+        }
+    }
+
+    /// One parameter's update at the step's base learning rate `lr`.
+    pub fn update(&mut self, name: &str, p: Tensor<B, 1>, g: Tensor<B, 1>, lr: f64) -> Tensor<B, 1> {
+        let s = self.groups.get(name);
+        let lr = lr * s.lr_scale;
+        match &mut self.rule {
+            Rule::AdamW(o) => o.update(name, p, g, lr, s.weight_decay),
+            Rule::Sophia(o) => o.update(name, p, g, lr, s.weight_decay),
+        }
+    }
+
+    /// Applies one update with base learning rate `lr`, consuming the gradients.
+    pub fn step<AB, M>(&mut self, model: M, table: &ParamTable, grads: GradStore<B>, lr: f64) -> M
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        self.begin_step();
+        let mut mapper = Mapper::<AB> {
+            opt: self,
+            table,
+            grads: grads.grads,
+            lr,
+        };
+        model.map(&mut mapper)
+    }
+
+    /// Whether the trainer should refresh the Hessian after `updates` updates.
+    pub fn wants_hessian(&self, updates: u64) -> bool {
+        matches!(self.rule, Rule::Sophia(_))
+            && self.hessian_every > 0
+            && updates > 0
+            && updates % self.hessian_every == 0
+    }
+
+    /// Feeds the (clipped) gradients of the sampled-label loss to Sophia.
+    pub fn update_hessian(&mut self, grads: GradStore<B>) {
+        if let Rule::Sophia(o) = &mut self.rule {
+            for (name, g) in grads.grads {
+                o.update_hessian(&name, g);
+            }
+            o.hessian_updates += 1;
+        }
+    }
+
+    /// Extra scalars for TensorBoard: Sophia's win rate and Hessian refreshes.
+    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+        match &self.rule {
+            Rule::AdamW(_) => Vec::new(),
+            Rule::Sophia(o) => {
+                let mut out = vec![("train/hessian_steps", o.hessian_updates as f64)];
+                if let Some(w) = o.win_rate() {
+                    out.push(("train/sophia_win_rate", w));
+                }
+                out
+            }
+        }
+    }
+
+    pub fn export_state(&self) -> BTreeMap<String, NamedTensor> {
+        match &self.rule {
+            Rule::AdamW(o) => o.export_state(),
+            Rule::Sophia(o) => o.export_state(),
+        }
+    }
+
+    pub fn import_state(&mut self, tensors: &BTreeMap<String, NamedTensor>, device: &B::Device) {
+        match &mut self.rule {
+            Rule::AdamW(o) => o.import_state(tensors, device),
+            Rule::Sophia(o) => o.import_state(tensors, device),
+        }
+    }
+
+    /// Sophia's Hessian refresh count, saved in trainer state.
+    pub fn hessian_updates(&self) -> u64 {
+        match &self.rule {
+            Rule::Sophia(o) => o.hessian_updates,
+            Rule::AdamW(_) => 0,
+        }
+    }
+
+    pub fn set_hessian_updates(&mut self, n: u64) {
+        if let Rule::Sophia(o) = &mut self.rule {
+            o.hessian_updates = n;
+        }
+    }
+}
+
+struct Mapper<'a, AB: AutodiffBackend> {
+    opt: &'a mut Optimizer<AB::InnerBackend>,
+    table: &'a ParamTable,
+    grads: BTreeMap<String, Tensor<AB::InnerBackend, 1>>,
+    lr: f64,
+}
+
+impl<AB: AutodiffBackend> ModuleMapper<AB> for Mapper<'_, AB> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(info) = self.table.by_id.get(&id).map(|&i| &self.table.infos[i]) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let Some(g) = self.grads.remove(&info.name) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let shape = tensor.dims();
+        let n: usize = shape.iter().product();
+        let p = tensor.inner().reshape([n]); // [n]
+        let updated = self.opt.update(&info.name, p, g, self.lr).reshape(shape);
+        Param::from_mapped_value(id, Tensor::from_inner(updated).require_grad(), mapper)
+    }
+}
