@@ -7,10 +7,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use kiln_models::{Decoder, LanguageModel, ModelConfig};
-use kiln_trainer::optim::{Optimizer, ParamGroups};
 use kiln_trainer::config::OptimizerConfig;
 use kiln_trainer::grads::{GradStore, ParamTable};
 use kiln_trainer::loss::cross_entropy;
+use kiln_trainer::optim::{Optimizer, ParamGroups};
 
 type AB = Autodiff<Flex>;
 

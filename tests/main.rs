@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod fused_ops;
+mod optim_model_parity;
 mod optim_parity;
 mod parity;
 mod resume;

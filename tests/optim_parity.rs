@@ -3,9 +3,9 @@
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use kiln_trainer::optim::AdamW;
 use kiln_trainer::config::{DecayShape, ScheduleConfig, ScheduleKind};
 use kiln_trainer::grads::GradStore;
+use kiln_trainer::optim::AdamW;
 use kiln_trainer::schedule::lr_at;
 
 use crate::common::fixtures;

@@ -16,7 +16,7 @@ use crate::common::fixtures;
 
 type AB = Autodiff<Flex>;
 
-fn config_from_hf(hf: &serde_json::Value, golden: &serde_json::Value) -> ModelConfig {
+pub fn config_from_hf(hf: &serde_json::Value, golden: &serde_json::Value) -> ModelConfig {
     let get = |k: &str| {
         hf[k]
             .as_u64()

@@ -2,7 +2,6 @@
 //! metrics, generation, evaluation, export and benchmarks. Generic over
 //! burn's `AutodiffBackend`; the `kiln` binary picks the backend.
 
-pub mod optim;
 pub mod allocator;
 pub mod backend;
 pub mod bench;
@@ -16,6 +15,7 @@ pub mod generate;
 pub mod grads;
 pub mod loss;
 pub mod metrics;
+pub mod optim;
 pub mod plan;
 pub mod schedule;
 pub mod session;

@@ -112,7 +112,11 @@ pub fn build_optimizer<B: Backend>(cfg: &RunConfig, table: &ParamTable) -> Resul
     let groups = ParamGroups::build(&cfg.optimizer, table, |name, rank| {
         Decoder::<burn::backend::Flex>::weight_decay(name, rank)
     })?;
-    Ok(Optimizer::new(&cfg.optimizer, groups, cfg.tokens_per_step()))
+    Ok(Optimizer::new(
+        &cfg.optimizer,
+        groups,
+        cfg.tokens_per_step(),
+    ))
 }
 
 /// Everything a checkpoint needs besides the model, optimizer and state.

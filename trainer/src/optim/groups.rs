@@ -42,7 +42,11 @@ impl ParamGroups {
                 weight_decay: default_wd,
                 lr_scale: 1.0,
             };
-            if let Some(i) = cfg.groups.iter().position(|g| glob_match(&g.params, &p.name)) {
+            if let Some(i) = cfg
+                .groups
+                .iter()
+                .position(|g| glob_match(&g.params, &p.name))
+            {
                 used[i] = true;
                 let g: &ParamGroupConfig = &cfg.groups[i];
                 s.weight_decay = g.weight_decay.unwrap_or(default_wd);
@@ -99,9 +103,18 @@ mod tests {
     fn glob_matches_stars_and_literals() {
         assert!(glob_match("lm_head.weight", "lm_head.weight"));
         assert!(!glob_match("lm_head", "lm_head.weight"));
-        assert!(glob_match("*norm*", "model.layers.3.input_layernorm.weight"));
-        assert!(glob_match("model.layers.*.mlp.*", "model.layers.10.mlp.up_proj.weight"));
-        assert!(!glob_match("model.layers.*.mlp.*", "model.layers.1.self_attn.q_proj.weight"));
+        assert!(glob_match(
+            "*norm*",
+            "model.layers.3.input_layernorm.weight"
+        ));
+        assert!(glob_match(
+            "model.layers.*.mlp.*",
+            "model.layers.10.mlp.up_proj.weight"
+        ));
+        assert!(!glob_match(
+            "model.layers.*.mlp.*",
+            "model.layers.1.self_attn.q_proj.weight"
+        ));
         assert!(glob_match("*", "anything"));
         assert!(!glob_match("a*a", "a"));
     }

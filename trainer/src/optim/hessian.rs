@@ -60,8 +60,24 @@ where
         .into_vec()
         .unwrap_or_default();
     let labels = sample_labels(&host, vocab, rng);
-    let device = logits.device();
-    let y = Tensor::<B, 2, Int>::from_data(TensorData::new(labels, [b, t]), &device);
+    let y = Tensor::<B, 2, Int>::from_data(TensorData::new(labels, [b, t]), &logits.device());
+    label_grads(model, table, logits, y, fused, clip)
+}
+
+/// Gradients of mean CE(`logits`, `y`) (the model's graph), clipped to
+/// global norm `clip` (0 = off).
+pub fn label_grads<B, M>(
+    model: &M,
+    table: &ParamTable,
+    logits: Tensor<B, 3>,
+    y: Tensor<B, 2, Int>,
+    fused: bool,
+    clip: f64,
+) -> GradStore<B::InnerBackend>
+where
+    B: TrainBackend,
+    M: LanguageModel<B> + burn::module::AutodiffModule<B>,
+{
     let loss = cross_entropy(logits, y, fused);
     let mut grads = GradStore::default();
     grads.accumulate::<B, _>(model, table, loss.backward());

@@ -76,7 +76,13 @@ impl<B: Backend> Optimizer<B> {
     }
 
     /// One parameter's update at the step's base learning rate `lr`.
-    pub fn update(&mut self, name: &str, p: Tensor<B, 1>, g: Tensor<B, 1>, lr: f64) -> Tensor<B, 1> {
+    pub fn update(
+        &mut self,
+        name: &str,
+        p: Tensor<B, 1>,
+        g: Tensor<B, 1>,
+        lr: f64,
+    ) -> Tensor<B, 1> {
         let s = self.groups.get(name);
         let lr = lr * s.lr_scale;
         match &mut self.rule {

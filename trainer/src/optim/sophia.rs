@@ -82,8 +82,11 @@ impl<B: Backend> Sophia<B> {
         let n = m.dims()[0];
         let ratio = match &h {
             // |m| / (rho B h + 1e-15), capped at 1: [n]
-            Some(h) => (m.clone().abs() / h.clone().mul_scalar(self.rho * self.batch_tokens).add_scalar(1e-15))
-                .clamp_max(1.0),
+            Some(h) => (m.clone().abs()
+                / h.clone()
+                    .mul_scalar(self.rho * self.batch_tokens)
+                    .add_scalar(1e-15))
+            .clamp_max(1.0),
             // h = 0: |m| / 1e-15 >= 1 for every non-zero m.
             None => m.clone().abs().mul_scalar(1e15).clamp_max(1.0),
         };
