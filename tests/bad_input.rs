@@ -335,3 +335,28 @@ fn export_to_an_unknown_format() {
         &["onnx"],
     );
 }
+
+#[test]
+fn optimizer_group_that_matches_no_parameter() {
+    with_config(
+        "c.toml",
+        &format!("{TINY}\n[[optimizer.groups]]\nparams = \"*norm*\"\nweight_decay = 0.0\n\n[[optimizer.groups]]\nparams = \"model.layerz.*\"\nlr_scale = 2.0\n"),
+        &[],
+        &["optimizer.groups[1].params", "model.layerz.*", "matches no parameter"],
+    );
+}
+
+#[test]
+fn sophia_needs_a_positive_hessian_interval() {
+    with_config(
+        "c.toml",
+        TINY,
+        &[
+            "--set",
+            "optimizer.kind=\"sophia\"",
+            "--set",
+            "optimizer.hessian_every=0",
+        ],
+        &["optimizer.hessian_every"],
+    );
+}

@@ -23,17 +23,52 @@ fn wait_for(path: &Path, limit: Duration) -> bool {
 
 #[test]
 fn resume_after_kill_9_is_bitwise_exact() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(tmp.path(), "tiny.toml", TINY);
-    let full = tmp.path().join("full");
-    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&full));
+    check_kill_9_resume(&[], |_| {});
+}
+
+/// Sophia's moments, Hessian estimate (refreshed every 3 updates, with labels
+/// sampled from the model) and its refresh count survive a kill -9.
+#[test]
+fn sophia_resume_after_kill_9_is_bitwise_exact() {
+    let sets = ["optimizer.kind=\"sophia\"", "optimizer.hessian_every=3"];
+    check_kill_9_resume(&sets, |full| {
+        let win = metric(full, "train/sophia_win_rate");
+        assert!(
+            !win.is_empty() && win.iter().all(|(_, w)| (0.0..=1.0).contains(w)),
+            "{win:?}"
+        );
+        let hess = metric(full, "train/hessian_steps");
+        assert_eq!(
+            hess.last().map(|(_, h)| *h),
+            Some(8.0),
+            "24 updates, a refresh every 3"
+        );
+    });
+}
+
+/// Trains TINY (with `sets`) twice, killing the second run after its step-8
+/// checkpoint and resuming it; then runs `more` on the uninterrupted run's directory.
+fn check_kill_9_resume(sets: &[&str], more: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    let cfg = write_config(tmp, "tiny.toml", TINY);
+    let with_sets = |cmd: &mut std::process::Command| {
+        for s in sets {
+            cmd.arg("--set").arg(s);
+        }
+    };
+    let full = tmp.join("full");
+    let mut cmd = kiln();
+    cmd.arg("train").arg(&cfg).arg("--run-dir").arg(&full);
+    with_sets(&mut cmd);
+    let o = run(&mut cmd);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // Same run, killed with SIGKILL once its step-8 checkpoint exists.
-    let cut = tmp.path().join("cut");
-    let mut child = kiln()
-        .arg("train")
-        .arg(&cfg)
+    let cut = tmp.join("cut");
+    let mut cmd = kiln();
+    with_sets(cmd.arg("train").arg(&cfg));
+    let mut child = cmd
         .arg("--run-dir")
         .arg(&cut)
         .stdout(Stdio::null())
@@ -68,6 +103,7 @@ fn resume_after_kill_9_is_bitwise_exact() {
     assert_eq!(la.len(), 24);
     assert_eq!(la, lb, "logged losses differ after resume");
     assert_eq!(metric(&full, "val/loss"), metric(&cut, "val/loss"));
+    more(&full);
 }
 
 #[test]
