@@ -134,12 +134,34 @@ fn cuda_device_without_the_cuda_build() {
 }
 
 #[test]
-fn unsupported_precision_is_a_config_error() {
+fn precision_a_device_cannot_do_is_a_config_error() {
     with_config(
         "c.toml",
         TINY,
-        &["--set", "training.precision=bf16-mixed"],
-        &["training.precision", "fp32"],
+        &[
+            "--set",
+            "training.precision=\"bf16-mixed\"",
+            "--set",
+            "training.device=\"wgpu\"",
+        ],
+        &["training.precision", "wgpu"],
+    );
+    with_config(
+        "c.toml",
+        TINY,
+        &[
+            "--set",
+            "training.precision=\"bf16-pure\"",
+            "--set",
+            "training.fused_ops=false",
+        ],
+        &["training.precision", "fused_ops"],
+    );
+    with_config(
+        "c.toml",
+        TINY,
+        &["--set", "training.precision=\"fp8\""],
+        &["training.precision"],
     );
 }
 

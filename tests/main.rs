@@ -9,4 +9,5 @@ mod fused_ops;
 mod optim_model_parity;
 mod optim_parity;
 mod parity;
+mod precision;
 mod resume;

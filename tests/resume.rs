@@ -46,6 +46,21 @@ fn sophia_resume_after_kill_9_is_bitwise_exact() {
     });
 }
 
+/// bf16-pure: stochastic rounding draws from per-(seed, update, parameter)
+/// streams, so a resumed run rounds exactly as the uninterrupted one.
+#[test]
+fn bf16_pure_resume_after_kill_9_is_bitwise_exact() {
+    check_kill_9_resume(&["training.precision=\"bf16-pure\""], |_| {});
+}
+
+/// fp16-mixed: the loss scale and its good-step count are in the state.
+#[test]
+fn fp16_resume_after_kill_9_is_bitwise_exact() {
+    check_kill_9_resume(&["training.precision=\"fp16-mixed\""], |full| {
+        assert!(!metric(full, "train/loss_scale").is_empty());
+    });
+}
+
 /// Trains TINY (with `sets`) twice, killing the second run after its step-8
 /// checkpoint and resuming it; then runs `more` on the uninterrupted run's directory.
 fn check_kill_9_resume(sets: &[&str], more: impl FnOnce(&Path)) {

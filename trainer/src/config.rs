@@ -495,11 +495,17 @@ impl RunConfig {
             ));
         }
         DeviceSpec::parse(&t.device)?;
-        if t.precision != Precision::Fp32 {
+        if t.precision == Precision::Bf16Pure && !t.fused_ops {
+            return Err(TrainerError::invalid(
+                "training.precision",
+                "\"bf16-pure\" needs training.fused_ops = true (the fused ops keep softmax, norms and the loss in f32)",
+            ));
+        }
+        if t.precision != Precision::Fp32 && DeviceSpec::parse(&t.device)? == DeviceSpec::Wgpu {
             return Err(TrainerError::invalid(
                 "training.precision",
                 format!(
-                    "{:?} is not supported yet: use \"fp32\" (mixed precision is planned, see the README)",
+                    "{} is not available on wgpu (WebGPU has no bf16 and its f16 is optional): use \"fp32\" there, or training.device = \"cuda:0\" / \"cpu\"",
                     serde_json::to_string(&t.precision).unwrap_or_default()
                 ),
             ));

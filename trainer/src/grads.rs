@@ -67,12 +67,26 @@ impl<B: Backend> GradStore<B> {
         let mut grads = GradientsParams::from_grads(backward, model);
         for info in &table.infos {
             if let Some(g) = take_flat::<AB>(&mut grads, info) {
+                // Gradients are accumulated, clipped and applied in f32 in
+                // every precision mode (bf16-pure weights have bf16 grads).
+                let g = if g.dtype() == burn::tensor::DType::F32 {
+                    g
+                } else {
+                    g.cast(burn::tensor::FloatDType::F32)
+                };
                 let g = match self.grads.remove(&info.name) {
                     Some(prev) => prev + g,
                     None => g,
                 };
                 self.grads.insert(info.name.clone(), g);
             }
+        }
+    }
+
+    /// Multiplies every gradient by `factor` (fp16 loss-scale removal).
+    pub fn scale(&mut self, factor: f64) {
+        for g in self.grads.values_mut() {
+            *g = g.clone().mul_scalar(factor);
         }
     }
 

@@ -17,6 +17,7 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod plan;
+pub mod precision;
 pub mod schedule;
 pub mod session;
 pub mod state;

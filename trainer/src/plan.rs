@@ -17,7 +17,8 @@ pub struct Plan {
     pub tokens_per_step: usize,
     pub total_tokens: u64,
     pub train_flops_per_token: f64,
-    /// fp32 weights + grads + AdamW moments: 16 bytes per parameter.
+    /// Weights + grads + two optimizer moments at the run's precision
+    /// (`Precision::bytes_per_param`: 16 bytes per parameter in fp32).
     pub memory_states_gb: f64,
     /// Activations kept for backward, per micro-batch (fp32 estimate).
     pub memory_activations_gb: f64,
@@ -33,7 +34,7 @@ pub fn plan(cfg: &RunConfig) -> Plan {
     // doubled for fp32. The SwiGLU width and the logits (3 copies) are added.
     let per_layer = (34.0 * t * b * d + 5.0 * h * t * t * b + 4.0 * t * b * m.ffn_dim as f64) * 2.0;
     let act = per_layer * m.effective_layers() as f64 + 3.0 * 4.0 * b * t * v;
-    let states = 16.0 * params as f64;
+    let states = cfg.training.precision.bytes_per_param() * params as f64;
     let gb = 1024f64.powi(3);
     Plan {
         params,
@@ -73,7 +74,7 @@ impl Plan {
              tokens per step:    {} (micro-batch {} x seq {} x accumulation {})\n\
              total tokens:       {}\n\
              train FLOPs/token:  {:.3e}\n\
-             estimated memory:   {:.2} GB (weights+grads+AdamW {:.2} GB, activations {:.2} GB)",
+             estimated memory:   {:.2} GB (weights+grads+optimizer state {:.2} GB, activations {:.2} GB)",
             thousands(self.params),
             thousands(self.non_embedding_params),
             self.effective_layers,

@@ -19,6 +19,9 @@ pub struct TrainerState {
     pub consecutive_nonfinite: u64,
     pub best_val_loss: Option<f64>,
     pub best_step: Option<u64>,
+    /// fp16 dynamic loss scale (None in other precisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<crate::precision::LossScaler>,
     /// Seconds of training before this checkpoint (wall time across resumes).
     pub elapsed_s: f64,
 }

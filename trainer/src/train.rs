@@ -26,10 +26,12 @@ use crate::loss::cross_entropy;
 use crate::metrics::MetricsLogger;
 use crate::optim::hessian::{label_rng, sampled_label_grads};
 use crate::optim::{Optimizer, ParamGroups};
+use crate::precision::{cast_params, cast_trainable, LossScaler};
 use crate::schedule::lr_at;
 use crate::session::{self, CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE};
 use crate::state::TrainerState;
 use crate::weights;
+use kiln_models::ops::precision::autocast;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +119,63 @@ pub fn build_optimizer<B: Backend>(cfg: &RunConfig, table: &ParamTable) -> Resul
         groups,
         cfg.tokens_per_step(),
     ))
+}
+
+/// What became of one step's gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    Applied,
+    /// fp16 loss scaling: a non-finite gradient; skipped, scale halved.
+    Overflow,
+    /// A non-finite loss or gradient without loss scaling: skipped.
+    NonFinite,
+}
+
+/// Unscales (fp16), clips and applies one step's gradients. On overflow or
+/// non-finite values the model, optimizer state and update count are left
+/// untouched. Returns the model, the outcome and the pre-clip gradient norm.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_update<AB, M>(
+    model: M,
+    opt: &mut Optimizer<AB::InnerBackend>,
+    table: &ParamTable,
+    mut grads: GradStore<AB::InnerBackend>,
+    loss: f64,
+    lr: f64,
+    clip: f64,
+    scaler: Option<&mut LossScaler>,
+) -> (M, StepOutcome, f64)
+where
+    AB: burn::tensor::backend::AutodiffBackend,
+    M: AutodiffModule<AB>,
+{
+    if let Some(s) = &scaler {
+        grads.scale(1.0 / s.scale);
+    }
+    // Clipping sees the unscaled gradients (specs.md section 6).
+    let grad_norm = grads.clip_global_norm(clip);
+    let finite = grad_norm.is_finite();
+    if let Some(s) = scaler {
+        if loss.is_finite() {
+            return if s.update(finite) {
+                (
+                    opt.step::<AB, _>(model, table, grads, lr),
+                    StepOutcome::Applied,
+                    grad_norm,
+                )
+            } else {
+                (model, StepOutcome::Overflow, grad_norm)
+            };
+        }
+    }
+    if !finite || !loss.is_finite() {
+        return (model, StepOutcome::NonFinite, grad_norm);
+    }
+    (
+        opt.step::<AB, _>(model, table, grads, lr),
+        StepOutcome::Applied,
+        grad_norm,
+    )
 }
 
 /// Everything a checkpoint needs besides the model, optimizer and state.
@@ -213,6 +272,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         step: 0,
         optimizer_updates: 0,
         hessian_updates: 0,
+        loss_scaler: None,
         tokens_seen: 0,
         sampler: sampler.state(),
         skipped_steps: 0,
@@ -243,6 +303,15 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         let source = src.dir.join(MODEL_FILE).display().to_string();
         model = load_named_tensors(model, &src.model, &source)?;
     }
+
+    let precision = t.precision;
+    if let Some(dtype) = precision.param_dtype() {
+        model = cast_trainable(model, dtype);
+    }
+    opt.rounding_seed = t.seed;
+    let mut scaler = precision
+        .uses_loss_scaling()
+        .then(|| state.loss_scaler.clone().unwrap_or_default());
 
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -298,6 +367,9 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         let mut grads = GradStore::<B::InnerBackend>::default();
         let mut loss_sum = 0.0f64;
         let mut last_x = None;
+        // Mixed precision: the projections' matmuls in half for this step.
+        let autocast_guard = autocast(precision.autocast());
+        let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
         for _ in 0..t.grad_accum {
             let batch = sampler.next_batch();
             let (x, y) = batch_tensors::<B>(&batch, &device);
@@ -307,52 +379,80 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
                 cross_entropy(model.forward(x), y, t.fused_ops).div_scalar(t.grad_accum as f64);
             let value: f32 = loss.clone().into_scalar().elem();
             loss_sum += value as f64;
+            let loss = if loss_scale == 1.0 {
+                loss
+            } else {
+                loss.mul_scalar(loss_scale)
+            };
             grads.accumulate::<B, _>(&model, &table, loss.backward());
         }
         // One place between backward and the optimizer: a data-parallel reduce goes here.
-        let grad_norm = grads.clip_global_norm(cfg.optimizer.grad_clip);
         let step_tokens = cfg.tokens_per_step() as u64;
-        if !loss_sum.is_finite() || !grad_norm.is_finite() {
-            state.skipped_steps += 1;
-            state.consecutive_nonfinite += 1;
-            log.line(&format!(
-                "step {step}: non-finite loss {loss_sum} or gradient norm {grad_norm}: update skipped ({} in a row)",
-                state.consecutive_nonfinite
-            ));
-            metrics.scalar(step + 1, "train/skipped_steps", state.skipped_steps as f64);
-            if state.consecutive_nonfinite >= t.max_nonfinite_steps {
-                state.step += 1;
-                state.sampler = sampler.state();
-                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-                let dir = writer.save(&model, &opt, &state)?;
-                log.bar.abandon();
-                return Err(TrainerError::Run(format!(
-                    "{} non-finite steps in a row (training.max_nonfinite_steps): stopped, state saved in {}; lower optimizer.lr or check the data",
-                    state.consecutive_nonfinite,
-                    dir.display()
-                )));
+        let (updated, outcome, grad_norm) = apply_update::<B, _>(
+            model,
+            &mut opt,
+            &table,
+            grads,
+            loss_sum,
+            lr,
+            cfg.optimizer.grad_clip,
+            scaler.as_mut(),
+        );
+        model = updated;
+        match outcome {
+            StepOutcome::Applied => {
+                state.consecutive_nonfinite = 0;
+                // Sophia: refresh the Hessian estimate on this step's last
+                // micro-batch, with labels sampled from the updated model.
+                if let (true, Some(x)) = (opt.wants_hessian(opt.updates()), last_x) {
+                    let mut rng = label_rng(t.seed, opt.updates());
+                    let g_hat = sampled_label_grads::<B, _>(
+                        &model,
+                        &table,
+                        x,
+                        t.fused_ops,
+                        cfg.optimizer.grad_clip,
+                        &mut rng,
+                    );
+                    opt.update_hessian(g_hat);
+                }
             }
-        } else {
-            model = opt.step::<B, _>(model, &table, grads, lr);
-            state.consecutive_nonfinite = 0;
-            // Sophia: refresh the Hessian estimate on this step's last
-            // micro-batch, with labels sampled from the updated model.
-            if let (true, Some(x)) = (opt.wants_hessian(opt.updates()), last_x) {
-                let mut rng = label_rng(t.seed, opt.updates());
-                let g_hat = sampled_label_grads::<B, _>(
-                    &model,
-                    &table,
-                    x,
-                    t.fused_ops,
-                    cfg.optimizer.grad_clip,
-                    &mut rng,
-                );
-                opt.update_hessian(g_hat);
+            StepOutcome::Overflow => {
+                state.skipped_steps += 1;
+                let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+                log.line(&format!(
+                    "step {step}: fp16 gradient overflow: update skipped, loss scale lowered to {scale}"
+                ));
+                metrics.scalar(step + 1, "train/skipped_steps", state.skipped_steps as f64);
+            }
+            StepOutcome::NonFinite => {
+                state.skipped_steps += 1;
+                state.consecutive_nonfinite += 1;
+                log.line(&format!(
+                    "step {step}: non-finite loss {loss_sum} or gradient norm {grad_norm}: update skipped ({} in a row)",
+                    state.consecutive_nonfinite
+                ));
+                metrics.scalar(step + 1, "train/skipped_steps", state.skipped_steps as f64);
+                if state.consecutive_nonfinite >= t.max_nonfinite_steps {
+                    state.step += 1;
+                    state.sampler = sampler.state();
+                    state.loss_scaler = scaler.clone();
+                    state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+                    let dir = writer.save(&model, &opt, &state)?;
+                    log.bar.abandon();
+                    return Err(TrainerError::Run(format!(
+                        "{} non-finite steps in a row (training.max_nonfinite_steps): stopped, state saved in {}; lower optimizer.lr or check the data",
+                        state.consecutive_nonfinite,
+                        dir.display()
+                    )));
+                }
             }
         }
+        drop(autocast_guard);
         state.step += 1;
         state.optimizer_updates = opt.updates();
         state.hessian_updates = opt.hessian_updates();
+        state.loss_scaler = scaler.clone();
         state.tokens_seen += step_tokens;
         window_tokens += step_tokens;
         let done = state.step;
@@ -367,6 +467,9 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             for (tag, value) in opt.metrics() {
                 metrics.scalar(done, tag, value);
             }
+            if let Some(s) = &scaler {
+                metrics.scalar(done, "train/loss_scale", s.scale);
+            }
             metrics.flush();
             log.bar
                 .set_message(format!("loss {loss_sum:.4} | lr {lr:.2e} | {tps:.0} tok/s"));
@@ -380,7 +483,10 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
 
         let last = done == t.max_steps;
         if (t.eval_every > 0 && done % t.eval_every == 0) || last {
-            let val = evaluate(&model.valid(), &val_batches, &device, t.fused_ops);
+            let val = {
+                let _autocast = autocast(precision.autocast());
+                evaluate(&model.valid(), &val_batches, &device, t.fused_ops)
+            };
             if val.is_finite() {
                 metrics.scalar(done, "val/loss", val);
                 metrics.scalar(done, "val/ppl", val.exp());
@@ -423,7 +529,8 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             top_k: Some(40),
             seed: t.seed,
         };
-        let inner = model.valid();
+        // Sample with f32 weights whatever the training precision.
+        let inner = cast_params(model.valid(), burn::tensor::FloatDType::F32);
         match generate(
             &inner,
             &tokenizer,

@@ -5,6 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
+use crate::ops::precision::autocast_matmul;
 use crate::ops::{matmul, FusedOps};
 
 #[derive(Module, Debug)]
@@ -41,11 +42,18 @@ impl<B: FusedOps> Embedding<B> {
         // One 2-D GEMM: the broadcast 3-D form costs ~1.7x more in backward.
         let h = h.reshape([b * t, d]); // [B*T, dim]
         let e_t = self.weight.val().transpose(); // [dim, vocab], a strided view
-        let logits = if self.fused {
-            matmul(h, e_t)
-        } else {
-            h.matmul(e_t)
-        }; // [B*T, vocab]
+        let fused = self.fused;
+        let logits = autocast_matmul(
+            h,
+            e_t,
+            |a, b| {
+                if fused {
+                    matmul(a, b)
+                } else {
+                    a.matmul(b)
+                }
+            },
+        ); // [B*T, vocab]
         logits.reshape([b, t, vocab]) // [B, T, vocab]
     }
 }

@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
+use crate::ops::precision::autocast_matmul;
 use crate::ops::{matmul, FusedOps};
 
 #[derive(Module, Debug)]
@@ -46,11 +47,14 @@ impl<B: FusedOps> Linear<B> {
         let d_in = dims[D - 1];
         let rows = x.shape().num_elements() / d_in.max(1);
         let x = x.reshape([rows, d_in]); // [rows, d_in]
-        let y = if self.fused {
-            matmul(x, self.weight.val())
-        } else {
-            x.matmul(self.weight.val())
-        }; // [rows, d_out]
+        let fused = self.fused;
+        let y = autocast_matmul(x, self.weight.val(), |a, b| {
+            if fused {
+                matmul(a, b)
+            } else {
+                a.matmul(b)
+            }
+        }); // [rows, d_out]
         dims[D - 1] = self.d_out();
         y.reshape(dims)
     }

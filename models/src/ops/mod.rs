@@ -15,10 +15,13 @@ mod flex;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod gpu;
 pub mod kernels;
+pub mod precision;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+use precision::{cast_to, to_f32};
 
 fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -348,8 +351,9 @@ pub fn causal_attention<B: FusedOps>(
 ) -> Tensor<B, 4> {
     let d = q.dims()[3];
     let scale = 1.0 / (d as f32).sqrt();
+    let ((q, dtype), (k, _), (v, _)) = (to_f32(q), to_f32(k), to_f32(v));
     let (o, _) = B::attention_fwd(unwrap(q), unwrap(k), unwrap(v), scale);
-    wrap(o)
+    cast_to(wrap(o), dtype)
 }
 
 /// Per-row cross-entropy, `[n, v]` x `[n]` -> `[n]`.
@@ -357,6 +361,8 @@ pub fn cross_entropy_rows<B: FusedOps>(
     logits: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
+    // The loss is f32 whatever the logits' dtype.
+    let (logits, _) = to_f32(logits);
     let (loss, _) = B::cross_entropy_fwd(unwrap(logits), targets.into_primitive());
     wrap(loss)
 }
@@ -365,8 +371,9 @@ pub fn cross_entropy_rows<B: FusedOps>(
 pub fn silu_mul<B: FusedOps, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
     let dims = gate.dims();
     let n = gate.shape().num_elements();
+    let ((gate, dtype), (up, _)) = (to_f32(gate), to_f32(up));
     let out = B::silu_mul_fwd(unwrap(gate.reshape([n])), unwrap(up.reshape([n])));
-    wrap::<B, 1>(out).reshape(dims)
+    cast_to(wrap::<B, 1>(out).reshape(dims), dtype)
 }
 
 /// RMSNorm over the last dim of `x [.., d]` with weight `w [d]`.
@@ -378,8 +385,9 @@ pub fn rms_norm<B: FusedOps, const D: usize>(
     let dims = x.dims();
     let d = dims[D - 1];
     let n = x.shape().num_elements() / d.max(1);
+    let ((x, dtype), (w, _)) = (to_f32(x), to_f32(w));
     let (y, _) = B::rms_norm_fwd(unwrap(x.reshape([n, d])), unwrap(w), eps);
-    wrap::<B, 2>(y).reshape(dims)
+    cast_to(wrap::<B, 2>(y).reshape(dims), dtype)
 }
 
 /// `a [m, k] @ b [k, n] -> [m, n]` through [`FusedOps::matmul`].
@@ -389,5 +397,9 @@ pub fn matmul<B: FusedOps>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
 
 /// Rotary embedding of `x [b, t, h, d]` with the half tables `cos, sin [t, d/2]`.
 pub fn rope<B: FusedOps>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
-    wrap(B::rope(unwrap(x), unwrap(cos), unwrap(sin), false))
+    let ((x, dtype), (cos, _), (sin, _)) = (to_f32(x), to_f32(cos), to_f32(sin));
+    cast_to(
+        wrap(B::rope(unwrap(x), unwrap(cos), unwrap(sin), false)),
+        dtype,
+    )
 }
