@@ -31,7 +31,14 @@ pub struct BenchReport {
     pub achieved_gflops: f64,
     pub peak_matmul_gflops: f64,
     pub mfu: f64,
+    /// `training.precision` of the config.
+    pub precision: String,
+    /// Weights + grads + optimizer state as held in this precision.
+    pub state_bytes_per_param: f64,
+    /// Peak resident memory of the process (VmHWM).
     pub peak_rss_mb: f64,
+    /// `peak_rss_mb` per parameter, in bytes (includes activations).
+    pub peak_rss_bytes_per_param: f64,
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), MiB.
@@ -82,6 +89,13 @@ pub fn bench<B: TrainBackend>(
         Decoder::new(&cfg.model, &device)?.with_fused(cfg.training.fused_ops);
     let table = ParamTable::new::<B, _>(&model);
     let mut opt = crate::train::build_optimizer::<B::InnerBackend>(cfg, &table)?;
+    let precision = cfg.training.precision;
+    if let Some(dtype) = precision.param_dtype() {
+        model = crate::precision::cast_trainable(model, dtype);
+    }
+    // Mixed precision: the projections' matmuls in half, as in training
+    // (fp16 loss scaling is left out: it does not change the work).
+    let _autocast = kiln_models::ops::precision::autocast(precision.autocast());
     let vocab = cfg.model.vocab_size as f64;
     let tokens =
         Tensor::<B, 2>::random([b, t + 1], Distribution::Uniform(0.0, vocab), &device).int(); // [B, T+1]
@@ -144,6 +158,13 @@ pub fn bench<B: TrainBackend>(
         achieved_gflops: achieved,
         peak_matmul_gflops: peak,
         mfu: achieved / peak,
+        precision: serde_json::to_value(precision)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        state_bytes_per_param: precision.bytes_per_param(),
         peak_rss_mb: peak_rss_mb(),
+        peak_rss_bytes_per_param: peak_rss_mb() * 1024.0 * 1024.0
+            / cfg.model.num_params().max(1) as f64,
     })
 }
