@@ -31,3 +31,16 @@ run adamw-bf16-pure --set 'training.precision="bf16-pure"'
 run adamw-fp16-mixed --set 'training.precision="fp16-mixed"'
 run sophia-fp32 --set 'optimizer.kind="sophia"' --set optimizer.beta1=0.965 --set optimizer.beta2=0.99 \
   --set optimizer.rho=0.04 --set optimizer.hessian_every=10
+# Sophia with rho raised until its win rate sits in the paper's healthy
+# 0.1-0.5 band (768-token batches are ~600x smaller than the paper's).
+run sophia-fp32-rho0.4 --set 'optimizer.kind="sophia"' --set optimizer.beta1=0.965 --set optimizer.beta2=0.99 \
+  --set optimizer.rho=0.4 --set optimizer.hessian_every=10
+# ... and with a 3x higher peak learning rate.
+run sophia-fp32-rho0.4-lr3e-3 --set 'optimizer.kind="sophia"' --set optimizer.beta1=0.965 --set optimizer.beta2=0.99 \
+  --set optimizer.rho=0.4 --set optimizer.hessian_every=10 --set optimizer.lr=3e-3 --set schedule.min_lr=3e-4
+# ... and with a 3x lower one.
+run sophia-fp32-rho0.4-lr3e-4 --set 'optimizer.kind="sophia"' --set optimizer.beta1=0.965 --set optimizer.beta2=0.99 \
+  --set optimizer.rho=0.4 --set optimizer.hessian_every=10 --set optimizer.lr=3e-4 --set schedule.min_lr=3e-5
+# ... and at the reference's default lr (1e-4).
+run sophia-fp32-rho0.4-lr1e-4 --set 'optimizer.kind="sophia"' --set optimizer.beta1=0.965 --set optimizer.beta2=0.99 \
+  --set optimizer.rho=0.4 --set optimizer.hessian_every=10 --set optimizer.lr=1e-4 --set schedule.min_lr=1e-5
