@@ -45,6 +45,18 @@ fn grads_of(model: &Decoder<AB>, table: &ParamTable, scale: f64) -> (GradStore<F
     (g, value as f64)
 }
 
+/// One fp16 step at lr 1e-3, clip 1.0.
+fn scaled_step(
+    model: Decoder<AB>,
+    opt: &mut Optimizer<Flex>,
+    table: &ParamTable,
+    g: GradStore<Flex>,
+    loss: f64,
+    scaler: &mut LossScaler,
+) -> (Decoder<AB>, StepOutcome, f64) {
+    apply_update::<AB, _>(model, opt, table, g, loss, 1e-3, 1.0, Some(scaler))
+}
+
 #[test]
 fn fp16_overflow_skips_the_step_and_halves_the_scale() {
     let (model, table, mut opt) = tiny();
@@ -55,16 +67,7 @@ fn fp16_overflow_skips_the_step_and_halves_the_scale() {
     };
     // One good step first, so the optimizer has state to leave untouched.
     let (g, loss) = grads_of(&model, &table, scaler.scale);
-    let (model, outcome, _) = apply_update::<AB, _>(
-        model,
-        &mut opt,
-        &table,
-        g,
-        loss,
-        1e-3,
-        1.0,
-        Some(&mut scaler),
-    );
+    let (model, outcome, _) = scaled_step(model, &mut opt, &table, g, loss, &mut scaler);
     assert_eq!(outcome, StepOutcome::Applied);
     let (weights, state, updates) = (
         named_tensors::<Flex, _>(&model.valid()),
@@ -83,16 +86,7 @@ fn fp16_overflow_skips_the_step_and_halves_the_scale() {
         name,
         Tensor::from_data(TensorData::new(v, [n]), &Default::default()),
     );
-    let (model, outcome, norm) = apply_update::<AB, _>(
-        model,
-        &mut opt,
-        &table,
-        g,
-        loss,
-        1e-3,
-        1.0,
-        Some(&mut scaler),
-    );
+    let (model, outcome, norm) = scaled_step(model, &mut opt, &table, g, loss, &mut scaler);
     assert_eq!(outcome, StepOutcome::Overflow);
     assert!(!norm.is_finite());
     assert_eq!(scaler.scale, 512.0, "scale halves on overflow");
@@ -120,16 +114,7 @@ fn fp16_overflow_skips_the_step_and_halves_the_scale() {
             "no growth before the interval (step {i})"
         );
         let (g, loss) = grads_of(&model, &table, scaler.scale);
-        let (m, outcome, _) = apply_update::<AB, _>(
-            model,
-            &mut opt,
-            &table,
-            g,
-            loss,
-            1e-3,
-            1.0,
-            Some(&mut scaler),
-        );
+        let (m, outcome, _) = scaled_step(model, &mut opt, &table, g, loss, &mut scaler);
         assert_eq!(outcome, StepOutcome::Applied);
         model = m;
     }
