@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod fused_ops;
+mod mamba;
 mod optim_parity;
 mod parity;
 mod resume;

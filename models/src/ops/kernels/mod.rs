@@ -8,4 +8,5 @@ pub mod fast_exp;
 pub mod fast_math;
 pub mod layout;
 pub mod rms_norm;
+pub mod selective_scan;
 pub mod swiglu;
