@@ -10,3 +10,4 @@ mod mamba;
 mod optim_parity;
 mod parity;
 mod resume;
+mod ssm_cli;
