@@ -135,12 +135,12 @@ impl SimdKernel for Fwd<'_> {
                 let du = delta * u;
                 let ar = &x.a[d * n..(d + 1) * n];
                 let hc = &mut h[c * n..(c + 1) * n];
-                for k in 0..n {
-                    hc[k] = I::fma(exp_g::<I>(delta * ar[k]), hc[k], du * bt[k]);
+                for ((hk, &ak), &bk) in hc.iter_mut().zip(ar).zip(bt) {
+                    *hk = I::fma(exp_g::<I>(delta * ak), *hk, du * bk);
                 }
                 let mut acc = 0f32;
-                for k in 0..n {
-                    acc = I::fma(hc[k], ct[k], acc);
+                for (&hk, &ck) in hc.iter().zip(ct) {
+                    acc = I::fma(hk, ck, acc);
                 }
                 self.out[t * task.nc + c] = I::fma(x.d[d], u, acc);
             }
@@ -211,6 +211,7 @@ impl SimdKernel for Bwd<'_> {
         // Recompute the states h_t and decays exp(delta_t A), [seq, nc, N] each.
         let mut hs = vec![0f32; seq * nc * n];
         let mut decay = vec![0f32; seq * nc * n];
+        let zeros = vec![0f32; n];
         for t in 0..seq {
             let r = task.row * seq + t;
             let bt = &x.b[r * n..(r + 1) * n];
@@ -220,11 +221,24 @@ impl SimdKernel for Bwd<'_> {
                 let du = delta * x.u[r * dch + d];
                 let ar = &x.a[d * n..(d + 1) * n];
                 let at = (t * nc + c) * n;
-                for k in 0..n {
-                    let av = exp_g::<I>(delta * ar[k]);
-                    let prev = if t > 0 { hs[at - nc * n + k] } else { 0.0 };
-                    decay[at + k] = av;
-                    hs[at + k] = I::fma(av, prev, du * bt[k]);
+                // h_{t-1} of this channel (zeros before the first step).
+                let (done, rest) = hs.split_at_mut(at);
+                let prev: &[f32] = if t > 0 {
+                    &done[at - nc * n..at - nc * n + n]
+                } else {
+                    &zeros
+                };
+                let dec = &mut decay[at..at + n];
+                for ((((hk, dk), &pk), &ak), &bk) in rest[..n]
+                    .iter_mut()
+                    .zip(dec.iter_mut())
+                    .zip(prev)
+                    .zip(ar)
+                    .zip(bt)
+                {
+                    let av = exp_g::<I>(delta * ak);
+                    *dk = av;
+                    *hk = I::fma(av, pk, du * bk);
                 }
             }
         }
@@ -252,28 +266,42 @@ impl SimdKernel for Bwd<'_> {
                 let ar = &x.a[d * n..(d + 1) * n];
                 let at = (t * nc + c) * n;
                 let cc = &mut carry[c * n..(c + 1) * n];
-                for k in 0..n {
-                    gh[k] = I::fma(gy, ct[k], cc[k]);
+                let hk_t = &hs[at..at + n];
+                let prev: &[f32] = if t > 0 {
+                    &hs[at - nc * n..at - nc * n + n]
+                } else {
+                    &zeros
+                };
+                let dec = &decay[at..at + n];
+                for ((ghk, &ck), &cck) in gh.iter_mut().zip(ct).zip(cc.iter()) {
+                    *ghk = I::fma(gy, ck, cck);
                 }
                 let (mut gu, mut gdelta) = (0f32, 0f32);
+                let du = delta * u;
                 let gbt = &mut g.b[t * n..(t + 1) * n];
-                for k in 0..n {
-                    gbt[k] = I::fma(gh[k], delta * u, gbt[k]);
-                    gu = I::fma(gh[k], delta * bt[k], gu);
+                for ((gbk, &ghk), &bk) in gbt.iter_mut().zip(gh.iter()).zip(bt) {
+                    *gbk = I::fma(ghk, du, *gbk);
+                    gu = I::fma(ghk, bk, gu);
                 }
+                gu *= delta;
                 let gct = &mut g.c[t * n..(t + 1) * n];
-                for k in 0..n {
-                    gct[k] = I::fma(gy, hs[at + k], gct[k]);
+                for (gck, &hk) in gct.iter_mut().zip(hk_t) {
+                    *gck = I::fma(gy, hk, *gck);
                 }
                 let ga = &mut g.a[c * n..(c + 1) * n];
-                for k in 0..n {
-                    let av = decay[at + k];
-                    let prev = if t > 0 { hs[at - nc * n + k] } else { 0.0 };
+                for (((((gak, cck), &ghk), &av), &pk), (&ak, &bk)) in ga
+                    .iter_mut()
+                    .zip(cc.iter_mut())
+                    .zip(gh.iter())
+                    .zip(dec)
+                    .zip(prev)
+                    .zip(ar.iter().zip(bt))
+                {
+                    let pa = pk * av;
                     // d h_t / d delta = A exp(delta A) h_{t-1} + B u
-                    let dh_ddelta = I::fma(prev * av, ar[k], bt[k] * u);
-                    gdelta = I::fma(gh[k], dh_ddelta, gdelta);
-                    ga[k] = I::fma(gh[k], prev * av * delta, ga[k]);
-                    cc[k] = av * gh[k];
+                    gdelta = I::fma(ghk, I::fma(pa, ak, bk * u), gdelta);
+                    *gak = I::fma(ghk, pa * delta, *gak);
+                    *cck = av * ghk;
                 }
                 g.u[t * nc + c] = I::fma(gy, x.d[d], gu);
                 g.d[c] = I::fma(gy, u, g.d[c]);
