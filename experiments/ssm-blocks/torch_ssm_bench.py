@@ -3,7 +3,9 @@
 same shapes Kiln benchmarks (bench-mamba.toml, bench-decoder.toml), on CPU.
 
 --arch mamba    transformers.MambaForCausalLM (slow path: conv1d + the sequential
-                per-timestep selective scan; mamba_ssm kernels are CUDA-only)
+                per-timestep selective scan; mamba_ssm kernels are CUDA-only);
+                --scan pscan: the same model with use_mambapy=True (pip mambapy's
+                parallel Blelloch scan in PyTorch, the fastest CPU path transformers has)
 --arch llama    transformers.LlamaForCausalLM (sdpa attention), the decoder baseline
 
 One step = forward, mean cross-entropy, backward, global-norm clip 1.0, AdamW.
@@ -27,7 +29,7 @@ def build(a):
     if a.arch == "mamba":
         cfg = MambaConfig(vocab_size=a.vocab, hidden_size=a.dim, num_hidden_layers=a.layers,
                           state_size=16, expand=2, conv_kernel=4, tie_word_embeddings=True,
-                          use_mambapy=False, use_associative_scan=False)
+                          use_mambapy=a.scan == "pscan", use_associative_scan=False)
         return MambaForCausalLM(cfg)
     cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.dim, num_hidden_layers=a.layers,
                       num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
@@ -39,6 +41,7 @@ def build(a):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--arch", choices=["mamba", "llama"], default="mamba")
+    p.add_argument("--scan", choices=["loop", "pscan"], default="loop")
     for k, v in dict(dim=256, layers=8, heads=4, kv_heads=2, ffn=704, vocab=8192,
                      seq=256, batch=8, steps=5, warmup=2, threads=2).items():
         p.add_argument("--" + k.replace("_", "-"), type=int, default=v)
@@ -64,7 +67,7 @@ def main():
             times.append(time.perf_counter() - t)
     step_s = sorted(times)[len(times) // 2]
     print(json.dumps(dict(
-        impl="pytorch-" + torch.__version__, arch=a.arch, threads=a.threads, params=params,
+        impl="pytorch-" + torch.__version__, arch=a.arch, scan=a.scan, threads=a.threads, params=params,
         batch_size=a.batch, seq_len=a.seq, steps=a.steps, step_time_s=step_s,
         tokens_per_s=a.batch * a.seq / step_s,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -182,9 +182,10 @@ impl<B: FusedOps> MambaMixer<B> {
         let [b, t, _] = x.dims();
         let di = self.d.dims()[0];
         let (r, n) = (self.dt_rank, self.d_state);
-        let xz = self.in_proj.forward(x); // [b, t, 2 di]
-        let xs = xz.clone().narrow(2, 0, di); // [b, t, di]
-        let z = xz.narrow(2, di, di); // [b, t, di]
+        // Splitting the weight, not the output: the activations stay
+        // contiguous (a narrowed [b, t, 2 di] would be copied by every consumer).
+        let xs = project(&x, &self.in_proj, 0, di); // [b, t, di]
+        let z = project(&x, &self.in_proj, di, di); // [b, t, di]
         let k = self.conv1d.weight.dims()[2];
         let (conv, new_hist) = match state.as_deref() {
             None => (self.conv1d.forward(xs), None),
@@ -199,10 +200,9 @@ impl<B: FusedOps> MambaMixer<B> {
             }
         };
         let u = silu(conv); // [b, t, di]
-        let dbc = self.x_proj.forward(u.clone()); // [b, t, R + 2N]
-        let dt_low = dbc.clone().narrow(2, 0, r); // [b, t, R]
-        let bm = dbc.clone().narrow(2, r, n); // [b, t, N]
-        let cm = dbc.narrow(2, r + n, n); // [b, t, N]
+        let dt_low = project(&u, &self.x_proj, 0, r); // [b, t, R]
+        let bm = project(&u, &self.x_proj, r, n); // [b, t, N]
+        let cm = project(&u, &self.x_proj, r + n, n); // [b, t, N]
         let dt = dt_low
             .reshape([b * t, r])
             .matmul(self.dt_proj.weight.val())
@@ -227,6 +227,21 @@ impl<B: FusedOps> MambaMixer<B> {
         }; // [b, t, di]
         self.out_proj.forward(gated)
     }
+}
+
+/// Output columns `start .. start + len` of `proj(x)`: `[b, t, d_in] -> [b, t, len]`.
+fn project<B: Backend>(
+    x: &Tensor<B, 3>,
+    proj: &Linear<B>,
+    start: usize,
+    len: usize,
+) -> Tensor<B, 3> {
+    let [b, t, d_in] = x.dims();
+    let w = proj.weight.val().narrow(1, start, len); // [d_in, len]
+    x.clone()
+        .reshape([b * t, d_in])
+        .matmul(w)
+        .reshape([b, t, len])
 }
 
 /// The Hugging Face name of a Mamba parameter path (`mixer.a_log` ->
