@@ -5,6 +5,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
+use kiln_models::decoder::BlockCache;
 use kiln_models::hf::{export_mamba, import_mamba};
 use kiln_models::mamba::scan_steps;
 use kiln_models::ops::{composed, selective_scan};
@@ -297,6 +298,16 @@ fn step_by_step_equals_full(cfg: &ModelConfig) {
         pieces.push(model.forward_cached(col(i, i + 1), &mut cache));
     }
     assert_eq!(cache.len(), len);
+    // Recurrent state: fixed size whatever the length (attention slots grow).
+    for slot in &cache.slots {
+        if let BlockCache::Mamba(state) = slot {
+            let di = cfg.d_inner();
+            let conv = state.conv.as_ref().expect("conv state").dims();
+            let ssm = state.ssm.as_ref().expect("ssm state").dims();
+            assert_eq!(conv, [2, cfg.d_conv - 1, di]);
+            assert_eq!(ssm, [2, di, cfg.d_state]);
+        }
+    }
     let diff: f32 = (full - Tensor::cat(pieces, 1))
         .abs()
         .max()

@@ -125,6 +125,7 @@ impl SimdKernel for Fwd<'_> {
         let (x, s, task) = (self.x, self.s, self.task);
         let (n, dch) = (s.state, s.channels);
         let mut h = vec![0f32; task.nc * n]; // [nc, N]
+        let mut prod = vec![0f32; n];
         for t in 0..s.seq {
             let r = task.row * s.seq + t;
             let (bt, ct) = (&x.b[r * n..(r + 1) * n], &x.c[r * n..(r + 1) * n]);
@@ -135,17 +136,40 @@ impl SimdKernel for Fwd<'_> {
                 let du = delta * u;
                 let ar = &x.a[d * n..(d + 1) * n];
                 let hc = &mut h[c * n..(c + 1) * n];
-                for ((hk, &ak), &bk) in hc.iter_mut().zip(ar).zip(bt) {
+                for ((((hk, pk), &ak), &bk), &ck) in
+                    hc.iter_mut().zip(prod.iter_mut()).zip(ar).zip(bt).zip(ct)
+                {
                     *hk = I::fma(exp_g::<I>(delta * ak), *hk, du * bk);
+                    *pk = *hk * ck;
                 }
-                let mut acc = 0f32;
-                for (&hk, &ck) in hc.iter().zip(ct) {
-                    acc = I::fma(hk, ck, acc);
-                }
-                self.out[t * task.nc + c] = I::fma(x.d[d], u, acc);
+                self.out[t * task.nc + c] = I::fma(x.d[d], u, lane_sum(&prod));
             }
         }
     }
+}
+
+/// Sum in a fixed order: 16 lanes (a vectorisable loop, no serial chain of
+/// dependent adds), then a pairwise tree.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for ch in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(ch) {
+            *a += v;
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += v;
+    }
+    let mut w = 8;
+    while w > 0 {
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+        w /= 2;
+    }
+    acc[0]
 }
 
 /// `y [batch, seq, channels]` of the scan.
@@ -208,16 +232,22 @@ impl SimdKernel for Bwd<'_> {
     fn run<I: Isa>(self) -> TaskGrads {
         let (x, s, task) = (self.x, self.s, self.task);
         let (n, dch, nc, seq) = (s.state, s.channels, task.nc, s.seq);
-        // Recompute the states h_t and decays exp(delta_t A), [seq, nc, N] each.
+        // Recompute the states h_t and decays exp(delta_t A), [seq, nc, N]
+        // each, and delta with its softplus derivative, [seq, nc].
         let mut hs = vec![0f32; seq * nc * n];
         let mut decay = vec![0f32; seq * nc * n];
+        let mut deltas = vec![0f32; seq * nc];
+        let mut slopes = vec![0f32; seq * nc];
         let zeros = vec![0f32; n];
         for t in 0..seq {
             let r = task.row * seq + t;
             let bt = &x.b[r * n..(r + 1) * n];
             for c in 0..nc {
                 let d = task.d0 + c;
-                let delta = softplus(x.dt[r * dch + d]);
+                let xdt = x.dt[r * dch + d];
+                let delta = softplus(xdt);
+                deltas[t * nc + c] = delta;
+                slopes[t * nc + c] = softplus_grad(xdt);
                 let du = delta * x.u[r * dch + d];
                 let ar = &x.a[d * n..(d + 1) * n];
                 let at = (t * nc + c) * n;
@@ -253,14 +283,14 @@ impl SimdKernel for Bwd<'_> {
         };
         // carry = exp(delta_{t+1} A) * gh_{t+1}, [nc, N]
         let mut carry = vec![0f32; nc * n];
-        let mut gh = vec![0f32; n];
+        let (mut gh, mut gu_terms, mut gdelta_terms) =
+            (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
         for t in (0..seq).rev() {
             let r = task.row * seq + t;
             let (bt, ct) = (&x.b[r * n..(r + 1) * n], &x.c[r * n..(r + 1) * n]);
             for c in 0..nc {
                 let d = task.d0 + c;
-                let xdt = x.dt[r * dch + d];
-                let delta = softplus(xdt);
+                let delta = deltas[t * nc + c];
                 let u = x.u[r * dch + d];
                 let gy = self.gy[r * dch + d];
                 let ar = &x.a[d * n..(d + 1) * n];
@@ -273,39 +303,41 @@ impl SimdKernel for Bwd<'_> {
                     &zeros
                 };
                 let dec = &decay[at..at + n];
-                for ((ghk, &ck), &cck) in gh.iter_mut().zip(ct).zip(cc.iter()) {
-                    *ghk = I::fma(gy, ck, cck);
-                }
-                let (mut gu, mut gdelta) = (0f32, 0f32);
                 let du = delta * u;
+                // gh_t = gy_t C_t + carry; dB_t += gh du; dC_t += gy h_t
                 let gbt = &mut g.b[t * n..(t + 1) * n];
-                for ((gbk, &ghk), &bk) in gbt.iter_mut().zip(gh.iter()).zip(bt) {
-                    *gbk = I::fma(ghk, du, *gbk);
-                    gu = I::fma(ghk, bk, gu);
-                }
-                gu *= delta;
                 let gct = &mut g.c[t * n..(t + 1) * n];
-                for (gck, &hk) in gct.iter_mut().zip(hk_t) {
+                for (((((ghk, gbk), gck), &ck), &cck), (&hk, (&bk, guk))) in gh
+                    .iter_mut()
+                    .zip(gbt.iter_mut())
+                    .zip(gct.iter_mut())
+                    .zip(ct)
+                    .zip(cc.iter())
+                    .zip(hk_t.iter().zip(bt.iter().zip(gu_terms.iter_mut())))
+                {
+                    *ghk = I::fma(gy, ck, cck);
+                    *gbk = I::fma(*ghk, du, *gbk);
                     *gck = I::fma(gy, hk, *gck);
+                    *guk = *ghk * bk;
                 }
                 let ga = &mut g.a[c * n..(c + 1) * n];
-                for (((((gak, cck), &ghk), &av), &pk), (&ak, &bk)) in ga
+                for (((((gak, cck), &ghk), &av), &pk), ((&ak, &bk), gdk)) in ga
                     .iter_mut()
                     .zip(cc.iter_mut())
                     .zip(gh.iter())
                     .zip(dec)
                     .zip(prev)
-                    .zip(ar.iter().zip(bt))
+                    .zip(ar.iter().zip(bt).zip(gdelta_terms.iter_mut()))
                 {
                     let pa = pk * av;
                     // d h_t / d delta = A exp(delta A) h_{t-1} + B u
-                    gdelta = I::fma(ghk, I::fma(pa, ak, bk * u), gdelta);
+                    *gdk = ghk * I::fma(pa, ak, bk * u);
                     *gak = I::fma(ghk, pa * delta, *gak);
                     *cck = av * ghk;
                 }
-                g.u[t * nc + c] = I::fma(gy, x.d[d], gu);
+                g.u[t * nc + c] = I::fma(gy, x.d[d], delta * lane_sum(&gu_terms));
                 g.d[c] = I::fma(gy, u, g.d[c]);
-                g.dt[t * nc + c] = gdelta * softplus_grad(xdt);
+                g.dt[t * nc + c] = lane_sum(&gdelta_terms) * slopes[t * nc + c];
             }
         }
         g
