@@ -175,7 +175,7 @@ impl ModelConfig {
                 return Err(invalid(field, v, "must be at least 1"));
             }
         }
-        if !self.blocks.is_empty() && self.n_layers % self.blocks.len() != 0 {
+        if !self.blocks.is_empty() && !self.n_layers.is_multiple_of(self.blocks.len()) {
             return Err(invalid(
                 "blocks",
                 format!("{:?} ({} entries)", self.blocks, self.blocks.len()),
@@ -250,14 +250,14 @@ impl ModelConfig {
         if kv == 0 {
             return Err(invalid("n_kv_heads", kv, "must be at least 1"));
         }
-        if self.n_heads % kv != 0 {
+        if !self.n_heads.is_multiple_of(kv) {
             return Err(invalid(
                 "n_heads",
                 self.n_heads,
                 format!("is not divisible by model.n_kv_heads = {kv}: pick n_kv_heads among the divisors of n_heads"),
             ));
         }
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(invalid(
                 "dim",
                 self.dim,
@@ -267,7 +267,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(invalid(
                 "dim",
                 self.dim,
@@ -467,7 +467,7 @@ mod tests {
             blocks: vec![BlockKind::Mamba, BlockKind::Mamba, BlockKind::Attention],
             ..mobilellm(64, 4, 4, 4, 128)
         };
-        let msg = cfg.validate().unwrap_err().to_string();
+        let msg = cfg.validate().expect_err("5 layers").to_string();
         assert!(msg.contains("model.blocks"), "{msg}");
         let ok = ModelConfig { n_layers: 6, ..cfg };
         ok.validate()

@@ -401,6 +401,7 @@ mod tests {
     use super::*;
 
     /// Plain f64 version of the recurrence, written from the equations.
+    #[allow(clippy::needless_range_loop)]
     fn reference(x: &ScanInputs, s: ScanDims) -> Vec<f64> {
         let mut y = vec![0f64; s.batch * s.seq * s.channels];
         for b in 0..s.batch {
