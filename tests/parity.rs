@@ -42,6 +42,11 @@ pub fn config_from_hf(hf: &serde_json::Value, golden: &serde_json::Value) -> Mod
         share_repeat: repeat,
         shared_ffn: golden["shared_ffn"].as_bool().unwrap_or(false),
         init_std: 0.02,
+        blocks: vec![],
+        d_state: 16,
+        expand: 2,
+        d_conv: 4,
+        dt_rank: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `[model]` section of a run config: the Llama-style decoder family
-//! (Llama, MobileLLM, MobileLLM-LS, MobiLlama) and its derived sizes.
+//! (Llama, MobileLLM, MobileLLM-LS, MobiLlama), Mamba-1, and hybrid stacks
+//! mixing their blocks; derived sizes as methods.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,28 @@ pub enum Arch {
     /// Pre-norm Llama decoder (RMSNorm, RoPE, GQA, SwiGLU).
     #[default]
     Llama,
+    /// Mamba-1 selective-SSM blocks (Hugging Face `MambaForCausalLM` names).
+    Mamba,
+}
+
+impl Arch {
+    /// The block every layer has unless `model.blocks` says otherwise.
+    pub fn default_block(self) -> BlockKind {
+        match self {
+            Arch::Llama => BlockKind::Attention,
+            Arch::Mamba => BlockKind::Mamba,
+        }
+    }
+}
+
+/// One layer's kind in a (possibly hybrid) stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    /// Llama block: `x += attn(n1 x); x += mlp(n2 x)`.
+    Attention,
+    /// Mamba-1 block: `x += mixer(norm x)`.
+    Mamba,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,11 +48,14 @@ pub struct ModelConfig {
     pub dim: usize,
     /// Stored blocks. With `share_repeat = 2` the effective depth is twice this.
     pub n_layers: usize,
+    /// Attention heads (needed when the stack has attention blocks).
+    #[serde(default)]
     pub n_heads: usize,
     /// Key/value heads (GQA); defaults to `n_heads` (full multi-head attention).
     #[serde(default)]
     pub n_kv_heads: Option<usize>,
-    /// SwiGLU hidden width.
+    /// SwiGLU hidden width (attention blocks).
+    #[serde(default)]
     pub ffn_dim: usize,
     pub max_seq_len: usize,
     #[serde(default = "default_rope_theta")]
@@ -48,6 +74,23 @@ pub struct ModelConfig {
     pub shared_ffn: bool,
     #[serde(default = "default_init_std")]
     pub init_std: f64,
+    /// Kind of each layer for hybrid stacks, e.g. `["mamba", "mamba",
+    /// "attention"]`: either `n_layers` entries or a pattern repeated to
+    /// `n_layers`. Empty: every layer is the arch's own block.
+    #[serde(default)]
+    pub blocks: Vec<BlockKind>,
+    /// Mamba: SSM state size N per channel.
+    #[serde(default = "default_d_state")]
+    pub d_state: usize,
+    /// Mamba: inner width = expand * dim.
+    #[serde(default = "default_expand")]
+    pub expand: usize,
+    /// Mamba: causal depthwise convolution width.
+    #[serde(default = "default_d_conv")]
+    pub d_conv: usize,
+    /// Mamba: rank of the delta projection; absent: ceil(dim / 16).
+    #[serde(default)]
+    pub dt_rank: Option<usize>,
 }
 
 fn default_rope_theta() -> f64 {
@@ -65,6 +108,15 @@ fn default_one() -> usize {
 fn default_init_std() -> f64 {
     0.02
 }
+fn default_d_state() -> usize {
+    16
+}
+fn default_expand() -> usize {
+    2
+}
+fn default_d_conv() -> usize {
+    4
+}
 
 fn invalid(field: &str, value: impl ToString, problem: impl Into<String>) -> ModelError {
     ModelError::InvalidConfig {
@@ -80,7 +132,31 @@ impl ModelConfig {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.dim / self.n_heads
+        self.dim.checked_div(self.n_heads).unwrap_or(0)
+    }
+
+    /// Mamba inner width (`d_inner`).
+    pub fn d_inner(&self) -> usize {
+        self.expand * self.dim
+    }
+
+    /// Mamba delta rank R (`"auto"` in Hugging Face: ceil(dim / 16)).
+    pub fn resolved_dt_rank(&self) -> usize {
+        self.dt_rank.unwrap_or(self.dim.div_ceil(16))
+    }
+
+    /// Kind of every stored layer (`blocks` expanded to `n_layers`).
+    pub fn block_kinds(&self) -> Vec<BlockKind> {
+        if self.blocks.is_empty() {
+            return vec![self.arch.default_block(); self.n_layers];
+        }
+        (0..self.n_layers)
+            .map(|i| self.blocks[i % self.blocks.len()])
+            .collect()
+    }
+
+    pub fn has_block(&self, kind: BlockKind) -> bool {
+        self.block_kinds().contains(&kind)
     }
 
     /// Blocks applied in one forward pass.
@@ -93,44 +169,33 @@ impl ModelConfig {
         for (field, v) in [
             ("dim", self.dim),
             ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("ffn_dim", self.ffn_dim),
             ("max_seq_len", self.max_seq_len),
         ] {
             if v == 0 {
                 return Err(invalid(field, v, "must be at least 1"));
             }
         }
-        let kv = self.kv_heads();
-        if kv == 0 {
-            return Err(invalid("n_kv_heads", kv, "must be at least 1"));
-        }
-        if self.n_heads % kv != 0 {
+        if !self.blocks.is_empty() && !self.n_layers.is_multiple_of(self.blocks.len()) {
             return Err(invalid(
-                "n_heads",
-                self.n_heads,
-                format!("is not divisible by model.n_kv_heads = {kv}: pick n_kv_heads among the divisors of n_heads"),
-            ));
-        }
-        if self.dim % self.n_heads != 0 {
-            return Err(invalid(
-                "dim",
-                self.dim,
+                "blocks",
+                format!("{:?} ({} entries)", self.blocks, self.blocks.len()),
                 format!(
-                    "is not divisible by model.n_heads = {}: dim must be n_heads * head_dim",
-                    self.n_heads
+                    "must have n_layers = {} entries or a pattern whose length divides it",
+                    self.n_layers
                 ),
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if self.has_block(BlockKind::Attention) {
+            self.validate_attention()?;
+        } else if self.shared_ffn {
             return Err(invalid(
-                "dim",
-                self.dim,
-                format!(
-                    "gives an odd head_dim = {}: rotary embeddings need an even head_dim",
-                    self.head_dim()
-                ),
+                "shared_ffn",
+                true,
+                "needs attention blocks (the FFN lives in them): remove it or add \"attention\" to model.blocks",
             ));
+        }
+        if self.has_block(BlockKind::Mamba) {
+            self.validate_mamba()?;
         }
         if !(1..=8).contains(&self.share_repeat) {
             return Err(invalid(
@@ -170,17 +235,122 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// Checks the fields attention blocks use.
+    fn validate_attention(&self) -> Result<(), ModelError> {
+        for (field, v) in [("n_heads", self.n_heads), ("ffn_dim", self.ffn_dim)] {
+            if v == 0 {
+                return Err(invalid(
+                    field,
+                    v,
+                    "must be at least 1 (attention blocks need it)",
+                ));
+            }
+        }
+        let kv = self.kv_heads();
+        if kv == 0 {
+            return Err(invalid("n_kv_heads", kv, "must be at least 1"));
+        }
+        if !self.n_heads.is_multiple_of(kv) {
+            return Err(invalid(
+                "n_heads",
+                self.n_heads,
+                format!("is not divisible by model.n_kv_heads = {kv}: pick n_kv_heads among the divisors of n_heads"),
+            ));
+        }
+        if !self.dim.is_multiple_of(self.n_heads) {
+            return Err(invalid(
+                "dim",
+                self.dim,
+                format!(
+                    "is not divisible by model.n_heads = {}: dim must be n_heads * head_dim",
+                    self.n_heads
+                ),
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(invalid(
+                "dim",
+                self.dim,
+                format!(
+                    "gives an odd head_dim = {}: rotary embeddings need an even head_dim",
+                    self.head_dim()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the fields Mamba blocks use.
+    fn validate_mamba(&self) -> Result<(), ModelError> {
+        if !(1..=256).contains(&self.d_state) {
+            return Err(invalid(
+                "d_state",
+                self.d_state,
+                "must be between 1 and 256 (Mamba-1 uses 16)",
+            ));
+        }
+        if !(1..=8).contains(&self.expand) {
+            return Err(invalid(
+                "expand",
+                self.expand,
+                "must be between 1 and 8 (Mamba uses 2)",
+            ));
+        }
+        if !(2..=16).contains(&self.d_conv) {
+            return Err(invalid(
+                "d_conv",
+                self.d_conv,
+                "must be between 2 and 16 (Mamba uses 4)",
+            ));
+        }
+        if self.resolved_dt_rank() == 0 {
+            return Err(invalid(
+                "dt_rank",
+                0,
+                "must be at least 1 (leave it out for ceil(dim / 16))",
+            ));
+        }
+        Ok(())
+    }
+
     /// Exact parameter count (each shared tensor counted once).
     pub fn num_params(&self) -> usize {
         let (d, f, v) = (self.dim, self.ffn_dim, self.vocab_size);
         let hd = self.head_dim();
         let attn = d * self.n_heads * hd * 2 + d * self.kv_heads() * hd * 2;
         let mlp = 3 * d * f;
-        let norms = 2 * d;
-        let per_block = attn + norms + if self.shared_ffn { 0 } else { mlp };
+        let attn_block = attn + 2 * d + if self.shared_ffn { 0 } else { mlp };
+        let blocks: usize = self
+            .block_kinds()
+            .iter()
+            .map(|k| match k {
+                BlockKind::Attention => attn_block,
+                BlockKind::Mamba => self.mamba_block_params(),
+            })
+            .sum();
         let shared = if self.shared_ffn { mlp } else { 0 };
         let head = if self.tie_embeddings { 0 } else { v * d };
-        v * d + self.n_layers * per_block + shared + d + head
+        v * d + blocks + shared + d + head
+    }
+
+    /// Norm + in_proj + conv (with bias) + x_proj + dt_proj (with bias) +
+    /// A_log + D + out_proj.
+    fn mamba_block_params(&self) -> usize {
+        let (d, di, n, r) = (
+            self.dim,
+            self.d_inner(),
+            self.d_state,
+            self.resolved_dt_rank(),
+        );
+        d + d * 2 * di
+            + di * self.d_conv
+            + di
+            + di * (r + 2 * n)
+            + r * di
+            + di
+            + di * n
+            + di
+            + di * d
     }
 
     /// Parameters outside the embedding table (the usual "non-embedding" count).
@@ -192,15 +362,29 @@ impl ModelConfig {
     /// backward 4, shared blocks counted per application, the head once) plus
     /// causal attention scores and values, 6 * L * d_attn * T (half of PaLM's
     /// 12 L d T: only the lower triangle is needed), as
-    /// ../shared/reference/torch_llama_bench.py counts them.
+    /// ../shared/reference/torch_llama_bench.py counts them. A Mamba block adds
+    /// its selective scan, ~27 FLOPs per (channel, state) element (forward 9:
+    /// exp, two multiply-adds and the output dot; backward 18).
     pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
         let (d, f, v) = (self.dim as f64, self.ffn_dim as f64, self.vocab_size as f64);
         let hd = self.head_dim() as f64;
         let (h, kv) = (self.n_heads as f64, self.kv_heads() as f64);
-        let per_layer = d * h * hd * 2.0 + d * kv * hd * 2.0 + 3.0 * d * f;
-        let layers = self.effective_layers() as f64;
-        let matmul_weights = layers * per_layer + v * d; // the head (tied or not) is a matmul
-        6.0 * matmul_weights + 6.0 * layers * h * hd * seq_len as f64
+        let attn_weights = d * h * hd * 2.0 + d * kv * hd * 2.0 + 3.0 * d * f;
+        let (di, n, r) = (
+            self.d_inner() as f64,
+            self.d_state as f64,
+            self.resolved_dt_rank() as f64,
+        );
+        let mamba_weights = d * 2.0 * di + di * (r + 2.0 * n) + r * di + di * d;
+        let mut flops = 6.0 * v * d; // the head (tied or not) is a matmul
+        for kind in self.block_kinds() {
+            let per_application = match kind {
+                BlockKind::Attention => 6.0 * attn_weights + 6.0 * h * hd * seq_len as f64,
+                BlockKind::Mamba => 6.0 * mamba_weights + 27.0 * di * n,
+            };
+            flops += per_application * self.share_repeat as f64;
+        }
+        flops
     }
 }
 
@@ -224,6 +408,11 @@ mod tests {
             share_repeat: 1,
             shared_ffn: false,
             init_std: 0.02,
+            blocks: vec![],
+            d_state: 16,
+            expand: 2,
+            d_conv: 4,
+            dt_rank: None,
         }
     }
 
@@ -256,5 +445,33 @@ mod tests {
             msg.contains("model.n_heads = 9 is not divisible by model.n_kv_heads = 4"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn mamba_130m_parameter_count() {
+        let cfg = ModelConfig {
+            arch: Arch::Mamba,
+            vocab_size: 50280,
+            n_heads: 0,
+            ffn_dim: 0,
+            ..mobilellm(768, 24, 1, 1, 1)
+        };
+        cfg.validate().expect("valid");
+        // state-spaces/mamba-130m-hf: 129,135,360 parameters (tied head).
+        assert_eq!(cfg.num_params(), 129_135_360);
+    }
+
+    #[test]
+    fn hybrid_pattern_must_divide_layers() {
+        let cfg = ModelConfig {
+            blocks: vec![BlockKind::Mamba, BlockKind::Mamba, BlockKind::Attention],
+            ..mobilellm(64, 4, 4, 4, 128)
+        };
+        let msg = cfg.validate().expect_err("5 layers").to_string();
+        assert!(msg.contains("model.blocks"), "{msg}");
+        let ok = ModelConfig { n_layers: 6, ..cfg };
+        ok.validate()
+            .expect("6 layers take the 3-block pattern twice");
+        assert_eq!(ok.block_kinds()[5], BlockKind::Attention);
     }
 }

@@ -3,18 +3,39 @@
 //! sharing, immediate block-wise weight sharing) and MobiLlama (arXiv
 //! 2402.16840: one SwiGLU FFN shared by every block).
 //! Reference: `transformers.models.llama.modeling_llama` (tensor names match it).
+//!
+//! The same model type carries Mamba (`arch = "mamba"`, see `mamba.rs`) and
+//! hybrid stacks: its layers are an enum of block kinds, so training, resume,
+//! eval, generation and bench use one type for every architecture.
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use crate::config::{Arch, BlockKind};
 use crate::layers::{Attention, Embedding, KvCache, Linear, RmsNorm, Rope, SwiGluMlp};
+use crate::mamba::{hf_param_name, MambaBlock, MambaState};
 use crate::ops::FusedOps;
 use crate::{LanguageModel, ModelConfig, ModelError};
 
+/// One layer of the stack. (burn's enum modules add the variant name to the
+/// module path; `naming.rs` leaves it out of checkpoint names.)
+#[derive(Module, Debug)]
+pub enum Block<B: Backend> {
+    Attention(AttentionBlock<B>),
+    Mamba(MambaBlock<B>),
+}
+
+/// Generation state of one block application.
+#[derive(Debug, Clone)]
+pub enum BlockCache<B: Backend> {
+    Kv(KvCache<B>),
+    Mamba(MambaState<B>),
+}
+
 /// Pre-norm block: `x += attn(n1 x); x += mlp(n2 x)`.
 #[derive(Module, Debug)]
-pub struct Block<B: Backend> {
+pub struct AttentionBlock<B: Backend> {
     pub input_layernorm: RmsNorm<B>,
     pub self_attn: Attention<B>,
     pub post_attention_layernorm: RmsNorm<B>,
@@ -22,7 +43,7 @@ pub struct Block<B: Backend> {
     pub mlp: Option<SwiGluMlp<B>>,
 }
 
-impl<B: FusedOps> Block<B> {
+impl<B: FusedOps> AttentionBlock<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -55,20 +76,27 @@ pub struct Decoder<B: Backend> {
     pub lm_head: Option<Linear<B>>,
     pub share_repeat: usize,
     pub rope_theta: f64,
+    /// 0 when the stack has no attention blocks.
     pub head_dim: usize,
     pub max_seq_len: usize,
+    /// Checkpoint names follow Hugging Face Mamba (`backbone.*`) instead of
+    /// Llama (`model.*`).
+    pub mamba_names: bool,
 }
 
-/// One KV cache slot per block application (a shared block applied twice has
-/// two slots: its two applications see different inputs).
+/// One cache slot per block application (a shared block applied twice has
+/// two slots: its two applications see different inputs). Attention slots
+/// grow with the sequence; Mamba slots are a fixed-size recurrent state.
 #[derive(Debug, Clone)]
 pub struct DecoderCache<B: Backend> {
-    pub slots: Vec<KvCache<B>>,
+    pub slots: Vec<BlockCache<B>>,
+    /// Tokens seen so far.
+    pub pos: usize,
 }
 
 impl<B: Backend> DecoderCache<B> {
     pub fn len(&self) -> usize {
-        self.slots.first().map_or(0, KvCache::len)
+        self.pos
     }
 
     pub fn is_empty(&self) -> bool {
@@ -77,23 +105,29 @@ impl<B: Backend> DecoderCache<B> {
 }
 
 impl<B: Backend> Decoder<B> {
-    /// Random init: normal(0, init_std) for matrices, ones for norms.
+    /// Random init: normal(0, init_std) for attention matrices and the
+    /// embedding, ones for norms, mamba_ssm's init for Mamba blocks.
     pub fn new(cfg: &ModelConfig, device: &B::Device) -> Result<Self, ModelError> {
         cfg.validate()?;
         let (d, std) = (cfg.dim, cfg.init_std);
-        let layers = (0..cfg.n_layers)
-            .map(|_| Block {
-                input_layernorm: RmsNorm::new(d, cfg.norm_eps, device),
-                self_attn: Attention::new(
-                    d,
-                    cfg.n_heads,
-                    cfg.kv_heads(),
-                    cfg.head_dim(),
-                    std,
-                    device,
-                ),
-                post_attention_layernorm: RmsNorm::new(d, cfg.norm_eps, device),
-                mlp: (!cfg.shared_ffn).then(|| SwiGluMlp::new(d, cfg.ffn_dim, std, device)),
+        let layers = cfg
+            .block_kinds()
+            .into_iter()
+            .map(|kind| match kind {
+                BlockKind::Attention => Block::Attention(AttentionBlock {
+                    input_layernorm: RmsNorm::new(d, cfg.norm_eps, device),
+                    self_attn: Attention::new(
+                        d,
+                        cfg.n_heads,
+                        cfg.kv_heads(),
+                        cfg.head_dim(),
+                        std,
+                        device,
+                    ),
+                    post_attention_layernorm: RmsNorm::new(d, cfg.norm_eps, device),
+                    mlp: (!cfg.shared_ffn).then(|| SwiGluMlp::new(d, cfg.ffn_dim, std, device)),
+                }),
+                BlockKind::Mamba => Block::Mamba(MambaBlock::new(cfg, device)),
             })
             .collect();
         Ok(Self {
@@ -106,19 +140,29 @@ impl<B: Backend> Decoder<B> {
             lm_head: (!cfg.tie_embeddings).then(|| Linear::new(d, cfg.vocab_size, std, device)),
             share_repeat: cfg.share_repeat,
             rope_theta: cfg.rope_theta,
-            head_dim: cfg.head_dim(),
+            head_dim: if cfg.has_block(BlockKind::Attention) {
+                cfg.head_dim()
+            } else {
+                0
+            },
             max_seq_len: cfg.max_seq_len,
+            mamba_names: cfg.arch == Arch::Mamba,
         })
     }
 
     /// Turns the fused kernels on or off in every layer (`[training] fused_ops`).
     pub fn with_fused(mut self, fused: bool) -> Self {
         for block in self.layers.iter_mut() {
-            block.input_layernorm.fused = fused;
-            block.post_attention_layernorm.fused = fused;
-            block.self_attn.set_fused(fused);
-            if let Some(m) = block.mlp.as_mut() {
-                m.set_fused(fused);
+            match block {
+                Block::Attention(block) => {
+                    block.input_layernorm.fused = fused;
+                    block.post_attention_layernorm.fused = fused;
+                    block.self_attn.set_fused(fused);
+                    if let Some(m) = block.mlp.as_mut() {
+                        m.set_fused(fused);
+                    }
+                }
+                Block::Mamba(block) => block.set_fused(fused),
             }
         }
         if let Some(m) = self.shared_mlp.as_mut() {
@@ -141,15 +185,37 @@ impl<B: FusedOps> Decoder<B> {
     ) -> Tensor<B, 3> {
         let [_, t] = tokens.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        let rope = Rope::new(self.head_dim, self.rope_theta, offset, t, &tokens.device());
+        // Rotary tables only when some block attends.
+        let rope = (self.head_dim > 0)
+            .then(|| Rope::new(self.head_dim, self.rope_theta, offset, t, &tokens.device()));
         let mut x = self.embed_tokens.forward(tokens); // [B, T, dim]
         for (i, block) in self.layers.iter().enumerate() {
             for r in 0..self.share_repeat {
                 let slot = cache
                     .as_deref_mut()
                     .map(|c| &mut c.slots[i * self.share_repeat + r]);
-                x = block.forward(x, &rope, slot, self.shared_mlp.as_ref());
+                x = match (block, &rope) {
+                    (Block::Attention(block), Some(rope)) => {
+                        let kv = match slot {
+                            Some(BlockCache::Kv(kv)) => Some(kv),
+                            _ => None,
+                        };
+                        block.forward(x, rope, kv, self.shared_mlp.as_ref())
+                    }
+                    // head_dim > 0 whenever an attention block exists.
+                    (Block::Attention(_), None) => x,
+                    (Block::Mamba(block), _) => {
+                        let state = match slot {
+                            Some(BlockCache::Mamba(s)) => Some(s),
+                            _ => None,
+                        };
+                        block.forward(x, state)
+                    }
+                };
             }
+        }
+        if let Some(c) = cache {
+            c.pos += t;
         }
         let x = self.norm.forward(x); // [B, T, dim]
         match &self.lm_head {
@@ -167,9 +233,16 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
     }
 
     fn new_cache(&self) -> DecoderCache<B> {
-        DecoderCache {
-            slots: vec![KvCache { kv: None }; self.layers.len() * self.share_repeat],
+        let mut slots = Vec::with_capacity(self.layers.len() * self.share_repeat);
+        for block in &self.layers {
+            for _ in 0..self.share_repeat {
+                slots.push(match block {
+                    Block::Attention(_) => BlockCache::Kv(KvCache { kv: None }),
+                    Block::Mamba(_) => BlockCache::Mamba(MambaState::default()),
+                });
+            }
         }
+        DecoderCache { slots, pos: 0 }
     }
 
     fn forward_cached(
@@ -188,16 +261,29 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
         self.max_seq_len
     }
 
-    fn tensor_name(path: &str) -> String {
+    fn tensor_name(&self, path: &str) -> String {
+        let path = hf_param_name(path);
+        let path = path.as_str();
         if path.starts_with("lm_head") {
-            path.to_string()
-        } else {
-            format!("model.{path}")
+            return path.to_string();
+        }
+        if !self.mamba_names {
+            return format!("model.{path}");
+        }
+        // Hugging Face MambaForCausalLM: backbone.{embeddings, layers, norm_f}.
+        match path {
+            "embed_tokens.weight" => "backbone.embeddings.weight".to_string(),
+            "norm.weight" => "backbone.norm_f.weight".to_string(),
+            _ => format!("backbone.{path}"),
         }
     }
 
     fn weight_decay(name: &str, rank: usize) -> bool {
-        // Decay only matrices of projections: not norms, biases or embeddings.
-        rank >= 2 && !name.contains("embed_tokens")
+        // Decay only matrices of projections: not norms, biases, embeddings,
+        // or Mamba's A_log and D (mamba_ssm's `_no_weight_decay`).
+        rank >= 2
+            && !name.contains("embed_tokens")
+            && !name.contains("embeddings")
+            && !name.ends_with("A_log")
     }
 }

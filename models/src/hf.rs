@@ -165,3 +165,48 @@ pub fn import_llama(
     }
     Ok(out)
 }
+
+/// Mamba projections stored `[in, out]` here, `[out, in]` in PyTorch; conv1d,
+/// A_log, D, biases and norms share the Hugging Face layout already.
+fn is_mamba_projection(name: &str) -> bool {
+    [
+        "in_proj.weight",
+        "x_proj.weight",
+        "dt_proj.weight",
+        "out_proj.weight",
+    ]
+    .iter()
+    .any(|s| name.ends_with(s))
+}
+
+/// Checkpoint tensors of an `arch = "mamba"` model -> `MambaForCausalLM`
+/// tensors: the names are already Hugging Face's, projections are transposed.
+/// Its own inverse (see [`import_mamba`]).
+pub fn export_mamba(ckpt: &BTreeMap<String, NamedTensor>) -> BTreeMap<String, NamedTensor> {
+    ckpt.iter()
+        .map(|(name, t)| {
+            let t = if is_mamba_projection(name) && t.shape.len() == 2 {
+                transpose(t)
+            } else {
+                t.clone()
+            };
+            (name.clone(), t)
+        })
+        .collect()
+}
+
+/// `MambaForCausalLM` tensors -> checkpoint tensors (shapes and names are
+/// checked when they are loaded into the model).
+pub fn import_mamba(hf: &BTreeMap<String, NamedTensor>) -> BTreeMap<String, NamedTensor> {
+    let mut out = export_mamba(hf);
+    // A tied head may be saved explicitly by some writers: it is the embedding.
+    if let (Some(head), Some(emb)) = (
+        out.get("lm_head.weight"),
+        out.get("backbone.embeddings.weight"),
+    ) {
+        if head == emb {
+            out.remove("lm_head.weight");
+        }
+    }
+    out
+}

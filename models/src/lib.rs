@@ -7,10 +7,11 @@ pub mod error;
 pub mod hf;
 pub mod layers;
 pub mod lm;
+pub mod mamba;
 pub mod naming;
 pub mod ops;
 
-pub use config::{Arch, ModelConfig};
+pub use config::{Arch, BlockKind, ModelConfig};
 pub use decoder::{Decoder, DecoderCache};
 pub use error::ModelError;
 pub use lm::{LanguageModel, TrainBackend};

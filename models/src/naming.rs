@@ -27,18 +27,26 @@ pub struct ParamInfo {
 }
 
 /// Tracks the module path during a visit (`layers.3.self_attn.q_proj.weight`).
+/// Enum modules (the block kinds of a stack) add their variant name as a
+/// level of their own; it is left out, so names do not depend on the enum.
 #[derive(Default)]
-struct PathStack(Vec<String>);
+struct PathStack(Vec<Option<String>>);
 
 impl PathStack {
-    fn enter(&mut self, name: &str) {
-        self.0.push(name.to_string());
+    fn enter(&mut self, name: &str, container: &str) {
+        let is_variant = container.starts_with("Enum:");
+        self.0.push((!is_variant).then(|| name.to_string()));
     }
     fn exit(&mut self) {
         self.0.pop();
     }
     fn path(&self) -> String {
-        self.0.join(".")
+        self.0
+            .iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(".")
     }
 }
 
@@ -50,8 +58,8 @@ struct InfoVisitor<F: Fn(&str) -> String> {
 }
 
 impl<B: Backend, F: Fn(&str) -> String> ModuleVisitor<B> for InfoVisitor<F> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.enter(name);
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
     }
     fn exit_module(&mut self, _name: &str, _container: &str) {
         self.path.exit();
@@ -86,7 +94,7 @@ impl<B: Backend, F: Fn(&str) -> String> ModuleVisitor<B> for InfoVisitor<F> {
 pub fn param_infos<B: FusedOps, M: LanguageModel<B>>(model: &M) -> Vec<ParamInfo> {
     let mut v = InfoVisitor {
         path: PathStack::default(),
-        rename: M::tensor_name,
+        rename: |p: &str| model.tensor_name(p),
         out: Vec::new(),
         data: None,
     };
@@ -98,7 +106,7 @@ pub fn param_infos<B: FusedOps, M: LanguageModel<B>>(model: &M) -> Vec<ParamInfo
 pub fn named_tensors<B: FusedOps, M: LanguageModel<B>>(model: &M) -> BTreeMap<String, NamedTensor> {
     let mut v = InfoVisitor {
         path: PathStack::default(),
-        rename: M::tensor_name,
+        rename: |p: &str| model.tensor_name(p),
         out: Vec::new(),
         data: Some(BTreeMap::new()),
     };
@@ -116,8 +124,8 @@ struct Loader<'a, F: Fn(&str) -> String> {
 }
 
 impl<B: Backend, F: Fn(&str) -> String> ModuleMapper<B> for Loader<'_, F> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.enter(name);
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
     }
     fn exit_module(&mut self, _name: &str, _container: &str) {
         self.path.exit();
@@ -166,9 +174,25 @@ pub fn load_named_tensors<B: FusedOps, M: LanguageModel<B>>(
     tensors: &BTreeMap<String, NamedTensor>,
     source: &str,
 ) -> Result<M, ModelError> {
+    // Module path -> checkpoint name, taken before `map` consumes the model.
+    let mut paths = InfoVisitor {
+        path: PathStack::default(),
+        rename: |p: &str| p.to_string(),
+        out: Vec::new(),
+        data: None,
+    };
+    model.visit(&mut paths);
+    let names: std::collections::HashMap<String, String> = paths
+        .out
+        .into_iter()
+        .map(|p| {
+            let name = model.tensor_name(&p.name);
+            (p.name, name)
+        })
+        .collect();
     let mut loader = Loader {
         path: PathStack::default(),
-        rename: M::tensor_name,
+        rename: |p: &str| names.get(p).cloned().unwrap_or_else(|| p.to_string()),
         tensors,
         used: Vec::new(),
         error: None,

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use kiln_models::hf::export_llama;
+use kiln_models::hf::{export_llama, export_mamba};
+use kiln_models::{Arch, BlockKind};
 
 use crate::error::{Result, TrainerError};
 use crate::fsutil::write_atomic;
@@ -14,6 +15,9 @@ use crate::weights;
 
 pub fn hf_config_json(ckpt: &LoadedCheckpoint) -> serde_json::Value {
     let m = &ckpt.config.model;
+    if m.arch == Arch::Mamba {
+        return mamba_config_json(ckpt);
+    }
     let eot = ckpt.tokenizer.eot_id();
     serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
@@ -42,9 +46,49 @@ pub fn hf_config_json(ckpt: &LoadedCheckpoint) -> serde_json::Value {
     })
 }
 
+/// `MambaConfig` of a pure Mamba stack (the fields `MambaForCausalLM` reads).
+fn mamba_config_json(ckpt: &LoadedCheckpoint) -> serde_json::Value {
+    let m = &ckpt.config.model;
+    let eot = ckpt.tokenizer.eot_id();
+    serde_json::json!({
+        "architectures": ["MambaForCausalLM"],
+        "model_type": "mamba",
+        "vocab_size": m.vocab_size,
+        "hidden_size": m.dim,
+        "state_size": m.d_state,
+        "num_hidden_layers": m.effective_layers(),
+        "layer_norm_epsilon": m.norm_eps,
+        "expand": m.expand,
+        "conv_kernel": m.d_conv,
+        "time_step_rank": m.resolved_dt_rank(),
+        "use_bias": false,
+        "use_conv_bias": true,
+        "hidden_act": "silu",
+        "residual_in_fp32": true,
+        "tie_word_embeddings": m.tie_embeddings,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "pad_token_id": eot,
+        "dtype": "float32",
+        "torch_dtype": "float32"
+    })
+}
+
 pub fn export_hf(ckpt: &LoadedCheckpoint, out: &Path) -> Result<()> {
+    let m = &ckpt.config.model;
+    let kinds = m.block_kinds();
+    let pure = |k: BlockKind| kinds.iter().all(|&b| b == k);
+    let tensors = match m.arch {
+        Arch::Llama if pure(BlockKind::Attention) => export_llama(m, &ckpt.model),
+        Arch::Mamba if pure(BlockKind::Mamba) && m.share_repeat == 1 => export_mamba(&ckpt.model),
+        _ => {
+            return Err(TrainerError::checkpoint(
+                ckpt.dir.join("config.toml"),
+                "model.blocks mixes block kinds (or shares Mamba blocks): Hugging Face has no class for this stack; `--format hf` exports pure llama or mamba models",
+            ))
+        }
+    };
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io(out, e))?;
-    let tensors = export_llama(&ckpt.config.model, &ckpt.model);
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     weights::save(&out.join("model.safetensors"), &tensors, Some(meta))?;
     let cfg = serde_json::to_vec_pretty(&hf_config_json(ckpt))

@@ -3,10 +3,14 @@
 
 use serde::Serialize;
 
+use kiln_models::BlockKind;
+
 use crate::config::RunConfig;
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
+    /// `"llama"`, `"mamba"`, or e.g. `"mamba (4 mamba + 2 attention blocks)"`.
+    pub architecture: String,
     pub params: usize,
     pub non_embedding_params: usize,
     pub effective_layers: usize,
@@ -33,10 +37,25 @@ pub fn plan(cfg: &RunConfig) -> Plan {
     // Korthikanti et al. 2022: ~34 s b d + 5 a s^2 b bytes per layer at 16 bit;
     // doubled for fp32. The SwiGLU width and the logits (3 copies) are added.
     let per_layer = (34.0 * t * b * d + 5.0 * h * t * t * b + 4.0 * t * b * m.ffn_dim as f64) * 2.0;
-    let act = per_layer * m.effective_layers() as f64 + 3.0 * 4.0 * b * t * v;
+    // A Mamba block keeps ~9 d_inner + 4 d floats per token (projections,
+    // conv, delta, gate; the scan recomputes its states in backward).
+    let mamba_layer = 4.0 * t * b * (9.0 * m.d_inner() as f64 + 4.0 * d);
+    let kinds = m.block_kinds();
+    let n_mamba = kinds.iter().filter(|&&k| k == BlockKind::Mamba).count();
+    let n_attn = kinds.len() - n_mamba;
+    let layers_act =
+        (per_layer * n_attn as f64 + mamba_layer * n_mamba as f64) * m.share_repeat as f64;
+    let act = layers_act + 3.0 * 4.0 * b * t * v;
+    let arch = format!("{:?}", m.arch).to_lowercase();
+    let architecture = if n_mamba > 0 && n_attn > 0 {
+        format!("{arch} ({n_mamba} mamba + {n_attn} attention blocks)")
+    } else {
+        arch
+    };
     let states = cfg.training.precision.bytes_per_param() * params as f64;
     let gb = 1024f64.powi(3);
     Plan {
+        architecture,
         params,
         non_embedding_params: m.num_non_embedding_params(),
         effective_layers: m.effective_layers(),
@@ -68,13 +87,15 @@ fn thousands(n: usize) -> String {
 impl Plan {
     pub fn render(&self) -> String {
         format!(
-            "parameters:         {} ({} non-embedding)\n\
+            "architecture:       {}\n\
+             parameters:         {} ({} non-embedding)\n\
              layers applied:     {}\n\
              vocab size:         {}\n\
              tokens per step:    {} (micro-batch {} x seq {} x accumulation {})\n\
              total tokens:       {}\n\
              train FLOPs/token:  {:.3e}\n\
              estimated memory:   {:.2} GB (weights+grads+optimizer state {:.2} GB, activations {:.2} GB)",
+            self.architecture,
             thousands(self.params),
             thousands(self.non_embedding_params),
             self.effective_layers,

@@ -105,6 +105,25 @@ impl<B: FusedOps> Backward<B, 1> for RopeBackward {
 }
 
 #[derive(Debug)]
+struct SelectiveScanBackward;
+
+impl<B: FusedOps> Backward<B, 6> for SelectiveScanBackward {
+    /// The six inputs: the backward recomputes the states from them.
+    type State = [Inner<B>; 6];
+
+    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let gy = grads.consume::<B>(&ops.node);
+        let [u, dt, a, bm, cm, dd] = ops.state;
+        let gs = B::selective_scan_bwd(u, dt, a, bm, cm, dd, gy);
+        for (node, g) in ops.parents.into_iter().zip(gs) {
+            if let Some(n) = node {
+                grads.register::<B>(n.id, g);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 struct MatmulBackward;
 
 impl<B: FusedOps> Backward<B, 2> for MatmulBackward {
@@ -138,6 +157,41 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::Tracked(prep) => prep.finish((a, b), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
+    }
+
+    fn selective_scan_fwd(
+        u: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        bm: FloatTensor<Self>,
+        cm: FloatTensor<Self>,
+        dd: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [&u, &dt, &a, &bm, &cm, &dd].map(|t| t.node.clone());
+        let inner = [u, dt, a, bm, cm, dd].map(|t| t.primitive);
+        let [iu, idt, ia, ib, ic, id] = inner.clone();
+        let y = B::selective_scan_fwd(iu, idt, ia, ib, ic, id);
+        match SelectiveScanBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(inner, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn selective_scan_bwd(
+        u: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        bm: FloatTensor<Self>,
+        cm: FloatTensor<Self>,
+        dd: FloatTensor<Self>,
+        gy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 6] {
+        let i = Self::inner;
+        B::selective_scan_bwd(i(u), i(dt), i(a), i(bm), i(cm), i(dd), i(gy)).map(Self::from_inner)
     }
 
     fn rope(

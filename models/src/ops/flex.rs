@@ -5,6 +5,7 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, TensorData, TensorMetadata};
 
+use super::kernels::selective_scan::{self as scan, ScanDims, ScanInputs};
 use super::kernels::{attention, cross_entropy, layout, matmul, rms_norm, swiglu};
 use super::{composed, FusedOps};
 
@@ -264,5 +265,74 @@ impl FusedOps for Flex {
             xd[1],
         );
         (new(dx, xd.clone()), new(dw, vec![xd[1]]))
+    }
+
+    fn selective_scan_fwd(
+        u: FlexTensor,
+        dt: FlexTensor,
+        a: FlexTensor,
+        bm: FlexTensor,
+        cm: FlexTensor,
+        dd: FlexTensor,
+    ) -> FlexTensor {
+        let all = [&u, &dt, &a, &bm, &cm, &dd].map(|t| f32_tensor((*t).clone()));
+        let [Some(u32_), Some(dt32), Some(a32), Some(b32), Some(c32), Some(d32)] = all else {
+            return composed::selective_scan_fwd::<Self>(u, dt, a, bm, cm, dd);
+        };
+        let s = scan_dims(&u32_, &a32);
+        let x = ScanInputs {
+            u: data(&u32_),
+            dt: data(&dt32),
+            a: data(&a32),
+            b: data(&b32),
+            c: data(&c32),
+            d: data(&d32),
+        };
+        new(scan::selective_scan_forward(x, s), dims(&u32_))
+    }
+
+    fn selective_scan_bwd(
+        u: FlexTensor,
+        dt: FlexTensor,
+        a: FlexTensor,
+        bm: FlexTensor,
+        cm: FlexTensor,
+        dd: FlexTensor,
+        gy: FlexTensor,
+    ) -> [FlexTensor; 6] {
+        let all = [&u, &dt, &a, &bm, &cm, &dd, &gy].map(|t| f32_tensor((*t).clone()));
+        let [Some(u32_), Some(dt32), Some(a32), Some(b32), Some(c32), Some(d32), Some(g32)] = all
+        else {
+            return composed::selective_scan_bwd::<Self>(u, dt, a, bm, cm, dd, gy);
+        };
+        let s = scan_dims(&u32_, &a32);
+        let x = ScanInputs {
+            u: data(&u32_),
+            dt: data(&dt32),
+            a: data(&a32),
+            b: data(&b32),
+            c: data(&c32),
+            d: data(&d32),
+        };
+        let g = scan::selective_scan_backward(x, data(&g32), s);
+        [
+            new(g.u, dims(&u32_)),
+            new(g.dt, dims(&u32_)),
+            new(g.a, dims(&a32)),
+            new(g.b, dims(&b32)),
+            new(g.c, dims(&c32)),
+            new(g.d, dims(&d32)),
+        ]
+    }
+}
+
+/// Scan sizes from `u [b, t, d]` and `a [d, n]`.
+fn scan_dims(u: &FlexTensor, a: &FlexTensor) -> ScanDims {
+    let (ud, ad) = (dims(u), dims(a));
+    ScanDims {
+        batch: ud[0],
+        seq: ud[1],
+        channels: ud[2],
+        state: ad[1],
     }
 }

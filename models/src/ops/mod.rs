@@ -244,6 +244,129 @@ pub mod composed {
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, t, h, d]
         unwrap(x * cos + rotated * sin)
     }
+
+    /// Mamba-1 selective scan, one tensor op per time step: `u, dt [b, t, d]`,
+    /// `a [d, n]`, `bm, cm [b, t, n]`, `dd [d]` -> `y [b, t, d]` with
+    /// `delta = softplus(dt)`, `h_t = exp(delta_t a) h_{t-1} + delta_t u_t bm_t`,
+    /// `y_t = h_t . cm_t + dd u_t` (the reference of the fused kernel; under
+    /// autodiff its gradient is burn's own).
+    pub fn selective_scan_fwd<B: Backend>(
+        u: FloatTensor<B>,
+        dt: FloatTensor<B>,
+        a: FloatTensor<B>,
+        bm: FloatTensor<B>,
+        cm: FloatTensor<B>,
+        dd: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let (u, dt, a) = (wrap::<B, 3>(u), wrap::<B, 3>(dt), wrap::<B, 2>(a));
+        let (bm, cm, dd) = (wrap::<B, 3>(bm), wrap::<B, 3>(cm), wrap::<B, 1>(dd));
+        let [b, t, d] = u.dims();
+        let n = a.dims()[1];
+        let delta = softplus(dt); // [b, t, d]
+        let decay = (delta.clone().unsqueeze_dim::<4>(3) * a.unsqueeze::<4>()).exp(); // [b, t, d, n]
+        let drive = (delta * u.clone()).unsqueeze_dim::<4>(3) * bm.unsqueeze_dim::<4>(2); // [b, t, d, n]
+        let mut h = Tensor::<B, 3>::zeros([b, d, n], &u.device());
+        let mut ys = Vec::with_capacity(t);
+        for i in 0..t {
+            let step = |x: &Tensor<B, 4>| x.clone().narrow(1, i, 1).reshape([b, d, n]);
+            h = step(&decay) * h + step(&drive); // [b, d, n]
+            let c_i = cm.clone().narrow(1, i, 1); // [b, 1, n]
+            ys.push((h.clone() * c_i).sum_dim(2).reshape([b, 1, d])); // [b, 1, d]
+        }
+        let y = Tensor::cat(ys, 1) + u * dd.reshape([1, 1, d]); // [b, t, d]
+        unwrap(y)
+    }
+
+    /// Gradients `[du, ddt, da, dbm, dcm, ddd]` of `selective_scan_fwd` given
+    /// `gy`, from the adjoint recurrence `gh_t = gy_t cm_t + decay_{t+1} gh_{t+1}`
+    /// (the fallback of backends without a kernel).
+    #[allow(clippy::too_many_arguments)]
+    pub fn selective_scan_bwd<B: Backend>(
+        u: FloatTensor<B>,
+        dt: FloatTensor<B>,
+        a: FloatTensor<B>,
+        bm: FloatTensor<B>,
+        cm: FloatTensor<B>,
+        dd: FloatTensor<B>,
+        gy: FloatTensor<B>,
+    ) -> [FloatTensor<B>; 6] {
+        let (u, dt, a) = (wrap::<B, 3>(u), wrap::<B, 3>(dt), wrap::<B, 2>(a));
+        let (bm, cm, dd, gy) = (
+            wrap::<B, 3>(bm),
+            wrap::<B, 3>(cm),
+            wrap::<B, 1>(dd),
+            wrap::<B, 3>(gy),
+        );
+        let [b, t, d] = u.dims();
+        let n = a.dims()[1];
+        let delta = softplus(dt.clone()); // [b, t, d]
+        let decay = (delta.clone().unsqueeze_dim::<4>(3) * a.clone().unsqueeze::<4>()).exp(); // [b, t, d, n]
+        let du = (delta.clone() * u.clone()).unsqueeze_dim::<4>(3); // [b, t, d, 1]
+        let drive = du.clone() * bm.clone().unsqueeze_dim::<4>(2); // [b, t, d, n]
+        let step = |x: &Tensor<B, 4>, i: usize| x.clone().narrow(1, i, 1).reshape([b, d, n]);
+        let mut h = Tensor::<B, 3>::zeros([b, d, n], &u.device());
+        let mut hs = Vec::with_capacity(t);
+        for i in 0..t {
+            h = step(&decay, i) * h + step(&drive, i);
+            hs.push(h.clone().unsqueeze_dim::<4>(1));
+        }
+        let hs = Tensor::cat(hs, 1); // [b, t, d, n]
+        let zero = Tensor::<B, 4>::zeros([b, 1, d, n], &u.device());
+        let prev = if t > 1 {
+            Tensor::cat(vec![zero, hs.clone().narrow(1, 0, t - 1)], 1) // h_{t-1}, [b, t, d, n]
+        } else {
+            zero
+        };
+        let gy4 = gy.clone().unsqueeze_dim::<4>(3); // [b, t, d, 1]
+        let emit = gy4.clone() * cm.unsqueeze_dim::<4>(2); // [b, t, d, n]
+        let mut carry = Tensor::<B, 3>::zeros([b, d, n], &u.device());
+        let mut ghs = vec![];
+        for i in (0..t).rev() {
+            let gh = step(&emit, i) + carry; // [b, d, n]
+            carry = step(&decay, i) * gh.clone();
+            ghs.push(gh.unsqueeze_dim::<4>(1));
+        }
+        ghs.reverse();
+        let gh = Tensor::cat(ghs, 1); // [b, t, d, n]
+        let g_cm = (gy4 * hs).sum_dim(2).reshape([b, t, n]);
+        let g_bm = (gh.clone() * du).sum_dim(2).reshape([b, t, n]);
+        let bm4 = bm.unsqueeze_dim::<4>(2); // [b, t, 1, n]
+        let g_u = (gh.clone() * bm4.clone()).sum_dim(3).reshape([b, t, d]) * delta.clone()
+            + gy.clone() * dd.clone().reshape([1, 1, d]);
+        let decayed_prev = prev * decay; // [b, t, d, n]
+        let g_delta = (gh.clone()
+            * (decayed_prev.clone() * a.unsqueeze::<4>() + bm4 * u.clone().unsqueeze_dim::<4>(3)))
+        .sum_dim(3)
+        .reshape([b, t, d]);
+        let g_a = (gh * decayed_prev * delta.unsqueeze_dim::<4>(3))
+            .sum_dim(0)
+            .sum_dim(1)
+            .reshape([d, n]);
+        let g_dd = (gy * u).sum_dim(0).sum_dim(1).reshape([d]);
+        let g_dt = g_delta * softplus_grad(dt);
+        [
+            unwrap(g_u),
+            unwrap(g_dt),
+            unwrap(g_a),
+            unwrap(g_bm),
+            unwrap(g_cm),
+            unwrap(g_dd),
+        ]
+    }
+
+    /// torch's `F.softplus` (identity above 20).
+    pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        let big = x.clone().greater_elem(20.0);
+        let soft = x.clone().clamp_max(20.0).exp().log1p();
+        soft.mask_where(big, x)
+    }
+
+    /// d softplus / dx.
+    pub fn softplus_grad<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        let big = x.clone().greater_elem(20.0);
+        let s = burn::tensor::activation::sigmoid(x.clone());
+        s.mask_fill(big, 1.0)
+    }
 }
 
 /// Fused ops; the provided methods run [`composed`].
@@ -339,6 +462,33 @@ pub trait FusedOps: Backend {
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(a, b)
     }
+
+    /// Mamba-1 selective scan `y [b, t, d]` of `u, dt [b, t, d]`, `a [d, n]`,
+    /// `bm, cm [b, t, n]`, `dd [d]` (softplus of `dt` inside).
+    fn selective_scan_fwd(
+        u: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        bm: FloatTensor<Self>,
+        cm: FloatTensor<Self>,
+        dd: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composed::selective_scan_fwd::<Self>(u, dt, a, bm, cm, dd)
+    }
+
+    /// `[du, ddt, da, dbm, dcm, ddd]` of `selective_scan_fwd`.
+    #[allow(clippy::too_many_arguments)]
+    fn selective_scan_bwd(
+        u: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        bm: FloatTensor<Self>,
+        cm: FloatTensor<Self>,
+        dd: FloatTensor<Self>,
+        gy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 6] {
+        composed::selective_scan_bwd::<Self>(u, dt, a, bm, cm, dd, gy)
+    }
 }
 
 // ---- Tensor-level entry points used by the models and the trainer ----
@@ -402,4 +552,29 @@ pub fn rope<B: FusedOps>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) 
         wrap(B::rope(unwrap(x), unwrap(cos), unwrap(sin), false)),
         dtype,
     )
+}
+
+/// Mamba-1 selective scan over whole sequences (one fused op with a
+/// hand-written backward): `u, dt [b, t, d]`, `a [d, n]` (negative),
+/// `bm, cm [b, t, n]`, `dd [d]` -> `y [b, t, d]`; `delta = softplus(dt)`.
+pub fn selective_scan<B: FusedOps>(
+    u: Tensor<B, 3>,
+    dt: Tensor<B, 3>,
+    a: Tensor<B, 2>,
+    bm: Tensor<B, 3>,
+    cm: Tensor<B, 3>,
+    dd: Tensor<B, 1>,
+) -> Tensor<B, 3> {
+    // The scan runs in f32 whatever the training precision.
+    let ((u, dtype), (dt, _), (a, _)) = (to_f32(u), to_f32(dt), to_f32(a));
+    let ((bm, _), (cm, _), (dd, _)) = (to_f32(bm), to_f32(cm), to_f32(dd));
+    let y = B::selective_scan_fwd(
+        unwrap(u),
+        unwrap(dt),
+        unwrap(a),
+        unwrap(bm),
+        unwrap(cm),
+        unwrap(dd),
+    );
+    cast_to(wrap(y), dtype)
 }

@@ -9,4 +9,5 @@ pub mod fast_math;
 pub mod layout;
 pub mod matmul;
 pub mod rms_norm;
+pub mod selective_scan;
 pub mod swiglu;
