@@ -10,13 +10,23 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod corpus;
+pub mod dataset;
 pub mod error;
 pub mod loader;
+pub mod mixture;
+pub mod prepare;
+pub mod shard;
+pub mod sources;
 pub mod stories;
 pub mod tokenizer;
 
 pub use corpus::{read_documents, TextFormat};
+pub use dataset::{tokenizer_hash, Dataset, Manifest};
 pub use error::DataError;
+pub use mixture::{MixtureSampler, MixtureState};
+pub use prepare::{prepare, DataSpec, PrepareOptions, PrepareReport, Progress, SpecTexts};
+pub use shard::{Shard, ShardStream, ShardWriter, TokenDtype};
+pub use sources::{Document, SourceFormat, SourceSpec};
 pub use loader::{eval_batches, Batch, BatchSampler, SamplerState, TokenSplit};
 pub use stories::{generate_corpus, generate_story};
 pub use tokenizer::{Tokenizer, TokenizerKind, EOT_TOKEN};
