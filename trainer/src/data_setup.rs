@@ -93,6 +93,23 @@ impl TrainStream {
         }
     }
 
+    /// Share of the samples drawn so far that came from each domain (all
+    /// ranks), for the `data/share/<domain>` metric; empty for in-memory text.
+    pub fn domain_shares(&self) -> Vec<(String, f64)> {
+        match self {
+            TrainStream::Tokens(_) => Vec::new(),
+            TrainStream::Mixture(s) => {
+                let st = s.state();
+                let n = st.samples.max(1) as f64;
+                st.domains
+                    .into_iter()
+                    .zip(st.cursors)
+                    .map(|(d, c)| (d, c as f64 / n))
+                    .collect()
+            }
+        }
+    }
+
     /// Saves the sampler's state into the trainer state.
     pub fn save_into(&self, state: &mut TrainerState) {
         match self {
@@ -182,7 +199,8 @@ pub fn load_run_data(
         )?;
         eprint!("{}", report.render());
         cfg.data.spec = None;
-        cfg.data.datasets = vec![out];
+        // Absolute, so that `--resume` works from any directory.
+        cfg.data.datasets = vec![std::fs::canonicalize(&out).unwrap_or(out)];
     }
     let tokenizer = match resumed_tokenizer {
         Some(t) => t.clone(),

@@ -135,6 +135,15 @@ enum DataAction {
         #[arg(long)]
         force: bool,
     },
+    /// Write N built-in generated stories as JSONL (a corpus of any size).
+    Stories {
+        #[arg(long)]
+        docs: u64,
+        #[arg(long, default_value_t = 1234)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -327,6 +336,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = cli::data::data_prepare(&spec, out, tokenizer, &opts)?;
             print!("{}", report.render());
             println!("wrote {}", report.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data {
+            action: DataAction::Stories { docs, seed, out },
+        } => {
+            let bytes = cli::data::write_stories(&out, seed, docs)?;
+            println!("wrote {} ({docs} stories, {bytes} bytes)", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Tokenizer {

@@ -343,6 +343,9 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             metrics.scalar(done, "train/grad_norm", grad_norm);
             metrics.scalar(done, "train/tokens_per_s", tps);
             metrics.scalar(done, "train/skipped_steps", state.skipped_steps as f64);
+            for (domain, share) in sampler.domain_shares() {
+                metrics.scalar(done, &format!("data/share/{domain}"), share);
+            }
             metrics.flush();
             log.bar
                 .set_message(format!("loss {loss_sum:.4} | lr {lr:.2e} | {tps:.0} tok/s"));

@@ -89,3 +89,29 @@ pub fn tokenizer_train(
     tok.save(out)?;
     Ok(tok)
 }
+
+/// Writes `docs` built-in stories as JSONL (`{"text": ...}` per line),
+/// streaming: one story in memory at a time. Returns the bytes written.
+pub fn write_stories(out: &Path, seed: u64, docs: u64) -> anyhow::Result<u64> {
+    use rand::SeedableRng;
+    use std::io::Write;
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let bar = ProgressBar::new(docs);
+    let mut bytes = 0u64;
+    for i in 0..docs {
+        let line = serde_json::json!({ "id": i, "text": kiln_data::generate_story(&mut rng) });
+        let s = line.to_string();
+        w.write_all(s.as_bytes())
+            .and_then(|()| w.write_all(b"\n"))
+            .with_context(|| format!("writing {}", out.display()))?;
+        bytes += s.len() as u64 + 1;
+        if i % 10_000 == 0 {
+            bar.set_position(i);
+        }
+    }
+    w.flush().with_context(|| format!("writing {}", out.display()))?;
+    bar.finish_and_clear();
+    Ok(bytes)
+}
