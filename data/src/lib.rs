@@ -5,6 +5,13 @@
 //! byte-level BPE, saved as a Hugging Face `tokenizer.json`) ->
 //! [`Tokenizer::encode_docs`] -> [`TokenSplit`] -> [`BatchSampler`] for
 //! training and [`eval_batches`] for validation.
+//!
+//! At corpus scale: [`sources`] streams documents from text/JSONL/Parquet,
+//! [`prepare`] tokenizes them into [`shard`]s described by a
+//! [`dataset::Manifest`], and [`MixtureSampler`] draws packed sequences from
+//! memory-mapped shards, weighted across domains. Curation steps (quality
+//! filters, dedup, per-document scores) slot in between reading a
+//! [`Document`] (which keeps its id and metadata) and tokenizing it.
 
 // Tests may unwrap: a panic there is the failure report.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
