@@ -24,7 +24,8 @@ struct RefDoc {
 }
 
 fn expected(domain: &str) -> Vec<RefDoc> {
-    let text = std::fs::read_to_string(data_fixtures().join("expected.json")).expect("expected.json");
+    let text =
+        std::fs::read_to_string(data_fixtures().join("expected.json")).expect("expected.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     v[domain]
         .as_array()
@@ -112,7 +113,10 @@ fn prepared_shards_hold_python_ids_with_eot_and_rerun_is_idempotent() {
     assert!(o.status.success(), "{}", stderr(&o));
     let report = stdout(&o);
     println!("{report}");
-    assert!(report.contains("web") && report.contains("books"), "{report}");
+    assert!(
+        report.contains("web") && report.contains("books"),
+        "{report}"
+    );
     let out = tmp.path().join("prepared");
     let tok = Tokenizer::from_file(&data_fixtures().join("tokenizer.json")).expect("tok");
     let hash = kiln_data::tokenizer_hash(&tok).expect("hash");
@@ -127,7 +131,10 @@ fn prepared_shards_hold_python_ids_with_eot_and_rerun_is_idempotent() {
         assert_eq!(got, want, "shard tokens of {}", dom.name);
         let shard = &dom.train.shards()[0];
         assert_eq!(shard.n_docs() as usize, expected(&dom.name).len());
-        assert_eq!(shard.doc_start(1) as usize, expected(&dom.name)[0].ids.len() + 1);
+        assert_eq!(
+            shard.doc_start(1) as usize,
+            expected(&dom.name)[0].ids.len() + 1
+        );
     }
     let bytes_before = std::fs::read(out.join("web/train-00000.bin")).expect("shard");
     let o = run(kiln().args(["data", "prepare"]).arg(&spec));
@@ -136,7 +143,10 @@ fn prepared_shards_hold_python_ids_with_eot_and_rerun_is_idempotent() {
     // A forced rebuild writes the same bytes.
     let o = run(kiln().args(["data", "prepare", "--force"]).arg(&spec));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::read(out.join("web/train-00000.bin")).expect("shard"), bytes_before);
+    assert_eq!(
+        std::fs::read(out.join("web/train-00000.bin")).expect("shard"),
+        bytes_before
+    );
 }
 
 #[test]
@@ -154,7 +164,10 @@ fn tokenizer_train_streams_sources_and_python_loads_it() {
     assert_eq!(tok.vocab_size(), 400);
     assert_eq!(tok.eot_id(), 0);
     let text = &expected("books")[0].text;
-    assert_eq!(&tok.decode(&tok.encode(text).expect("enc")).expect("dec"), text);
+    assert_eq!(
+        &tok.decode(&tok.encode(text).expect("enc")).expect("dec"),
+        text
+    );
 }
 
 /// Two domains whose documents use disjoint characters, so every sampled
@@ -176,7 +189,10 @@ fn two_domain_dataset(tmp: &Path) -> PathBuf {
     };
     for i in 0..400 {
         let tail = spell(i, b"abcdefgh");
-        a.push_str(&format!("{{\"text\": \"{}{tail}\"}}\n", "abcde fgh ".repeat(2 + i % 7)));
+        a.push_str(&format!(
+            "{{\"text\": \"{}{tail}\"}}\n",
+            "abcde fgh ".repeat(2 + i % 7)
+        ));
         let tail = spell(i, b"12345678");
         b.push_str(&format!("{}{tail}\n\n", "12345 678 ".repeat(3 + i % 5)));
     }
@@ -206,9 +222,18 @@ fn mixture_token_proportions_match_the_weights() {
     let dir = two_domain_dataset(tmp.path());
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).expect("tok");
     let ds = Dataset::open(&dir, None).expect("dataset");
-    assert!(ds.domains.iter().all(|d| d.train.shards().len() > 1), "want several shards");
-    let letters: Vec<u32> = "abcdefgh".chars().map(|c| tok.token_to_id(&c.to_string()).expect("id")).collect();
-    let digits: Vec<u32> = "12345678".chars().map(|c| tok.token_to_id(&c.to_string()).expect("id")).collect();
+    assert!(
+        ds.domains.iter().all(|d| d.train.shards().len() > 1),
+        "want several shards"
+    );
+    let letters: Vec<u32> = "abcdefgh"
+        .chars()
+        .map(|c| tok.token_to_id(&c.to_string()).expect("id"))
+        .collect();
+    let digits: Vec<u32> = "12345678"
+        .chars()
+        .map(|c| tok.token_to_id(&c.to_string()).expect("id"))
+        .collect();
     for (w_letters, w_digits) in [(0.3, 0.7), (0.9, 0.1), (2.0, 2.0)] {
         let domains: Vec<MixtureDomain> = ds
             .domains
@@ -222,7 +247,11 @@ fn mixture_token_proportions_match_the_weights() {
                         .map(|s| kiln_data::Shard::open(s.path()).expect("shard"))
                         .collect(),
                 )),
-                weight: if d.name == "letters" { w_letters } else { w_digits },
+                weight: if d.name == "letters" {
+                    w_letters
+                } else {
+                    w_digits
+                },
             })
             .collect();
         let mut s = MixtureSampler::new(domains, 32, 8, 11, 0, 1).expect("sampler");
@@ -235,7 +264,12 @@ fn mixture_token_proportions_match_the_weights() {
                 let has_l = row.iter().any(|t| letters.contains(t));
                 let has_d = row.iter().any(|t| digits.contains(t));
                 assert!(has_l != has_d, "a row mixes or lacks domains: {row:?}");
-                assert_eq!(names[label] == "letters", has_l, "row labelled {}", names[label]);
+                assert_eq!(
+                    names[label] == "letters",
+                    has_l,
+                    "row labelled {}",
+                    names[label]
+                );
                 if has_l {
                     t_letters += row.len();
                 } else {
@@ -309,14 +343,23 @@ fn mixture_run_logs_shares_and_resumes_exactly_after_kill_9() {
     two_domain_dataset(tmp.path());
     let cfg = write_config(tmp.path(), "run.toml", MIX_RUN);
     let full = tmp.path().join("full");
-    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&full).current_dir(tmp.path()));
+    let o = run(kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&full)
+        .current_dir(tmp.path()));
     assert!(o.status.success(), "{}", stderr(&o));
     let share = metric(&full, "data/share/letters");
     let last = share.last().expect("share logged").1;
     println!("letters share after 24 steps: {last:.4} (weight 0.3)");
     assert!((last - 0.3).abs() < 0.01, "{last}");
     for d in ["letters", "digits"] {
-        assert_eq!(metric(&full, &format!("val/loss/{d}")).len(), 3, "val/loss/{d}");
+        assert_eq!(
+            metric(&full, &format!("val/loss/{d}")).len(),
+            3,
+            "val/loss/{d}"
+        );
     }
 
     // 24 steps x 4 rows = 96 samples; the smaller domain has more windows
@@ -332,7 +375,10 @@ fn mixture_run_logs_shares_and_resumes_exactly_after_kill_9() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    assert!(wait_for(&ckpt(&cut, 8).join("manifest.json"), Duration::from_secs(120)));
+    assert!(wait_for(
+        &ckpt(&cut, 8).join("manifest.json"),
+        Duration::from_secs(120)
+    ));
     child.kill().expect("kill -9");
     let _ = child.wait();
     assert!(!ckpt(&cut, 24).exists(), "finished before the kill");
@@ -342,9 +388,17 @@ fn mixture_run_logs_shares_and_resumes_exactly_after_kill_9() {
     .expect("json");
     assert_eq!(state["mixture"]["samples"], 32, "{state}");
 
-    let o = run(kiln().arg("train").arg("--resume").arg(&cut).current_dir("/"));
+    let o = run(kiln()
+        .arg("train")
+        .arg("--resume")
+        .arg(&cut)
+        .current_dir("/"));
     assert!(o.status.success(), "{}", stderr(&o));
-    for file in ["model.safetensors", "optimizer.safetensors", "trainer_state.json"] {
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
         let a = std::fs::read(ckpt(&full, 24).join(file)).expect("full");
         let b = std::fs::read(ckpt(&cut, 24).join(file)).expect("resumed");
         if file == "trainer_state.json" {
@@ -359,7 +413,10 @@ fn mixture_run_logs_shares_and_resumes_exactly_after_kill_9() {
         }
     }
     assert_eq!(metric(&full, "train/loss"), metric(&cut, "train/loss"));
-    assert_eq!(metric(&full, "val/loss/digits"), metric(&cut, "val/loss/digits"));
+    assert_eq!(
+        metric(&full, "val/loss/digits"),
+        metric(&cut, "val/loss/digits")
+    );
 }
 
 /// Runs kiln in `cwd` and checks it fails with one `error:` line holding `expect`.
@@ -368,7 +425,10 @@ fn fails_with(args: &[&str], cwd: &Path, expect: &[&str]) -> String {
     let err = stderr(&o);
     assert!(!o.status.success(), "{args:?} should fail; stderr: {err}");
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
     let line = err
         .lines()
         .find(|l| l.starts_with("error:"))
@@ -404,21 +464,54 @@ fn corrupt_copy(tmp: &Path, from: &str, to: &str, f: impl Fn(&mut Vec<u8>)) {
 #[test]
 fn corrupt_gzip_zstd_and_parquet_name_the_file_and_skip_bad_continues() {
     let cases: [(&str, &str, fn(&mut Vec<u8>), &str); 4] = [
-        ("books.jsonl.gz", "bad.jsonl.gz", |b| b.truncate(b.len() / 2), "line "),
-        ("books.jsonl.zst", "bad.jsonl.zst", |b| b.truncate(b.len() / 2), "line "),
-        ("books.jsonl.zst", "junk.jsonl.zst", |b| { for x in &mut b[20..200] { *x ^= 0x5a; } }, "line "),
-        ("web.parquet", "bad.parquet", |b| b.truncate(b.len() - 100), "footer"),
+        (
+            "books.jsonl.gz",
+            "bad.jsonl.gz",
+            |b| b.truncate(b.len() / 2),
+            "line ",
+        ),
+        (
+            "books.jsonl.zst",
+            "bad.jsonl.zst",
+            |b| b.truncate(b.len() / 2),
+            "line ",
+        ),
+        (
+            "books.jsonl.zst",
+            "junk.jsonl.zst",
+            |b| {
+                for x in &mut b[20..200] {
+                    *x ^= 0x5a;
+                }
+            },
+            "line ",
+        ),
+        (
+            "web.parquet",
+            "bad.parquet",
+            |b| b.truncate(b.len() - 100),
+            "footer",
+        ),
     ];
     for (from, to, f, at) in cases {
         let tmp = tempfile::tempdir().expect("tmp");
         corrupt_copy(tmp.path(), from, to, f);
         spec_with(tmp.path(), &format!("paths = [\"{to}\"]"));
-        fails_with(&["data", "prepare", "data.toml"], tmp.path(), &[to, "corrupt", at, "--skip-bad"]);
+        fails_with(
+            &["data", "prepare", "data.toml"],
+            tmp.path(),
+            &[to, "corrupt", at, "--skip-bad"],
+        );
         assert!(!tmp.path().join("out/manifest.json").exists());
-        let o = run(kiln().args(["data", "prepare", "data.toml", "--skip-bad"]).current_dir(tmp.path()));
+        let o = run(kiln()
+            .args(["data", "prepare", "data.toml", "--skip-bad"])
+            .current_dir(tmp.path()));
         assert!(o.status.success(), "{}", stderr(&o));
         let report = stdout(&o);
-        assert!(report.contains("skipped:") && report.contains(to), "{report}");
+        assert!(
+            report.contains("skipped:") && report.contains(to),
+            "{report}"
+        );
         let m = kiln_data::Manifest::read(&tmp.path().join("out")).expect("manifest");
         assert_eq!(m.domains[1].stats.bad_files.len(), 1);
         assert_eq!(m.domains[0].train.docs + m.domains[0].val.docs, 11);
@@ -429,7 +522,10 @@ fn corrupt_gzip_zstd_and_parquet_name_the_file_and_skip_bad_continues() {
 fn parquet_without_the_text_column_lists_the_columns() {
     let tmp = tempfile::tempdir().expect("tmp");
     corrupt_copy(tmp.path(), "web.parquet", "web.parquet", |_| {});
-    spec_with(tmp.path(), "paths = [\"web.parquet\"]\ntext_field = \"content\"");
+    spec_with(
+        tmp.path(),
+        "paths = [\"web.parquet\"]\ntext_field = \"content\"",
+    );
     fails_with(
         &["data", "prepare", "data.toml"],
         tmp.path(),
@@ -446,11 +542,16 @@ fn invalid_utf8_is_replaced_counted_and_empty_documents_skipped() {
     )
     .expect("write");
     spec_with(tmp.path(), "paths = [\"x.jsonl\"]");
-    let o = run(kiln().args(["data", "prepare", "data.toml"]).current_dir(tmp.path()));
+    let o = run(kiln()
+        .args(["data", "prepare", "data.toml"])
+        .current_dir(tmp.path()));
     assert!(o.status.success(), "{}", stderr(&o));
     let m = kiln_data::Manifest::read(&tmp.path().join("out")).expect("manifest");
     let st = &m.domains[1].stats;
-    assert_eq!((st.docs_read, st.invalid_utf8_docs, st.empty_docs), (4, 1, 2));
+    assert_eq!(
+        (st.docs_read, st.invalid_utf8_docs, st.empty_docs),
+        (4, 1, 2)
+    );
     assert_eq!(m.domains[1].train.docs + m.domains[1].val.docs, 2);
     println!("{}", stdout(&o));
 }
@@ -460,7 +561,11 @@ fn bad_mixtures_shards_and_tokenizers_in_a_run() {
     let tmp = tempfile::tempdir().expect("tmp");
     two_domain_dataset(tmp.path());
     let p = tmp.path();
-    write_config(p, "unknown.toml", &MIX_RUN.replace("letters = 0.3", "letterz = 0.3"));
+    write_config(
+        p,
+        "unknown.toml",
+        &MIX_RUN.replace("letters = 0.3", "letterz = 0.3"),
+    );
     fails_with(
         &["train", "unknown.toml", "--run-dir", "r1"],
         p,
@@ -469,22 +574,43 @@ fn bad_mixtures_shards_and_tokenizers_in_a_run() {
     write_config(
         p,
         "zero.toml",
-        &MIX_RUN.replace("letters = 0.3", "letters = 0").replace("digits = 0.7", "digits = 0.0"),
+        &MIX_RUN
+            .replace("letters = 0.3", "letters = 0")
+            .replace("digits = 0.7", "digits = 0.0"),
     );
-    fails_with(&["train", "zero.toml", "--run-dir", "r2"], p, &["data.mixture", "sum to a positive"]);
-    write_config(p, "neg.toml", &MIX_RUN.replace("letters = 0.3", "letters = -1"));
-    fails_with(&["train", "neg.toml", "--run-dir", "r3"], p, &["data.mixture.letters", ">= 0"]);
+    fails_with(
+        &["train", "zero.toml", "--run-dir", "r2"],
+        p,
+        &["data.mixture", "sum to a positive"],
+    );
+    write_config(
+        p,
+        "neg.toml",
+        &MIX_RUN.replace("letters = 0.3", "letters = -1"),
+    );
+    fails_with(
+        &["train", "neg.toml", "--run-dir", "r3"],
+        p,
+        &["data.mixture.letters", ">= 0"],
+    );
 
     // A run whose tokenizer is not the dataset's.
     write_config(
         p,
         "tok.toml",
-        &MIX_RUN.replace("[optimizer]", &format!(
-            "[tokenizer]\npath = \"{}\"\n\n[optimizer]",
-            data_fixtures().join("tokenizer.json").display()
-        )),
+        &MIX_RUN.replace(
+            "[optimizer]",
+            &format!(
+                "[tokenizer]\npath = \"{}\"\n\n[optimizer]",
+                data_fixtures().join("tokenizer.json").display()
+            ),
+        ),
     );
-    fails_with(&["train", "tok.toml", "--run-dir", "r4"], p, &["mix", "tokenizer", "sha256:"]);
+    fails_with(
+        &["train", "tok.toml", "--run-dir", "r4"],
+        p,
+        &["mix", "tokenizer", "sha256:"],
+    );
 
     // One flipped byte in a shard, then a torn header.
     let shard = p.join("mix/digits/train-00001.bin");
@@ -492,18 +618,62 @@ fn bad_mixtures_shards_and_tokenizers_in_a_run() {
     let mut bad = good.clone();
     bad[100] ^= 1;
     std::fs::write(&shard, &bad).expect("write");
-    fails_with(&["train", "run.toml", "--run-dir", "r5"], &write_dir(p), &["train-00001.bin", "checksum"]);
+    fails_with(
+        &["train", "run.toml", "--run-dir", "r5"],
+        &write_dir(p),
+        &["train-00001.bin", "checksum"],
+    );
     let mut bad = good.clone();
     bad[12] = 3;
     std::fs::write(&shard, &bad).expect("write");
-    fails_with(&["train", "run.toml", "--run-dir", "r6"], &write_dir(p), &["train-00001.bin", "header"]);
+    fails_with(
+        &["train", "run.toml", "--run-dir", "r6"],
+        &write_dir(p),
+        &["train-00001.bin", "header"],
+    );
     std::fs::write(&shard, &good).expect("write");
     // An interrupted prepare leaves no manifest: the directory refuses to load.
     std::fs::remove_file(p.join("mix/manifest.json")).expect("rm");
-    fails_with(&["train", "run.toml", "--run-dir", "r7"], &write_dir(p), &["manifest.json", "kiln data prepare"]);
+    fails_with(
+        &["train", "run.toml", "--run-dir", "r7"],
+        &write_dir(p),
+        &["manifest.json", "kiln data prepare"],
+    );
 }
 
 fn write_dir(p: &Path) -> PathBuf {
     write_config(p, "run.toml", MIX_RUN);
     p.to_path_buf()
+}
+
+#[test]
+fn raw_sources_are_prepared_into_the_run_dir_and_eval_reads_them_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    two_domain_dataset(tmp.path());
+    let text = MIX_RUN
+        .replace("datasets = [\"mix\"]", "spec = \"mix.toml\"")
+        .replace("max_steps = 24", "max_steps = 4")
+        .replace("every = 8", "every = 2");
+    write_config(tmp.path(), "spec.toml", &text);
+    let o = run(kiln()
+        .args(["train", "spec.toml", "--run-dir", "run"])
+        .current_dir(tmp.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_dir = tmp.path().join("run");
+    assert!(run_dir.join("data/manifest.json").exists());
+    let saved = std::fs::read_to_string(run_dir.join("config.toml")).expect("config");
+    let data_dir = std::fs::canonicalize(run_dir.join("data")).expect("abs");
+    assert!(
+        saved.contains(&format!("datasets = [\"{}\"]", data_dir.display()))
+            && !saved.contains("spec ="),
+        "{saved}"
+    );
+    let o = run(kiln().arg("eval").arg(&run_dir).current_dir("/"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    let logged = metric(&run_dir, "val/loss");
+    assert!(
+        (v["loss"].as_f64().expect("loss") - logged[logged.len() - 1].1).abs() < 1e-6,
+        "{v} vs {logged:?}"
+    );
 }

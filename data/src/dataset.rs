@@ -134,6 +134,22 @@ impl Dataset {
     /// Opens every shard (checksums verified) after checking the manifest's
     /// tokenizer against `tokenizer_sha256` when one is given.
     pub fn open(dir: &Path, tokenizer_sha256: Option<&str>) -> Result<Dataset, DataError> {
+        Self::open_with(dir, tokenizer_sha256, true)
+    }
+
+    /// [`Dataset::open`] checking shard headers and sizes but not the data.
+    pub fn open_header_only(
+        dir: &Path,
+        tokenizer_sha256: Option<&str>,
+    ) -> Result<Dataset, DataError> {
+        Self::open_with(dir, tokenizer_sha256, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        tokenizer_sha256: Option<&str>,
+        verify_data: bool,
+    ) -> Result<Dataset, DataError> {
         let manifest = Manifest::read(dir)?;
         if let Some(found) = tokenizer_sha256 {
             if found != manifest.tokenizer_sha256 {
@@ -150,7 +166,11 @@ impl Dataset {
                 let mut shards = Vec::new();
                 for info in &split.shards {
                     let path = dir.join(&d.name).join(&info.file);
-                    let shard = Shard::open(&path)?;
+                    let shard = if verify_data {
+                        Shard::open(&path)?
+                    } else {
+                        Shard::open_header_only(&path)?
+                    };
                     if shard.len() != info.tokens || shard.crc32c() != info.crc32c {
                         return Err(DataError::BadShard {
                             path,

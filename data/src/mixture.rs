@@ -123,7 +123,9 @@ impl MixtureSampler {
             return Err(DataError::ZeroSize { what: "batch_size" });
         }
         let total: f64 = domains.iter().map(|d| d.weight).sum();
-        if domains.iter().any(|d| !(d.weight.is_finite() && d.weight >= 0.0))
+        if domains
+            .iter()
+            .any(|d| !(d.weight.is_finite() && d.weight >= 0.0))
             || !(total.is_finite() && total > 0.0)
         {
             return Err(DataError::BadWeights {
@@ -261,11 +263,31 @@ impl MixtureSampler {
         let checks: [(&'static str, String, String); 8] = [
             ("seed", state.seed.to_string(), cur.seed.to_string()),
             ("rank", state.rank.to_string(), cur.rank.to_string()),
-            ("world_size", state.world_size.to_string(), cur.world_size.to_string()),
-            ("seq_len", state.seq_len.to_string(), cur.seq_len.to_string()),
-            ("batch_size", state.batch_size.to_string(), cur.batch_size.to_string()),
-            ("the domains", format!("{:?}", state.domains), format!("{:?}", cur.domains)),
-            ("the mixture weights", format!("{:?}", state.weights), format!("{:?}", cur.weights)),
+            (
+                "world_size",
+                state.world_size.to_string(),
+                cur.world_size.to_string(),
+            ),
+            (
+                "seq_len",
+                state.seq_len.to_string(),
+                cur.seq_len.to_string(),
+            ),
+            (
+                "batch_size",
+                state.batch_size.to_string(),
+                cur.batch_size.to_string(),
+            ),
+            (
+                "the domains",
+                format!("{:?}", state.domains),
+                format!("{:?}", cur.domains),
+            ),
+            (
+                "the mixture weights",
+                format!("{:?}", state.weights),
+                format!("{:?}", cur.weights),
+            ),
             (
                 "the train tokens per domain",
                 format!("{:?}", state.domain_tokens),
@@ -349,7 +371,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // 100 docs of 10 tokens = 1000 tokens; seq 8 -> 124 windows.
         let a = stream(dir.path(), "a.bin", 5, 100);
-        let dom = vec![MixtureDomain { name: "a".into(), tokens: a, weight: 1.0 }];
+        let dom = vec![MixtureDomain {
+            name: "a".into(),
+            tokens: a,
+            weight: 1.0,
+        }];
         let mut s = MixtureSampler::new(dom.clone(), 8, 4, 3, 0, 1).unwrap();
         let mut starts = Vec::new();
         for _ in 0..31 {

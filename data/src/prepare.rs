@@ -103,7 +103,10 @@ impl DataSpec {
             message,
         };
         if self.sources.is_empty() {
-            return Err(err("source", "no [[source]] sections: add at least one".into()));
+            return Err(err(
+                "source",
+                "no [[source]] sections: add at least one".into(),
+            ));
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return Err(err(
@@ -133,7 +136,10 @@ impl DataSpec {
             if !seen.insert(s.domain.as_str()) {
                 return Err(err(
                     "source.domain",
-                    format!("\"{}\" appears twice: merge its paths into one [[source]]", s.domain),
+                    format!(
+                        "\"{}\" appears twice: merge its paths into one [[source]]",
+                        s.domain
+                    ),
                 ));
             }
             if s.paths.is_empty() {
@@ -403,7 +409,9 @@ pub fn prepare(
     let fp = fingerprint(spec, &tok_hash, &files)?;
     if !opts.force {
         if let Ok(m) = Manifest::read(out) {
-            if m.fingerprint == fp && crate::dataset::Dataset::open(out, Some(&tok_hash)).is_ok() {
+            if m.fingerprint == fp
+                && crate::dataset::Dataset::open_header_only(out, Some(&tok_hash)).is_ok()
+            {
                 return Ok(PrepareReport {
                     out: out.to_path_buf(),
                     up_to_date: true,

@@ -267,6 +267,17 @@ impl Shard {
     /// Maps `path` and checks its header, size, checksum and that every
     /// token id is below the vocabulary size recorded in the header.
     pub fn open(path: &Path) -> Result<Shard, DataError> {
+        Self::open_checked(path, true)
+    }
+
+    /// Header and size checks only, without reading the data: for deciding
+    /// whether a prepare is up to date, where a full pass would cost as much
+    /// I/O as the shards' size.
+    pub fn open_header_only(path: &Path) -> Result<Shard, DataError> {
+        Self::open_checked(path, false)
+    }
+
+    fn open_checked(path: &Path, verify_data: bool) -> Result<Shard, DataError> {
         let bad = |reason: String| DataError::BadShard {
             path: path.to_path_buf(),
             reason,
@@ -312,8 +323,10 @@ impl Shard {
                  but the file holds {have} bytes (truncated?)"
             )));
         }
-        if crc32c::crc32c(&map[HEADER_BYTES..]) != crc {
-            return Err(bad("data checksum mismatch (corrupt or modified file)".into()));
+        if verify_data && crc32c::crc32c(&map[HEADER_BYTES..]) != crc {
+            return Err(bad(
+                "data checksum mismatch (corrupt or modified file)".into()
+            ));
         }
         let shard = Shard {
             path: path.to_path_buf(),
@@ -324,7 +337,9 @@ impl Shard {
             vocab_size,
             crc,
         };
-        shard.check_ids()?;
+        if verify_data {
+            shard.check_ids()?;
+        }
         Ok(shard)
     }
 
@@ -507,7 +522,14 @@ mod tests {
         w.push_doc(&[1, 2], 0).unwrap();
         let err = w.push_doc(&[3, 70_000], 0).unwrap_err();
         assert!(
-            matches!(err, DataError::TokenOutOfRange { id: 70_000, offset: 4, .. }),
+            matches!(
+                err,
+                DataError::TokenOutOfRange {
+                    id: 70_000,
+                    offset: 4,
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("u16"), "{err}");
@@ -521,16 +543,40 @@ mod tests {
         let good = std::fs::read(&p).unwrap();
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"nonsense".to_vec(), "shorter than"),
-            ({ let mut b = good.clone(); b[0] = b'X'; b }, "bad magic"),
-            ({ let mut b = good.clone(); b[16] ^= 1; b }, "header checksum"),
-            ({ let mut b = good.clone(); b[66] ^= 1; b }, "data checksum"),
+            (
+                {
+                    let mut b = good.clone();
+                    b[0] = b'X';
+                    b
+                },
+                "bad magic",
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[16] ^= 1;
+                    b
+                },
+                "header checksum",
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[66] ^= 1;
+                    b
+                },
+                "data checksum",
+            ),
             (good[..good.len() - 3].to_vec(), "truncated"),
         ];
         for (bytes, expect) in cases {
             std::fs::write(&p, &bytes).unwrap();
             let err = Shard::open(&p).unwrap_err();
             let msg = err.to_string();
-            assert!(msg.contains(expect) && msg.contains("a.bin"), "{expect}: {msg}");
+            assert!(
+                msg.contains(expect) && msg.contains("a.bin"),
+                "{expect}: {msg}"
+            );
         }
     }
 
@@ -541,6 +587,16 @@ mod tests {
         // Claims a vocabulary of 10 but holds id 12.
         write_shard(&p, 10, &[&[1, 12]]);
         let err = Shard::open(&p).unwrap_err();
-        assert!(matches!(err, DataError::TokenOutOfRange { id: 12, offset: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DataError::TokenOutOfRange {
+                    id: 12,
+                    offset: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -295,11 +295,12 @@ pub fn open_file(
             flate2::read::MultiGzDecoder::new(counted),
         )),
         Compression::Zstd => {
-            let dec = zstd::stream::read::Decoder::new(counted).map_err(|e| DataError::Corrupt {
-                path: path.clone(),
-                at: "the start".into(),
-                reason: e.to_string(),
-            })?;
+            let dec =
+                zstd::stream::read::Decoder::new(counted).map_err(|e| DataError::Corrupt {
+                    path: path.clone(),
+                    at: "the start".into(),
+                    reason: e.to_string(),
+                })?;
             Box::new(BufReader::with_capacity(1 << 16, dec))
         }
     };
@@ -697,10 +698,19 @@ mod tests {
     #[test]
     fn formats_from_names() {
         let f = |s: &str| detect_format(Path::new(s));
-        assert_eq!(f("a.jsonl.zst"), Some((SourceFormat::Jsonl, Compression::Zstd)));
-        assert_eq!(f("a.JSONL.gz"), Some((SourceFormat::Jsonl, Compression::Gzip)));
+        assert_eq!(
+            f("a.jsonl.zst"),
+            Some((SourceFormat::Jsonl, Compression::Zstd))
+        );
+        assert_eq!(
+            f("a.JSONL.gz"),
+            Some((SourceFormat::Jsonl, Compression::Gzip))
+        );
         assert_eq!(f("x/a.txt"), Some((SourceFormat::Text, Compression::None)));
-        assert_eq!(f("a.parquet"), Some((SourceFormat::Parquet, Compression::None)));
+        assert_eq!(
+            f("a.parquet"),
+            Some((SourceFormat::Parquet, Compression::None))
+        );
         assert_eq!(f("a.csv"), None);
         assert_eq!(f("gz"), None);
     }
@@ -712,7 +722,11 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(body).unwrap();
         write(dir.path(), "d/a.jsonl.gz", &gz.finish().unwrap());
-        write(dir.path(), "d/b.jsonl.zst", &zstd::encode_all(&body[..], 3).unwrap());
+        write(
+            dir.path(),
+            "d/b.jsonl.zst",
+            &zstd::encode_all(&body[..], 3).unwrap(),
+        );
         let mut spec = SourceSpec::new("web", &[dir.path().join("d").to_str().unwrap()]);
         spec.id_field = Some("id".into());
         spec.metadata_field = Some("metadata".into());
@@ -731,9 +745,15 @@ mod tests {
         write(dir.path(), "c.md", b"not matched");
         let pattern = format!("{}/*.txt", dir.path().display());
         let mut spec = SourceSpec::new("books", &[&pattern]);
-        assert_eq!(texts(&read_all(&spec).unwrap()), ["p1 l1\np1 l2\n\n\n  \np2\r\n\np3", "q1\n\nq2\n"]);
+        assert_eq!(
+            texts(&read_all(&spec).unwrap()),
+            ["p1 l1\np1 l2\n\n\n  \np2\r\n\np3", "q1\n\nq2\n"]
+        );
         spec.format = Some(SourceFormat::TextBlocks);
-        assert_eq!(texts(&read_all(&spec).unwrap()), ["p1 l1\np1 l2", "p2", "p3", "q1", "q2"]);
+        assert_eq!(
+            texts(&read_all(&spec).unwrap()),
+            ["p1 l1\np1 l2", "p2", "p3", "q1", "q2"]
+        );
         let none = SourceSpec::new("x", &[&format!("{}/*.nope", dir.path().display())]);
         assert!(matches!(read_all(&none), Err(DataError::NoFiles { .. })));
     }
@@ -741,7 +761,11 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced_and_flagged() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a.jsonl", b"{\"text\": \"ok \xff\"}\n{\"text\": \"fine\"}\n");
+        write(
+            dir.path(),
+            "a.jsonl",
+            b"{\"text\": \"ok \xff\"}\n{\"text\": \"fine\"}\n",
+        );
         let docs = read_all(&SourceSpec::new("w", &[dir.path().to_str().unwrap()])).unwrap();
         assert_eq!(texts(&docs), ["ok \u{fffd}", "fine"]);
         assert_eq!(
@@ -753,7 +777,9 @@ mod tests {
     #[test]
     fn corrupt_gzip_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let body: String = (0..2000).map(|i| format!("{{\"text\": \"doc {i}\"}}\n")).collect();
+        let body: String = (0..2000)
+            .map(|i| format!("{{\"text\": \"doc {i}\"}}\n"))
+            .collect();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(body.as_bytes()).unwrap();
         let mut bytes = gz.finish().unwrap();
@@ -763,6 +789,9 @@ mod tests {
         let err = read_all(&SourceSpec::new("w", &[dir.path().to_str().unwrap()])).unwrap_err();
         assert!(matches!(err, DataError::Corrupt { .. }), "{err}");
         let msg = err.to_string();
-        assert!(msg.contains("bad.jsonl.gz") && msg.contains("line "), "{msg}");
+        assert!(
+            msg.contains("bad.jsonl.gz") && msg.contains("line "),
+            "{msg}"
+        );
     }
 }

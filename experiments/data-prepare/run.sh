@@ -28,4 +28,5 @@ SPEC
 grep -E "Maximum resident|Elapsed \(wall|Percent of CPU" "$WORK/prepare-time.txt"
 du -sb "$WORK/stories.jsonl" "$WORK/prepared"
 # A re-run over the same inputs is a no-op.
-/usr/bin/time -f "re-run: %e s, %M KB peak" "$K" data prepare "$WORK/data.toml" | head -1
+/usr/bin/time -f "re-run: %e s, %M KB peak" "$K" data prepare "$WORK/data.toml" > "$WORK/rerun.txt"
+head -1 "$WORK/rerun.txt"

@@ -186,11 +186,8 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         None => req.config.clone(),
     };
 
-    let data = data_setup::load_run_data(
-        &mut cfg,
-        &run_dir,
-        resumed.as_ref().map(|c| &c.tokenizer),
-    )?;
+    let data =
+        data_setup::load_run_data(&mut cfg, &run_dir, resumed.as_ref().map(|c| &c.tokenizer))?;
     let tokenizer: Tokenizer = data.tokenizer;
     let mut sampler = data.train;
     let val_sets = data.val;
@@ -373,7 +370,11 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
                     rows += n;
                 }
             }
-            let val = if rows == 0 { f64::NAN } else { total / rows as f64 };
+            let val = if rows == 0 {
+                f64::NAN
+            } else {
+                total / rows as f64
+            };
             if val.is_finite() {
                 metrics.scalar(done, "val/loss", val);
                 metrics.scalar(done, "val/ppl", val.exp());

@@ -68,7 +68,10 @@ pub fn tokenizer_train(
     let spec = DataSpec::load(spec_path)?;
     let mut texts = SpecTexts::open(&spec, max_bytes.unwrap_or(u64::MAX), false)?;
     let spinner = ProgressBar::new_spinner();
-    spinner.set_message(format!("training a {kind} tokenizer on {}", spec_path.display()));
+    spinner.set_message(format!(
+        "training a {kind} tokenizer on {}",
+        spec_path.display()
+    ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let tok = match kind {
         "bpe" => Tokenizer::train_bpe_stream(&mut texts, vocab_size),
@@ -111,7 +114,8 @@ pub fn write_stories(out: &Path, seed: u64, docs: u64) -> anyhow::Result<u64> {
             bar.set_position(i);
         }
     }
-    w.flush().with_context(|| format!("writing {}", out.display()))?;
+    w.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
     bar.finish_and_clear();
     Ok(bytes)
 }
