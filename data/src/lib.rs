@@ -27,7 +27,7 @@ pub mod sources;
 pub mod stories;
 pub mod tokenizer;
 
-pub use corpus::{read_documents, TextFormat};
+pub use corpus::{read_documents, read_documents_counted, TextFormat};
 pub use dataset::{tokenizer_hash, Dataset, Manifest};
 pub use error::DataError;
 pub use loader::{eval_batches, Batch, BatchSampler, SamplerState, TokenSplit};

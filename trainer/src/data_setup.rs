@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kiln_data::dataset::DomainData;
 use kiln_data::mixture::{eval_batches_from_stream, MixtureDomain};
 use kiln_data::{
-    eval_batches, generate_corpus, prepare, read_documents, tokenizer_hash, Batch, BatchSampler,
+    eval_batches, generate_corpus, prepare, read_documents_counted, tokenizer_hash, Batch, BatchSampler,
     DataError, DataSpec, Dataset, MixtureSampler, PrepareOptions, SpecTexts, TextFormat,
     TokenSplit, Tokenizer,
 };
@@ -25,10 +25,30 @@ fn format_of(cfg: &RunConfig) -> Option<TextFormat> {
     }
 }
 
+/// Documents of `path`; files whose invalid UTF-8 was replaced are reported
+/// on stderr (replaced and counted, not fatal).
+fn read_reporting(cfg: &RunConfig, path: &Path) -> Result<Vec<String>> {
+    let (docs, repairs) = read_documents_counted(path, format_of(cfg), &cfg.data.text_field)?;
+    for (file, offset) in &repairs {
+        eprintln!(
+            "warning: {}: invalid UTF-8 from byte offset {offset} replaced with U+FFFD",
+            file.display()
+        );
+    }
+    if !repairs.is_empty() {
+        eprintln!(
+            "warning: invalid UTF-8 replaced in {} file(s) of {}",
+            repairs.len(),
+            path.display()
+        );
+    }
+    Ok(docs)
+}
+
 /// Documents of the training source: a file/directory, or the built-in stories.
 pub fn train_documents(cfg: &RunConfig) -> Result<Vec<String>> {
     match &cfg.data.train {
-        Some(path) => Ok(read_documents(path, format_of(cfg), &cfg.data.text_field)?),
+        Some(path) => read_reporting(cfg, path),
         None => Ok(generate_corpus(
             cfg.data.stories_seed,
             cfg.data.stories_docs,
@@ -66,7 +86,7 @@ pub fn resolve_vocab(cfg: &mut RunConfig, tokenizer: &Tokenizer) -> Result<()> {
 pub fn token_split(cfg: &RunConfig, tokenizer: &Tokenizer, docs: &[String]) -> Result<TokenSplit> {
     let split = match &cfg.data.val {
         Some(val) => {
-            let val_docs = read_documents(val, format_of(cfg), &cfg.data.text_field)?;
+            let val_docs = read_reporting(cfg, val)?;
             TokenSplit {
                 train: tokenizer.encode_docs(docs)?,
                 val: tokenizer.encode_docs(&val_docs)?,
