@@ -463,7 +463,8 @@ fn corrupt_copy(tmp: &Path, from: &str, to: &str, f: impl Fn(&mut Vec<u8>)) {
 
 #[test]
 fn corrupt_gzip_zstd_and_parquet_name_the_file_and_skip_bad_continues() {
-    let cases: [(&str, &str, fn(&mut Vec<u8>), &str); 4] = [
+    type Case = (&'static str, &'static str, fn(&mut Vec<u8>), &'static str);
+    let cases: [Case; 4] = [
         (
             "books.jsonl.gz",
             "bad.jsonl.gz",
