@@ -678,3 +678,60 @@ fn raw_sources_are_prepared_into_the_run_dir_and_eval_reads_them_back() {
         "{v} vs {logged:?}"
     );
 }
+
+#[test]
+fn a_prepare_killed_mid_way_leaves_nothing_that_loads_and_reruns_cleanly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = tmp.path();
+    let o = run(kiln()
+        .args(["data", "stories", "--docs", "8000", "--out"])
+        .arg(p.join("s.jsonl")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let spec = write_config(
+        p,
+        "s.toml",
+        &format!(
+            "out = \"out\"\ntokenizer = \"{}\"\nshard_tokens = 20000\n\
+             [[source]]\ndomain = \"stories\"\npaths = [\"s.jsonl\"]\n",
+            data_fixtures().join("tokenizer.json").display()
+        ),
+    );
+    let mut child = kiln()
+        .args(["data", "prepare"])
+        .arg(&spec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let first = p.join("out/stories/train-00000.bin");
+    assert!(wait_for(&first, Duration::from_secs(120)), "no shard written");
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(!p.join("out/manifest.json").exists(), "the prepare finished before the kill");
+    let err = Dataset::open(&p.join("out"), None).expect_err("a torn dataset must not load");
+    assert!(err.to_string().contains("kiln data prepare"), "{err}");
+    // Files under shard names are complete shards (a shard is renamed into
+    // place only once whole); the one being written has a temp name.
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    for name in names(&p.join("out/stories")) {
+        if !name.starts_with('.') {
+            let opened = kiln_data::Shard::open(&p.join("out/stories").join(&name));
+            assert!(opened.is_ok(), "{name}: {opened:?}");
+        }
+    }
+    let o = run(kiln().args(["data", "prepare"]).arg(&spec));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let left: Vec<String> = names(&p.join("out/stories"))
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temp files left after the re-run: {left:?}");
+    let ds = Dataset::open(&p.join("out"), None).expect("loads after a re-run");
+    assert_eq!(ds.manifest.domains[0].stats.docs_read, 8_000);
+}
