@@ -704,10 +704,16 @@ fn a_prepare_killed_mid_way_leaves_nothing_that_loads_and_reruns_cleanly() {
         .spawn()
         .expect("spawn");
     let first = p.join("out/stories/train-00000.bin");
-    assert!(wait_for(&first, Duration::from_secs(120)), "no shard written");
+    assert!(
+        wait_for(&first, Duration::from_secs(120)),
+        "no shard written"
+    );
     child.kill().expect("kill -9");
     let _ = child.wait();
-    assert!(!p.join("out/manifest.json").exists(), "the prepare finished before the kill");
+    assert!(
+        !p.join("out/manifest.json").exists(),
+        "the prepare finished before the kill"
+    );
     let err = Dataset::open(&p.join("out"), None).expect_err("a torn dataset must not load");
     assert!(err.to_string().contains("kiln data prepare"), "{err}");
     // Files under shard names are complete shards (a shard is renamed into
@@ -731,7 +737,10 @@ fn a_prepare_killed_mid_way_leaves_nothing_that_loads_and_reruns_cleanly() {
         .into_iter()
         .filter(|n| n.starts_with('.'))
         .collect();
-    assert!(left.is_empty(), "temp files left after the re-run: {left:?}");
+    assert!(
+        left.is_empty(),
+        "temp files left after the re-run: {left:?}"
+    );
     let ds = Dataset::open(&p.join("out"), None).expect("loads after a re-run");
     assert_eq!(ds.manifest.domains[0].stats.docs_read, 8_000);
 }

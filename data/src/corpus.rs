@@ -155,7 +155,10 @@ fn read_utf8_lossy(path: &Path) -> Result<(String, Option<usize>), DataError> {
         Ok(text) => (text, None),
         Err(e) => {
             let offset = e.utf8_error().valid_up_to();
-            (String::from_utf8_lossy(e.as_bytes()).into_owned(), Some(offset))
+            (
+                String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                Some(offset),
+            )
         }
     };
     // Editors on Windows like to start files with a byte-order mark; it is

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use kiln_data::dataset::DomainData;
 use kiln_data::mixture::{eval_batches_from_stream, MixtureDomain};
 use kiln_data::{
-    eval_batches, generate_corpus, prepare, read_documents_counted, tokenizer_hash, Batch, BatchSampler,
-    DataError, DataSpec, Dataset, MixtureSampler, PrepareOptions, SpecTexts, TextFormat,
-    TokenSplit, Tokenizer,
+    eval_batches, generate_corpus, prepare, read_documents_counted, tokenizer_hash, Batch,
+    BatchSampler, DataError, DataSpec, Dataset, MixtureSampler, PrepareOptions, SpecTexts,
+    TextFormat, TokenSplit, Tokenizer,
 };
 
 use crate::config::{RunConfig, TokenizerKindConfig};
