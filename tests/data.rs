@@ -78,9 +78,11 @@ fn check_against_reference(spec: &SourceSpec, tok: &Tokenizer, reference: &[RefD
 fn pyarrow_parquet_and_python_jsonl_tokenize_like_python_tokenizers() {
     let dir = data_fixtures();
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).expect("tokenizer");
-    let mut web = SourceSpec::new("web", &[dir.join("web.parquet").to_str().expect("utf8")]);
-    web.id_field = Some("id".into());
-    check_against_reference(&web, &tok, &expected("web"));
+    for name in ["web.parquet", "web-zstd.parquet"] {
+        let mut web = SourceSpec::new("web", &[dir.join(name).to_str().expect("utf8")]);
+        web.id_field = Some("id".into());
+        check_against_reference(&web, &tok, &expected("web"));
+    }
     for name in ["books.jsonl", "books.jsonl.gz", "books.jsonl.zst"] {
         let mut books = SourceSpec::new("books", &[dir.join(name).to_str().expect("utf8")]);
         books.id_field = Some("id".into());

@@ -5,6 +5,7 @@ Writes into tests/fixtures/data/:
                       trained with Python `tokenizers` on the documents below
   web.parquet         FineWeb layout (id: int64, url: string, text: string), written
                       by pyarrow with snappy compression and row groups of 5 rows
+  web-zstd.parquet    the same table, zstd-compressed
   books.jsonl         dolma layout {id, text, metadata}, written with Python's json
   books.jsonl.gz      the same bytes, gzip
   books.jsonl.zst     the same bytes, zstd
@@ -90,6 +91,7 @@ def main() -> None:
         }
     )
     pq.write_table(table, OUT / "web.parquet", row_group_size=5, compression="snappy")
+    pq.write_table(table, OUT / "web-zstd.parquet", row_group_size=5, compression="zstd")
 
     lines = "".join(
         json.dumps({"id": f"b{i}", "text": t, "metadata": {"source": "gen", "n": i}},
