@@ -5,6 +5,7 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod data;
 mod fused_ops;
 mod mamba;
 mod optim_model_parity;

@@ -39,11 +39,25 @@ impl TextFormat {
 /// `format` forces the layout; `None` detects it from each file's extension.
 /// In a directory, `None` reads only files with a known extension, while an
 /// explicit format reads every file (hidden files are always skipped).
+/// Invalid UTF-8 is replaced with U+FFFD (see [`read_documents_counted`]).
 pub fn read_documents(
     path: &Path,
     format: Option<TextFormat>,
     text_field: &str,
 ) -> Result<Vec<String>, DataError> {
+    Ok(read_documents_counted(path, format, text_field)?.0)
+}
+
+/// Files in which invalid UTF-8 was replaced: `(path, byte offset of the first)`.
+pub type Utf8Repairs = Vec<(PathBuf, usize)>;
+
+/// [`read_documents`], also returning the files whose invalid UTF-8 was
+/// replaced, so the caller can report them.
+pub fn read_documents_counted(
+    path: &Path,
+    format: Option<TextFormat>,
+    text_field: &str,
+) -> Result<(Vec<String>, Utf8Repairs), DataError> {
     let meta = fs::metadata(path).map_err(|source| not_found_or_io(path, source))?;
     let files: Vec<(PathBuf, TextFormat)> = if meta.is_dir() {
         let mut found = Vec::new();
@@ -67,8 +81,12 @@ pub fn read_documents(
     };
 
     let mut docs = Vec::new();
+    let mut repairs = Vec::new();
     for (file, fmt) in &files {
-        let text = read_utf8(file)?;
+        let (text, bad_offset) = read_utf8_lossy(file)?;
+        if let Some(offset) = bad_offset {
+            repairs.push((file.clone(), offset));
+        }
         match fmt {
             TextFormat::Text => docs.push(text),
             TextFormat::Jsonl => parse_jsonl(file, &text, text_field, &mut docs)?,
@@ -82,7 +100,7 @@ pub fn read_documents(
             path: path.to_path_buf(),
         });
     }
-    Ok(docs)
+    Ok((docs, repairs))
 }
 
 fn not_found_or_io(path: &Path, source: std::io::Error) -> DataError {
@@ -129,22 +147,26 @@ fn collect_files(
     Ok(())
 }
 
-fn read_utf8(path: &Path) -> Result<String, DataError> {
+/// The file's text with invalid UTF-8 replaced by U+FFFD, and the byte
+/// offset of the first invalid sequence if there was one.
+fn read_utf8_lossy(path: &Path) -> Result<(String, Option<usize>), DataError> {
     let bytes = fs::read(path).map_err(|source| not_found_or_io(path, source))?;
-    match String::from_utf8(bytes) {
-        Ok(mut text) => {
-            // Editors on Windows like to start files with a byte-order mark;
-            // it is not text.
-            if text.starts_with('\u{feff}') {
-                text.drain(..'\u{feff}'.len_utf8());
-            }
-            Ok(text)
+    let (mut text, bad) = match String::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let offset = e.utf8_error().valid_up_to();
+            (
+                String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                Some(offset),
+            )
         }
-        Err(e) => Err(DataError::InvalidUtf8 {
-            path: path.to_path_buf(),
-            offset: e.utf8_error().valid_up_to(),
-        }),
+    };
+    // Editors on Windows like to start files with a byte-order mark; it is
+    // not text.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
     }
+    Ok((text, bad))
 }
 
 fn parse_jsonl(
@@ -193,7 +215,7 @@ fn parse_jsonl(
     Ok(())
 }
 
-fn json_kind(v: &serde_json::Value) -> &'static str {
+pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",
@@ -287,16 +309,12 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_names_the_offset() {
+    fn invalid_utf8_is_replaced_and_reported_with_its_offset() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "bad.txt", b"hello \xff world");
-        let err = read_documents(&p, None, "text").unwrap_err();
-        assert!(
-            matches!(err, DataError::InvalidUtf8 { offset: 6, .. }),
-            "{err}"
-        );
-        let msg = err.to_string();
-        assert!(msg.contains("bad.txt") && msg.contains("offset 6"), "{msg}");
+        let (docs, repairs) = read_documents_counted(&p, None, "text").unwrap();
+        assert_eq!(docs, vec!["hello \u{fffd} world".to_string()]);
+        assert_eq!(repairs, vec![(p, 6)]);
     }
 
     #[test]

@@ -140,4 +140,76 @@ pub enum DataError {
 
     #[error("cannot restore the data sampler: {reason}")]
     BadState { reason: String },
+
+    #[error("{field}: {message}")]
+    BadSpec { field: String, message: String },
+
+    #[error(
+        "{}: corrupt or truncated at {at}: {reason}: re-download or re-compress the file, or \
+         pass --skip-bad to skip it and continue",
+        path.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        at: String,
+        reason: String,
+    },
+
+    #[error(
+        "{}: no column \"{column}\" (columns: {available}): set text_field to the column \
+         that holds the text",
+        path.display()
+    )]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        available: String,
+    },
+
+    #[error(
+        "{}: column \"{column}\" is {found}, not strings: set text_field to the column that \
+         holds the text",
+        path.display()
+    )]
+    ColumnNotString {
+        path: PathBuf,
+        column: String,
+        found: String,
+    },
+
+    #[error("shard {}: {reason}: re-run `kiln data prepare` to rebuild it", path.display())]
+    BadShard { path: PathBuf, reason: String },
+
+    #[error(
+        "{}: token id {id} at token {offset} does not fit {limit}: the tokenizer's vocabulary is \
+         larger than the shard's token type allows; re-run `kiln data prepare` with this tokenizer",
+        path.display()
+    )]
+    TokenOutOfRange {
+        path: PathBuf,
+        id: u64,
+        offset: u64,
+        limit: String,
+    },
+
+    #[error("dataset manifest {}: {reason}", path.display())]
+    BadManifest { path: PathBuf, reason: String },
+
+    #[error(
+        "dataset {} was prepared with tokenizer {expected} but the run's tokenizer is {found}: \
+         use the dataset's tokenizer.json (tokenizer.path) or re-run `kiln data prepare` with \
+         this tokenizer",
+        dataset.display()
+    )]
+    TokenizerMismatch {
+        dataset: PathBuf,
+        expected: String,
+        found: String,
+    },
+
+    #[error("data.mixture: unknown domain \"{domain}\": the datasets hold {available}")]
+    UnknownDomain { domain: String, available: String },
+
+    #[error("data.mixture: {reason}")]
+    BadWeights { reason: String },
 }

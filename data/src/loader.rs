@@ -261,10 +261,23 @@ pub fn eval_batches(
     batch_size: usize,
     max_batches: usize,
 ) -> Vec<Batch> {
-    if seq_len == 0 || batch_size == 0 || max_batches == 0 || tokens.len() <= seq_len {
+    eval_starts(tokens.len(), seq_len, batch_size, max_batches)
+        .iter()
+        .map(|chunk| Batch::from_starts(tokens, chunk, seq_len))
+        .collect()
+}
+
+/// Start offsets of [`eval_batches`]' windows over `n_tokens`, one `Vec` per batch.
+pub(crate) fn eval_starts(
+    n_tokens: usize,
+    seq_len: usize,
+    batch_size: usize,
+    max_batches: usize,
+) -> Vec<Vec<usize>> {
+    if seq_len == 0 || batch_size == 0 || max_batches == 0 || n_tokens <= seq_len {
         return Vec::new();
     }
-    let max_start = tokens.len() - seq_len - 1;
+    let max_start = n_tokens - seq_len - 1;
     let distinct_starts = max_start + 1;
     let mut n_windows = max_batches.saturating_mul(batch_size).min(distinct_starts);
     if n_windows >= batch_size {
@@ -280,10 +293,7 @@ pub fn eval_batches(
             .map(|i| (i as u128 * max_start as u128 / (n_windows as u128 - 1)) as usize)
             .collect()
     };
-    starts
-        .chunks(batch_size)
-        .map(|chunk| Batch::from_starts(tokens, chunk, seq_len))
-        .collect()
+    starts.chunks(batch_size).map(|c| c.to_vec()).collect()
 }
 
 mod u128_as_string {

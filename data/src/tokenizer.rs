@@ -124,14 +124,20 @@ impl Tokenizer {
     /// Byte-level BPE with `vocab_size` entries at most (fewer if the corpus
     /// runs out of pairs to merge), `<|endoftext|>` with id 0.
     pub fn train_bpe(docs: &[String], vocab_size: usize) -> Result<Tokenizer, DataError> {
+        Self::train_bpe_stream(docs.iter().cloned(), vocab_size)
+    }
+
+    /// [`Tokenizer::train_bpe`] over a stream of documents: memory holds the
+    /// trainer's word counts, not the corpus.
+    pub fn train_bpe_stream<I>(docs: I, vocab_size: usize) -> Result<Tokenizer, DataError>
+    where
+        I: Iterator<Item = String> + Send,
+    {
         if vocab_size < MIN_BPE_VOCAB {
             return Err(DataError::VocabTooSmall {
                 vocab_size,
                 min: MIN_BPE_VOCAB,
             });
-        }
-        if docs.iter().all(|d| d.is_empty()) {
-            return Err(DataError::EmptyTrainingText);
         }
         // add_prefix_space = false: a document's first word is not rewritten,
         // so decode(encode(s)) == s; use_regex = true: GPT-2's split rules.
@@ -149,9 +155,18 @@ impl Tokenizer {
         let mut inner = tokenizers::Tokenizer::new(BPE::default());
         inner.with_pre_tokenizer(Some(byte_level));
         inner.with_decoder(Some(byte_level));
+        let saw_text = std::sync::atomic::AtomicBool::new(false);
+        let docs = docs.inspect(|d| {
+            if !d.is_empty() {
+                saw_text.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
         inner
-            .train(&mut trainer, docs.iter())
+            .train(&mut trainer, docs)
             .map_err(|e| hf_error("training BPE", e))?;
+        if !saw_text.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(DataError::EmptyTrainingText);
+        }
         Self::from_hf(inner)
     }
 
@@ -276,6 +291,33 @@ impl Tokenizer {
             ids.extend_from_slice(enc.get_ids());
         }
         Ok(ids)
+    }
+
+    /// Token ids of each text, encoded together so that all cores work on
+    /// a batch of many small documents as well as on a few large ones.
+    pub fn encode_each(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, DataError> {
+        let mut pieces = Vec::new();
+        let mut ends = Vec::with_capacity(texts.len());
+        for t in texts {
+            pieces.extend(split_at_lone_newlines(t, TARGET_CHUNK_BYTES));
+            ends.push(pieces.len());
+        }
+        let encodings = self
+            .inner
+            .encode_batch_fast(pieces, false)
+            .map_err(|e| self.encode_error(texts, e))?;
+        let mut out = Vec::with_capacity(texts.len());
+        let mut piece = 0;
+        for &end in &ends {
+            let encs = &encodings[piece..end];
+            let mut ids = Vec::with_capacity(encs.iter().map(|e| e.len()).sum());
+            for enc in encs {
+                ids.extend_from_slice(enc.get_ids());
+            }
+            out.push(ids);
+            piece = end;
+        }
+        Ok(out)
     }
 
     /// All documents as one stream, `<|endoftext|>` between consecutive

@@ -39,6 +39,29 @@ pub struct BenchReport {
     pub peak_rss_mb: f64,
     /// `peak_rss_mb` per parameter, in bytes (includes activations).
     pub peak_rss_bytes_per_param: f64,
+    /// Batches per second the model consumes (1 / step time).
+    pub model_batches_per_s: f64,
+    /// Batches per second the data loader produces from `data.datasets`
+    /// (absent for in-memory data): it must stay well above the model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loader_batches_per_s: Option<f64>,
+}
+
+/// Times the run's mixture loader on its prepared datasets for ~0.5 s.
+pub fn loader_batches_per_s(cfg: &RunConfig) -> Result<Option<f64>> {
+    if cfg.data.datasets.is_empty() {
+        return Ok(None);
+    }
+    let mut cfg = cfg.clone();
+    cfg.model.vocab_size = 0;
+    let mut data = crate::data_setup::load_run_data(&mut cfg, &std::env::temp_dir(), None)?;
+    let t = Instant::now();
+    let mut n = 0u64;
+    while n < 10 || t.elapsed().as_secs_f64() < 0.5 {
+        std::hint::black_box(data.train.next_batch());
+        n += 1;
+    }
+    Ok(Some(n as f64 / t.elapsed().as_secs_f64()))
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), MiB.
@@ -166,5 +189,7 @@ pub fn bench<B: TrainBackend>(
         peak_rss_mb: peak_rss_mb(),
         peak_rss_bytes_per_param: peak_rss_mb() * 1024.0 * 1024.0
             / cfg.model.num_params().max(1) as f64,
+        model_batches_per_s: 1.0 / step_time,
+        loader_batches_per_s: loader_batches_per_s(cfg)?,
     })
 }

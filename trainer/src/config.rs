@@ -2,6 +2,7 @@
 //! TOML -> `toml::Value` (where `--set` overrides land) -> typed structs with
 //! `deny_unknown_fields`, so every error names the field path.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kiln_models::ModelConfig;
@@ -51,6 +52,24 @@ pub struct DataConfig {
     /// Size and seed of the built-in story corpus.
     pub stories_docs: usize,
     pub stories_seed: u64,
+    /// Prepared dataset directories (`kiln data prepare` output).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<PathBuf>,
+    /// A data spec (DATA.toml) whose raw sources are prepared into
+    /// `RUN_DIR/data` when the run starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<PathBuf>,
+    /// Sampling weight per domain; empty: proportional to train tokens.
+    /// (Last: TOML writes tables after plain keys.)
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mixture: BTreeMap<String, f64>,
+}
+
+impl DataConfig {
+    /// Training reads prepared shards (not in-memory text).
+    pub fn uses_shards(&self) -> bool {
+        !self.datasets.is_empty() || self.spec.is_some()
+    }
 }
 
 impl Default for DataConfig {
@@ -64,6 +83,9 @@ impl Default for DataConfig {
             seq_len: None,
             stories_docs: 20_000,
             stories_seed: 1234,
+            datasets: Vec::new(),
+            spec: None,
+            mixture: BTreeMap::new(),
         }
     }
 }
@@ -520,8 +542,9 @@ impl RunConfig {
                 ),
             ));
         }
+        self.validate_data_sources()?;
         let f = self.data.val_fraction;
-        if self.data.val.is_none() && !(f > 0.0 && f < 1.0) {
+        if self.data.val.is_none() && !self.data.uses_shards() && !(f > 0.0 && f < 1.0) {
             return Err(TrainerError::invalid(
                 "data.val_fraction",
                 format!("{f} must be in (0, 1), e.g. 0.1"),
@@ -642,6 +665,48 @@ impl RunConfig {
         Ok(())
     }
 
+    /// `[data]`: one kind of source, and mixture weights that can be normalised.
+    fn validate_data_sources(&self) -> Result<()> {
+        let d = &self.data;
+        if d.uses_shards() {
+            if d.train.is_some() || d.val.is_some() {
+                return Err(TrainerError::invalid(
+                    "data.train",
+                    "cannot be combined with data.datasets / data.spec: give raw files as a \
+                     [[source]] of the data spec, or drop data.datasets",
+                ));
+            }
+            if !d.datasets.is_empty() && d.spec.is_some() {
+                return Err(TrainerError::invalid(
+                    "data.spec",
+                    "cannot be combined with data.datasets: prepare the spec with \
+                     `kiln data prepare` and list its output in data.datasets",
+                ));
+            }
+        } else if !d.mixture.is_empty() {
+            return Err(TrainerError::invalid(
+                "data.mixture",
+                "weights need domains: set data.datasets (prepared) or data.spec (raw sources)",
+            ));
+        }
+        for (name, w) in &d.mixture {
+            if !(w.is_finite() && *w >= 0.0) {
+                return Err(TrainerError::invalid(
+                    format!("data.mixture.{name}"),
+                    format!("{w} must be a finite weight >= 0"),
+                ));
+            }
+        }
+        if !d.mixture.is_empty() && d.mixture.values().sum::<f64>() <= 0.0 {
+            return Err(TrainerError::invalid(
+                "data.mixture",
+                "the weights sum to 0: they must sum to a positive number (e.g. web = 0.7, \
+                 books = 0.3)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Relative paths are taken from the working directory; the saved config
     /// holds absolute ones so that `--resume` works from anywhere.
     pub fn absolutize_paths(&mut self) {
@@ -654,6 +719,12 @@ impl RunConfig {
         };
         fix(&mut self.data.train);
         fix(&mut self.data.val);
+        fix(&mut self.data.spec);
+        for p in &mut self.data.datasets {
+            if let Ok(abs) = std::fs::canonicalize(&*p) {
+                *p = abs;
+            }
+        }
         fix(&mut self.tokenizer.path);
         if let Some(init) = self.init.as_mut() {
             if let Ok(abs) = std::fs::canonicalize(&init.from) {

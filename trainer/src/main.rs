@@ -94,6 +94,16 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Raw corpora to packed token shards.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
+    /// Train a tokenizer on a data spec's sources.
+    Tokenizer {
+        #[command(subcommand)]
+        action: TokenizerAction,
+    },
     /// Train-step throughput of a config as one JSON line.
     Bench {
         config: PathBuf,
@@ -103,6 +113,54 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataAction {
+    /// Tokenize a data spec's sources into shards (skipped when up to date).
+    Prepare {
+        /// The data spec (TOML with [[source]] sections).
+        spec: PathBuf,
+        /// Output directory (overrides the spec's `out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// tokenizer.json to use (overrides the spec's `tokenizer`).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Skip files that fail to decode (reported at the end) instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+        /// Rebuild even when the output is up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write N built-in generated stories as JSONL (a corpus of any size).
+    Stories {
+        #[arg(long)]
+        docs: u64,
+        #[arg(long, default_value_t = 1234)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenizerAction {
+    /// Train on a data spec's sources (streamed) and write tokenizer.json.
+    Train {
+        spec: PathBuf,
+        #[arg(long)]
+        vocab_size: usize,
+        #[arg(long)]
+        out: PathBuf,
+        /// "bpe" (byte-level BPE) or "char".
+        #[arg(long, default_value = "bpe")]
+        kind: String,
+        /// Train on the first N bytes of text only.
+        #[arg(long)]
+        max_bytes: Option<u64>,
     },
 }
 
@@ -208,8 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut cfg = config::load(&config, &set)?;
             if cfg.model.vocab_size == 0 {
                 // The vocabulary comes from the tokenizer: build it to know the size.
-                let docs = data_setup::train_documents(&cfg)?;
-                let tok = data_setup::build_tokenizer(&cfg, &docs)?;
+                let tok = data_setup::plan_tokenizer(&cfg)?;
                 data_setup::resolve_vocab(&mut cfg, &tok)?;
             }
             config::DeviceSpec::parse(&cfg.training.device)?;
@@ -263,6 +320,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ckpt = session::load_checkpoint(&checkpoint)?;
             export::export_hf(&ckpt, &out)?;
             println!("exported {} to {}", ckpt.dir.display(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data {
+            action:
+                DataAction::Prepare {
+                    spec,
+                    out,
+                    tokenizer,
+                    skip_bad,
+                    force,
+                },
+        } => {
+            let opts = kiln_data::PrepareOptions { skip_bad, force };
+            let report = cli::data::data_prepare(&spec, out, tokenizer, &opts)?;
+            print!("{}", report.render());
+            println!("wrote {}", report.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data {
+            action: DataAction::Stories { docs, seed, out },
+        } => {
+            let bytes = cli::data::write_stories(&out, seed, docs)?;
+            println!("wrote {} ({docs} stories, {bytes} bytes)", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tokenizer {
+            action:
+                TokenizerAction::Train {
+                    spec,
+                    vocab_size,
+                    out,
+                    kind,
+                    max_bytes,
+                },
+        } => {
+            let tok = cli::data::tokenizer_train(&spec, &kind, vocab_size, max_bytes, &out)?;
+            println!(
+                "wrote {} ({} tokens, {:?})",
+                out.display(),
+                tok.vocab_size(),
+                tok.kind()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -1,7 +1,7 @@
 //! Trainer state saved in every checkpoint: everything besides weights and
 //! optimizer moments that an exact resume needs.
 
-use kiln_data::SamplerState;
+use kiln_data::{MixtureState, SamplerState};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -14,7 +14,12 @@ pub struct TrainerState {
     #[serde(default)]
     pub hessian_updates: u64,
     pub tokens_seen: u64,
-    pub sampler: SamplerState,
+    /// Random-window sampler of an in-memory run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<SamplerState>,
+    /// Mixture sampler (cursors per domain) of a run on prepared shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<MixtureState>,
     pub skipped_steps: u64,
     pub consecutive_nonfinite: u64,
     pub best_val_loss: Option<f64>,

@@ -11,7 +11,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_data::{eval_batches, Batch, BatchSampler, Tokenizer};
+use kiln_data::{Batch, Tokenizer};
 use kiln_models::{
     load_named_tensors, named_tensors, Decoder, FusedOps, LanguageModel, TrainBackend,
 };
@@ -245,14 +245,11 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         None => req.config.clone(),
     };
 
-    let docs = data_setup::train_documents(&cfg)?;
-    let tokenizer: Tokenizer = match &resumed {
-        Some(c) => c.tokenizer.clone(),
-        None => data_setup::build_tokenizer(&cfg, &docs)?,
-    };
-    data_setup::resolve_vocab(&mut cfg, &tokenizer)?;
-    let split = data_setup::token_split(&cfg, &tokenizer, &docs)?;
-    drop(docs);
+    let data =
+        data_setup::load_run_data(&mut cfg, &run_dir, resumed.as_ref().map(|c| &c.tokenizer))?;
+    let tokenizer: Tokenizer = data.tokenizer;
+    let mut sampler = data.train;
+    let val_sets = data.val;
     let cfg_toml = cfg.to_toml()?;
     let tokenizer_json = tokenizer.to_json()?;
     crate::fsutil::write_atomic(&run_dir.join(CONFIG_FILE), cfg_toml.as_bytes())?;
@@ -264,23 +261,21 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     let mut model: Decoder<B> = Decoder::new(&cfg.model, &device)?.with_fused(t.fused_ops);
     let table = ParamTable::new::<B, _>(&model);
     let mut opt = build_optimizer::<B::InnerBackend>(&cfg, &table)?;
-    let mut sampler =
-        BatchSampler::new(Arc::new(split.train), seq_len, t.batch_size, t.seed, 0, 1)?;
-    let val_batches = eval_batches(&split.val, seq_len, t.batch_size, t.eval_batches);
-
     let mut state = TrainerState {
         step: 0,
         optimizer_updates: 0,
         hessian_updates: 0,
         loss_scaler: None,
         tokens_seen: 0,
-        sampler: sampler.state(),
+        sampler: None,
+        mixture: None,
         skipped_steps: 0,
         consecutive_nonfinite: 0,
         best_val_loss: None,
         best_step: None,
         elapsed_s: 0.0,
     };
+    sampler.save_into(&mut state);
     if let Some(ckpt) = &resumed {
         let source = ckpt.dir.join(MODEL_FILE).display().to_string();
         model = load_named_tensors(model, &ckpt.model, &source)?;
@@ -290,7 +285,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         state = ckpt.state.clone();
         opt.set_updates(state.optimizer_updates);
         opt.set_hessian_updates(state.hessian_updates);
-        sampler.restore(&state.sampler)?;
+        sampler.restore(&state)?;
     } else if let Some(init) = &cfg.init {
         // Full fine-tuning: weights only; optimizer, schedule and data start fresh.
         let src = session::load_checkpoint(&init.from)?;
@@ -435,7 +430,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
                 metrics.scalar(step + 1, "train/skipped_steps", state.skipped_steps as f64);
                 if state.consecutive_nonfinite >= t.max_nonfinite_steps {
                     state.step += 1;
-                    state.sampler = sampler.state();
+                    sampler.save_into(&mut state);
                     state.loss_scaler = scaler.clone();
                     state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
                     let dir = writer.save(&model, &opt, &state)?;
@@ -470,6 +465,9 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             if let Some(s) = &scaler {
                 metrics.scalar(done, "train/loss_scale", s.scale);
             }
+            for (domain, share) in sampler.domain_shares() {
+                metrics.scalar(done, &format!("data/share/{domain}"), share);
+            }
             metrics.flush();
             log.bar
                 .set_message(format!("loss {loss_sum:.4} | lr {lr:.2e} | {tps:.0} tok/s"));
@@ -483,9 +481,25 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
 
         let last = done == t.max_steps;
         if (t.eval_every > 0 && done % t.eval_every == 0) || last {
-            let val = {
-                let _autocast = autocast(precision.autocast());
-                evaluate(&model.valid(), &val_batches, &device, t.fused_ops)
+            let _autocast = autocast(precision.autocast());
+            let inner = model.valid();
+            // Pooled over all domains' rows, and per domain when there are several.
+            let (mut total, mut rows) = (0.0f64, 0usize);
+            for set in &val_sets {
+                let n: usize = set.batches.iter().map(|b| b.batch_size).sum();
+                let loss = evaluate(&inner, &set.batches, &device, t.fused_ops);
+                if let (Some(domain), true) = (&set.domain, loss.is_finite()) {
+                    metrics.scalar(done, &format!("val/loss/{domain}"), loss);
+                }
+                if n > 0 {
+                    total += loss * n as f64;
+                    rows += n;
+                }
+            }
+            let val = if rows == 0 {
+                f64::NAN
+            } else {
+                total / rows as f64
             };
             if val.is_finite() {
                 metrics.scalar(done, "val/loss", val);
@@ -506,7 +520,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         interrupted = req.stop.load(Ordering::SeqCst);
         let every = cfg.checkpoint.every;
         if (every > 0 && done % every == 0) || last || interrupted {
-            state.sampler = sampler.state();
+            sampler.save_into(&mut state);
             state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             let dir = writer.save(&model, &opt, &state)?;
             if interrupted {

@@ -1,5 +1,7 @@
 //! Subcommands that load a checkpoint and run the inference model.
 
+pub mod data;
+
 use std::path::Path;
 
 use burn::module::AutodiffModule;
@@ -42,13 +44,25 @@ impl BackendTask for EvalTask<'_> {
                 ckpt.tokenizer
                     .encode_docs(&read_documents(path, None, &cfg.data.text_field)?)?
             }
+            None if cfg.data.uses_shards() => Vec::new(),
             None => {
                 let docs = data_setup::train_documents(cfg)?;
                 data_setup::token_split(cfg, &ckpt.tokenizer, &docs)?.val
             }
         };
         let seq = cfg.seq_len();
-        let batches = eval_batches(&tokens, seq, cfg.training.batch_size, usize::MAX);
+        let batches = if self.1.is_none() && cfg.data.uses_shards() {
+            // A run on prepared shards: every domain's validation split.
+            let mut cfg = cfg.clone();
+            let run_dir = std::env::temp_dir();
+            data_setup::load_run_data(&mut cfg, &run_dir, Some(&ckpt.tokenizer))?
+                .val
+                .into_iter()
+                .flat_map(|v| v.batches)
+                .collect()
+        } else {
+            eval_batches(&tokens, seq, cfg.training.batch_size, usize::MAX)
+        };
         if batches.is_empty() {
             return Err(kiln_trainer::TrainerError::Run(format!(
                 "the evaluation data has {} tokens, fewer than one window of {} + 1",
