@@ -96,8 +96,7 @@ fn run(kind: OptimizerKind, fused: bool) {
             },
         ),
     };
-    let groups = ParamGroups::build(&ocfg, &table, |n, r| Decoder::<Flex>::weight_decay(n, r))
-        .expect("groups");
+    let groups = ParamGroups::build(&ocfg, &table, Decoder::<Flex>::weight_decay).expect("groups");
     let batches = golden["batches"].as_array().expect("batches");
     let b_tokens = {
         let (_, [b, t]) = ids(&batches[0]["x"]);

@@ -127,9 +127,7 @@ fn sigterm_saves_a_checkpoint_and_exits_cleanly() {
     let cfg = write_config(
         tmp.path(),
         "tiny.toml",
-        &TINY
-            .replace("max_steps = 24", "max_steps = 100000")
-            .replace("warmup_steps = 3", "warmup_steps = 3"),
+        &TINY.replace("max_steps = 24", "max_steps = 100000"),
     );
     let dir = tmp.path().join("run");
     let child = kiln()

@@ -612,20 +612,20 @@ impl RunConfig {
         for (i, g) in o.groups.iter().enumerate() {
             if g.params.is_empty() {
                 return Err(TrainerError::invalid(
-                    &format!("optimizer.groups[{i}].params"),
+                    format!("optimizer.groups[{i}].params"),
                     "is empty: give a parameter name pattern such as \"*norm*\"",
                 ));
             }
             if !(g.lr_scale.is_finite() && g.lr_scale >= 0.0) {
                 return Err(TrainerError::invalid(
-                    &format!("optimizer.groups[{i}].lr_scale"),
+                    format!("optimizer.groups[{i}].lr_scale"),
                     format!("{} must be a finite number >= 0", g.lr_scale),
                 ));
             }
             if let Some(wd) = g.weight_decay {
                 if !(wd.is_finite() && wd >= 0.0) {
                     return Err(TrainerError::invalid(
-                        &format!("optimizer.groups[{i}].weight_decay"),
+                        format!("optimizer.groups[{i}].weight_decay"),
                         format!("{wd} must be >= 0"),
                     ));
                 }

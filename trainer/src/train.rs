@@ -452,7 +452,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         window_tokens += step_tokens;
         let done = state.step;
 
-        if done % t.log_every == 0 || done == t.max_steps || done == 1 {
+        if done.is_multiple_of(t.log_every) || done == t.max_steps || done == 1 {
             let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
             metrics.scalar(done, "train/loss", loss_sum);
             metrics.scalar(done, "train/lr", lr);
@@ -480,7 +480,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         log.bar.set_position(done);
 
         let last = done == t.max_steps;
-        if (t.eval_every > 0 && done % t.eval_every == 0) || last {
+        if (t.eval_every > 0 && done.is_multiple_of(t.eval_every)) || last {
             let _autocast = autocast(precision.autocast());
             let inner = model.valid();
             // Pooled over all domains' rows, and per domain when there are several.
@@ -519,7 +519,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
 
         interrupted = req.stop.load(Ordering::SeqCst);
         let every = cfg.checkpoint.every;
-        if (every > 0 && done % every == 0) || last || interrupted {
+        if (every > 0 && done.is_multiple_of(every)) || last || interrupted {
             sampler.save_into(&mut state);
             state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             let dir = writer.save(&model, &opt, &state)?;

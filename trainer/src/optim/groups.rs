@@ -56,7 +56,7 @@ impl ParamGroups {
         }
         if let Some(i) = used.iter().position(|u| !u) {
             return Err(TrainerError::invalid(
-                &format!("optimizer.groups[{i}].params"),
+                format!("optimizer.groups[{i}].params"),
                 format!(
                     "{:?} matches no parameter; names look like \"model.layers.0.self_attn.q_proj.weight\" (`*` matches any run of characters)",
                     cfg.groups[i].params

@@ -118,7 +118,7 @@ impl<B: Backend> Optimizer<B> {
         matches!(self.rule, Rule::Sophia(_))
             && self.hessian_every > 0
             && updates > 0
-            && updates % self.hessian_every == 0
+            && updates.is_multiple_of(self.hessian_every)
     }
 
     /// Feeds the (clipped) gradients of the sampled-label loss to Sophia.
