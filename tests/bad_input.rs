@@ -3,26 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{kiln, run, stderr, write_config, TINY};
-
-/// Runs kiln with `args` and checks the failure names `expect`.
-fn fails_with(args: &[&str], cwd: &Path, expect: &[&str]) {
-    let o = run(kiln().args(args).current_dir(cwd));
-    let err = stderr(&o);
-    assert!(!o.status.success(), "{args:?} should fail; stderr: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{args:?} panicked: {err}"
-    );
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("{args:?}: no `error:` line in {err}"));
-    for e in expect {
-        assert!(line.contains(e), "{args:?}: error line lacks `{e}`: {line}");
-    }
-    println!("{args:?} -> {line}");
-}
+use crate::common::{fails_with, kiln, run, stderr, write_config, TINY};
 
 fn with_config(name: &str, text: &str, extra: &[&str], expect: &[&str]) {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -127,3 +127,43 @@ pub fn python_with_tensorboard() -> PathBuf {
     );
     vpy
 }
+
+/// The checkpoint directory of `step` in a run directory.
+pub fn ckpt(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join("checkpoints").join(format!("step-{step:08}"))
+}
+
+/// Polls for `path` to exist, up to `limit`.
+pub fn wait_for(path: &Path, limit: std::time::Duration) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// Runs kiln with `args` in `cwd` and checks that it fails the way a user
+/// error must: exit code 2, no panic, one `error:` line containing every
+/// string of `expect`. Returns that line.
+pub fn fails_with(args: &[&str], cwd: &Path, expect: &[&str]) -> String {
+    let o = run(kiln().args(args).current_dir(cwd));
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} should fail; stderr: {err}");
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{args:?} panicked: {err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("{args:?}: no `error:` line in {err}"));
+    for e in expect {
+        assert!(line.contains(e), "{args:?}: error line lacks `{e}`: {line}");
+    }
+    println!("{args:?} -> {line}");
+    line.to_string()
+}

@@ -5,13 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_data::mixture::MixtureDomain;
 use kiln_data::sources::{open_file, resolve_files};
 use kiln_data::{Dataset, MixtureSampler, SourceSpec, Tokenizer};
 
-use crate::common::{fixtures, kiln, metric, run, stderr, stdout, write_config};
+use crate::common::{
+    ckpt, fails_with, fixtures, kiln, metric, run, stderr, stdout, wait_for, write_config,
+};
 
 fn data_fixtures() -> PathBuf {
     fixtures().join("data")
@@ -289,21 +291,6 @@ fn mixture_token_proportions_match_the_weights() {
     }
 }
 
-fn ckpt(run_dir: &Path, step: u64) -> PathBuf {
-    run_dir.join("checkpoints").join(format!("step-{step:08}"))
-}
-
-fn wait_for(path: &Path, limit: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if path.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 const MIX_RUN: &str = r#"
 [model]
 dim = 32
@@ -419,27 +406,6 @@ fn mixture_run_logs_shares_and_resumes_exactly_after_kill_9() {
         metric(&full, "val/loss/digits"),
         metric(&cut, "val/loss/digits")
     );
-}
-
-/// Runs kiln in `cwd` and checks it fails with one `error:` line holding `expect`.
-fn fails_with(args: &[&str], cwd: &Path, expect: &[&str]) -> String {
-    let o = run(kiln().args(args).current_dir(cwd));
-    let err = stderr(&o);
-    assert!(!o.status.success(), "{args:?} should fail; stderr: {err}");
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{err}"
-    );
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("{args:?}: no `error:` line in {err}"));
-    for e in expect {
-        assert!(line.contains(e), "{args:?}: error line lacks `{e}`: {line}");
-    }
-    println!("{args:?} -> {line}");
-    line.to_string()
 }
 
 /// A spec with one source `paths` (plus a good one) and the fixture tokenizer.

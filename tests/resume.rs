@@ -2,24 +2,9 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{kiln, metric, run, stderr, write_config, TINY};
-
-fn ckpt(run_dir: &Path, step: u64) -> std::path::PathBuf {
-    run_dir.join("checkpoints").join(format!("step-{step:08}"))
-}
-
-fn wait_for(path: &Path, limit: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if path.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
+use crate::common::{ckpt, kiln, metric, run, stderr, wait_for, write_config, TINY};
 
 #[test]
 fn resume_after_kill_9_is_bitwise_exact() {
