@@ -122,29 +122,12 @@ fn collect_files(
     format: Option<TextFormat>,
     out: &mut Vec<(PathBuf, TextFormat)>,
 ) -> Result<(), DataError> {
-    let entries = fs::read_dir(dir).map_err(|source| not_found_or_io(dir, source))?;
-    let mut paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| not_found_or_io(dir, source))?;
-        paths.push(entry.path());
-    }
-    // read_dir order depends on the file system; sort for determinism.
-    paths.sort();
-    for p in paths {
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            collect_files(&p, format, out)?;
-        } else if let Some(fmt) = format.or_else(|| TextFormat::from_extension(&p)) {
-            out.push((p, fmt));
-        }
-    }
-    Ok(())
+    let keep = |p: &Path| {
+        format
+            .or_else(|| TextFormat::from_extension(p))
+            .map(|fmt| (p.to_path_buf(), fmt))
+    };
+    crate::walk::files_under(dir, &keep, out).map_err(|(d, e)| not_found_or_io(&d, e))
 }
 
 /// The file's text with invalid UTF-8 replaced by U+FFFD, and the byte

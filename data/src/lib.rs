@@ -26,6 +26,7 @@ pub mod shard;
 pub mod sources;
 pub mod stories;
 pub mod tokenizer;
+mod walk;
 
 pub use corpus::{read_documents, read_documents_counted, TextFormat};
 pub use dataset::{tokenizer_hash, Dataset, Manifest};

@@ -232,27 +232,8 @@ fn collect_dir(
     format: Option<SourceFormat>,
     out: &mut Vec<PathBuf>,
 ) -> Result<(), DataError> {
-    let mut paths = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
-        paths.push(entry.map_err(|e| io_error(dir, e))?.path());
-    }
-    // read_dir order depends on the file system; sort for determinism.
-    paths.sort();
-    for p in paths {
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            collect_dir(&p, format, out)?;
-        } else if format.is_some() || detect_format(&p).is_some() {
-            out.push(p);
-        }
-    }
-    Ok(())
+    let keep = |p: &Path| (format.is_some() || detect_format(p).is_some()).then(|| p.to_path_buf());
+    crate::walk::files_under(dir, &keep, out).map_err(|(d, e)| io_error(&d, e))
 }
 
 /// Counts the (compressed) bytes read from a file, for progress bars.
