@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod data;
+mod data_bad_input;
 mod fused_ops;
 mod mamba;
 mod optim_model_parity;

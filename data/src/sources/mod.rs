@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, RecordBatch};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
+
+mod jsonl_docs;
+mod parquet_docs;
+
+use jsonl_docs::JsonlDocs;
+use parquet_docs::ParquetDocs;
 
 /// How the documents of a file are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,7 +307,7 @@ pub fn open_file(
 }
 
 /// Lines as bytes (newline kept), with the line number for errors.
-struct LineReader {
+pub(super) struct LineReader {
     reader: Box<dyn BufRead + Send>,
     path: PathBuf,
     line: usize,
@@ -314,7 +316,7 @@ struct LineReader {
 
 impl LineReader {
     /// The next line into `buf` (cleared first); `Ok(false)` at the end.
-    fn next_line(&mut self, buf: &mut Vec<u8>) -> Result<bool, DataError> {
+    pub(super) fn next_line(&mut self, buf: &mut Vec<u8>) -> Result<bool, DataError> {
         buf.clear();
         if self.done {
             return Ok(false);
@@ -341,7 +343,7 @@ impl LineReader {
 }
 
 /// Bytes to text, replacing invalid UTF-8 (and saying whether it did).
-fn to_text(bytes: Vec<u8>) -> (String, bool) {
+pub(super) fn to_text(bytes: Vec<u8>) -> (String, bool) {
     match String::from_utf8(bytes) {
         Ok(s) => (s, false),
         Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
@@ -401,250 +403,6 @@ impl Iterator for TextBlocks {
         }
         let (text, replaced) = to_text(block);
         Some(Ok(Document::plain(text, replaced)))
-    }
-}
-
-struct JsonlDocs {
-    lines: LineReader,
-    text_field: String,
-    id_field: Option<String>,
-    metadata_field: Option<String>,
-}
-
-impl JsonlDocs {
-    fn parse(&self, line: Vec<u8>) -> Result<Option<Document>, DataError> {
-        let path = &self.lines.path;
-        let line_no = self.lines.line;
-        let (text, replaced) = to_text(line);
-        if text.trim().is_empty() {
-            return Ok(None);
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| DataError::BadJsonLine {
-                path: path.clone(),
-                line: line_no,
-                reason: e.to_string(),
-            })?;
-        let serde_json::Value::Object(mut object) = value else {
-            return Err(DataError::BadJsonLine {
-                path: path.clone(),
-                line: line_no,
-                reason: "not an object".into(),
-            });
-        };
-        let text = match object.remove(&self.text_field) {
-            Some(serde_json::Value::String(s)) => s,
-            Some(other) => {
-                return Err(DataError::FieldNotString {
-                    path: path.clone(),
-                    line: line_no,
-                    field: self.text_field.clone(),
-                    found: crate::corpus::json_kind(&other),
-                })
-            }
-            None => {
-                return Err(DataError::MissingField {
-                    path: path.clone(),
-                    line: line_no,
-                    field: self.text_field.clone(),
-                })
-            }
-        };
-        let id = self
-            .id_field
-            .as_ref()
-            .and_then(|f| object.remove(f))
-            .map(|v| match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            });
-        let metadata = self.metadata_field.as_ref().and_then(|f| object.remove(f));
-        Ok(Some(Document {
-            text,
-            id,
-            metadata,
-            replaced_utf8: replaced,
-        }))
-    }
-}
-
-impl Iterator for JsonlDocs {
-    type Item = Result<Document, DataError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut line = Vec::new();
-        loop {
-            match self.lines.next_line(&mut line) {
-                Err(e) => return Some(Err(e)),
-                Ok(false) => return None,
-                Ok(true) => match self.parse(std::mem::take(&mut line)) {
-                    Ok(Some(doc)) => return Some(Ok(doc)),
-                    Ok(None) => continue,
-                    Err(e) => return Some(Err(e)),
-                },
-            }
-        }
-    }
-}
-
-/// Rows per Parquet record batch: a few MB of text at most for web pages.
-const PARQUET_BATCH_ROWS: usize = 1024;
-
-struct ParquetDocs {
-    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    path: PathBuf,
-    text_col: usize,
-    id_col: Option<usize>,
-    /// Rows handed out so far (the row of the next document).
-    row: u64,
-    batch: Option<RecordBatch>,
-    in_batch: usize,
-    bytes_read: Arc<AtomicU64>,
-    bytes_per_row: f64,
-    failed: bool,
-}
-
-impl ParquetDocs {
-    fn open(
-        raw: File,
-        file: &SourceFile,
-        spec: &SourceSpec,
-        bytes_read: Arc<AtomicU64>,
-    ) -> Result<ParquetDocs, DataError> {
-        let path = file.path.clone();
-        let corrupt = |reason: String| DataError::Corrupt {
-            path: path.clone(),
-            at: "the footer".into(),
-            reason,
-        };
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(raw).map_err(|e| corrupt(e.to_string()))?;
-        let schema = builder.schema().clone();
-        let find = |name: &str| schema.fields().iter().position(|f| f.name() == name);
-        let Some(text_idx) = find(&spec.text_field) else {
-            return Err(DataError::MissingColumn {
-                path,
-                column: spec.text_field.clone(),
-                available: schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        };
-        let id_idx = spec.id_field.as_deref().and_then(find);
-        let total_rows = builder.metadata().file_metadata().num_rows().max(1) as f64;
-        // Read only the columns we use; a projection keeps the schema order.
-        let mut roots = vec![text_idx];
-        roots.extend(id_idx);
-        roots.sort_unstable();
-        let text_col = roots.iter().position(|&r| r == text_idx).unwrap_or(0);
-        let id_col = id_idx.and_then(|i| roots.iter().position(|&r| r == i));
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(PARQUET_BATCH_ROWS)
-            .build()
-            .map_err(|e| corrupt(e.to_string()))?;
-        Ok(ParquetDocs {
-            reader,
-            path: file.path.clone(),
-            text_col,
-            id_col,
-            row: 0,
-            batch: None,
-            in_batch: 0,
-            bytes_read,
-            bytes_per_row: file.size as f64 / total_rows,
-            failed: false,
-        })
-    }
-
-    fn cell(&self, batch: &RecordBatch, col: usize, i: usize) -> Result<(String, bool), DataError> {
-        let array = batch.column(col);
-        if array.is_null(i) {
-            return Ok((String::new(), false));
-        }
-        if let Some(a) = array.as_string_opt::<i32>() {
-            return Ok((a.value(i).to_string(), false));
-        }
-        if let Some(a) = array.as_string_opt::<i64>() {
-            return Ok((a.value(i).to_string(), false));
-        }
-        if let Some(a) = array.as_string_view_opt() {
-            return Ok((a.value(i).to_string(), false));
-        }
-        if let Some(a) = array.as_binary_opt::<i32>() {
-            return Ok(to_text(a.value(i).to_vec()));
-        }
-        if let Some(a) = array.as_binary_opt::<i64>() {
-            return Ok(to_text(a.value(i).to_vec()));
-        }
-        if let Some(a) = array.as_primitive_opt::<arrow_array::types::Int64Type>() {
-            return Ok((a.value(i).to_string(), false));
-        }
-        Err(DataError::ColumnNotString {
-            path: self.path.clone(),
-            column: batch.schema().field(col).name().clone(),
-            found: array.data_type().to_string(),
-        })
-    }
-}
-
-impl Iterator for ParquetDocs {
-    type Item = Result<Document, DataError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        loop {
-            if let Some(batch) = &self.batch {
-                if self.in_batch < batch.num_rows() {
-                    let i = self.in_batch;
-                    self.in_batch += 1;
-                    self.row += 1;
-                    let text = match self.cell(batch, self.text_col, i) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            self.failed = true;
-                            return Some(Err(e));
-                        }
-                    };
-                    let id = match self.id_col.map(|c| self.cell(batch, c, i)) {
-                        Some(Ok((s, _))) => Some(s),
-                        Some(Err(e)) => {
-                            self.failed = true;
-                            return Some(Err(e));
-                        }
-                        None => None,
-                    };
-                    return Some(Ok(Document {
-                        text: text.0,
-                        id,
-                        metadata: None,
-                        replaced_utf8: text.1,
-                    }));
-                }
-            }
-            match self.reader.next()? {
-                Ok(batch) => {
-                    self.bytes_read.fetch_add(
-                        (batch.num_rows() as f64 * self.bytes_per_row) as u64,
-                        Ordering::Relaxed,
-                    );
-                    self.batch = Some(batch);
-                    self.in_batch = 0;
-                }
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(DataError::Corrupt {
-                        path: self.path.clone(),
-                        at: format!("row {}", self.row),
-                        reason: e.to_string(),
-                    }));
-                }
-            }
-        }
     }
 }
 
