@@ -369,26 +369,8 @@ fn backward_inplace_at(
 #[allow(clippy::needless_range_loop)]
 mod tests {
     use super::super::fast_math::available_levels;
+    use super::super::test_util::{rel_err, XorShift};
     use super::*;
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        /// Uniform in [-1, 1).
-        fn unif(&mut self) -> f32 {
-            ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
-        }
-    }
 
     fn ref_forward(logits: &[f32], targets: &[i64], n: usize, v: usize) -> (Vec<f64>, Vec<f64>) {
         let mut loss = vec![0f64; n];
@@ -417,15 +399,6 @@ mod tests {
     }
 
     /// max |got - want| / max |want| (max |want| floored at 1e-30).
-    fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-        assert_eq!(got.len(), want.len());
-        let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs())).max(1e-30);
-        let err = got
-            .iter()
-            .zip(want)
-            .fold(0f64, |a, (&g, &w)| a.max((g as f64 - w).abs()));
-        err / scale
-    }
 
     fn make_case(
         rng: &mut XorShift,

@@ -11,3 +11,5 @@ pub mod matmul;
 pub mod rms_norm;
 pub mod selective_scan;
 pub mod swiglu;
+#[cfg(test)]
+mod test_util;

@@ -238,32 +238,8 @@ fn backward_at(
 #[allow(clippy::needless_range_loop)]
 mod tests {
     use super::super::fast_math::available_levels;
+    use super::super::test_util::{rel_err, XorShift};
     use super::*;
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn unif(&mut self) -> f32 {
-            ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-    }
-
-    fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-        assert_eq!(got.len(), want.len());
-        let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs())).max(1e-30);
-        let err = got
-            .iter()
-            .zip(want)
-            .fold(0f64, |a, (&g, &w)| a.max((g as f64 - w).abs()));
-        err / scale
-    }
 
     fn ref_inv(x: &[f32], n: usize, d: usize, eps: f32) -> Vec<f64> {
         (0..n)
