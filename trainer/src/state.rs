@@ -10,9 +10,6 @@ pub struct TrainerState {
     pub step: u64,
     /// The optimizer's update count (differs from `step` when steps were skipped).
     pub optimizer_updates: u64,
-    /// Sophia's Hessian refreshes so far (0 for AdamW).
-    #[serde(default)]
-    pub hessian_updates: u64,
     pub tokens_seen: u64,
     /// Random-window sampler of an in-memory run.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -264,7 +264,6 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     let mut state = TrainerState {
         step: 0,
         optimizer_updates: 0,
-        hessian_updates: 0,
         loss_scaler: None,
         tokens_seen: 0,
         sampler: None,
@@ -284,7 +283,6 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         }
         state = ckpt.state.clone();
         opt.set_updates(state.optimizer_updates);
-        opt.set_hessian_updates(state.hessian_updates);
         sampler.restore(&state)?;
     } else if let Some(init) = &cfg.init {
         // Full fine-tuning: weights only; optimizer, schedule and data start fresh.
@@ -446,7 +444,6 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         drop(autocast_guard);
         state.step += 1;
         state.optimizer_updates = opt.updates();
-        state.hessian_updates = opt.hessian_updates();
         state.loss_scaler = scaler.clone();
         state.tokens_seen += step_tokens;
         window_tokens += step_tokens;

@@ -127,7 +127,6 @@ impl<B: Backend> Optimizer<B> {
             for (name, g) in grads.grads {
                 o.update_hessian(&name, g);
             }
-            o.hessian_updates += 1;
         }
     }
 
@@ -136,7 +135,7 @@ impl<B: Backend> Optimizer<B> {
         match &self.rule {
             Rule::AdamW(_) => Vec::new(),
             Rule::Sophia(o) => {
-                let mut out = vec![("train/hessian_steps", o.hessian_updates as f64)];
+                let mut out = vec![("train/hessian_steps", self.hessian_updates() as f64)];
                 if let Some(w) = o.win_rate() {
                     out.push(("train/sophia_win_rate", w));
                 }
@@ -159,17 +158,12 @@ impl<B: Backend> Optimizer<B> {
         }
     }
 
-    /// Sophia's Hessian refresh count, saved in trainer state.
+    /// Sophia's Hessian refreshes so far: one after every `hessian_every`
+    /// applied updates (see `wants_hessian`), so derived from the update count.
     pub fn hessian_updates(&self) -> u64 {
         match &self.rule {
-            Rule::Sophia(o) => o.hessian_updates,
-            Rule::AdamW(_) => 0,
-        }
-    }
-
-    pub fn set_hessian_updates(&mut self, n: u64) {
-        if let Rule::Sophia(o) = &mut self.rule {
-            o.hessian_updates = n;
+            Rule::Sophia(o) if self.hessian_every > 0 => o.t / self.hessian_every,
+            _ => 0,
         }
     }
 }

@@ -30,8 +30,6 @@ pub struct Sophia<B: Backend> {
     /// Tokens per optimizer step (`B` in the update).
     pub batch_tokens: f64,
     pub t: u64,
-    /// Hessian refreshes so far.
-    pub hessian_updates: u64,
     pub state: BTreeMap<String, SophiaState<B>>,
     /// Per-parameter count of coordinates not clipped in the last step, and
     /// the total count: the win rate, read on demand (no sync per step).
@@ -47,7 +45,6 @@ impl<B: Backend> Sophia<B> {
             rho,
             batch_tokens,
             t: 0,
-            hessian_updates: 0,
             state: BTreeMap::new(),
             not_clipped: Vec::new(),
             coords: 0,
