@@ -302,9 +302,10 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         model = cast_trainable(model, dtype);
     }
     opt.rounding_seed = t.seed;
-    let mut scaler = precision
-        .uses_loss_scaling()
-        .then(|| state.loss_scaler.clone().unwrap_or_default());
+    // fp16: the dynamic loss scale lives in the trainer state (resumed exactly).
+    if precision.uses_loss_scaling() && state.loss_scaler.is_none() {
+        state.loss_scaler = Some(LossScaler::default());
+    }
 
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -362,7 +363,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         let mut last_x = None;
         // Mixed precision: the projections' matmuls in half for this step.
         let autocast_guard = autocast(precision.autocast());
-        let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+        let loss_scale = state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
         for _ in 0..t.grad_accum {
             let batch = sampler.next_batch();
             let (x, y) = batch_tensors::<B>(&batch, &device);
@@ -389,7 +390,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             loss_sum,
             lr,
             cfg.optimizer.grad_clip,
-            scaler.as_mut(),
+            state.loss_scaler.as_mut(),
         );
         model = updated;
         match outcome {
@@ -412,7 +413,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             }
             StepOutcome::Overflow => {
                 state.skipped_steps += 1;
-                let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+                let scale = state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
                 log.line(&format!(
                     "step {step}: fp16 gradient overflow: update skipped, loss scale lowered to {scale}"
                 ));
@@ -429,7 +430,6 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
                 if state.consecutive_nonfinite >= t.max_nonfinite_steps {
                     state.step += 1;
                     sampler.save_into(&mut state);
-                    state.loss_scaler = scaler.clone();
                     state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
                     let dir = writer.save(&model, &opt, &state)?;
                     log.bar.abandon();
@@ -444,7 +444,6 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         drop(autocast_guard);
         state.step += 1;
         state.optimizer_updates = opt.updates();
-        state.loss_scaler = scaler.clone();
         state.tokens_seen += step_tokens;
         window_tokens += step_tokens;
         let done = state.step;
@@ -459,7 +458,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             for (tag, value) in opt.metrics() {
                 metrics.scalar(done, tag, value);
             }
-            if let Some(s) = &scaler {
+            if let Some(s) = &state.loss_scaler {
                 metrics.scalar(done, "train/loss_scale", s.scale);
             }
             for (domain, share) in sampler.domain_shares() {
