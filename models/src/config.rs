@@ -1,6 +1,6 @@
 //! `[model]` section of a run config: the Llama-style decoder family
-//! (Llama, MobileLLM, MobileLLM-LS, MobiLlama), Mamba-1, and hybrid stacks
-//! mixing their blocks; derived sizes as methods.
+//! (Llama, MobileLLM, MobileLLM-LS, MobiLlama), Mamba-1, RWKV-7, and hybrid
+//! stacks mixing their blocks; derived sizes as methods.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,9 @@ pub enum Arch {
     Llama,
     /// Mamba-1 selective-SSM blocks (Hugging Face `MambaForCausalLM` names).
     Mamba,
+    /// RWKV-7 "Goose" time-mix + channel-mix blocks (official `.pth` names:
+    /// `emb`, `blocks.{i}.att/ffn`, `ln_out`, `head`), LayerNorms.
+    Rwkv7,
 }
 
 impl Arch {
@@ -23,6 +26,7 @@ impl Arch {
         match self {
             Arch::Llama => BlockKind::Attention,
             Arch::Mamba => BlockKind::Mamba,
+            Arch::Rwkv7 => BlockKind::Rwkv,
         }
     }
 }
@@ -35,6 +39,8 @@ pub enum BlockKind {
     Attention,
     /// Mamba-1 block: `x += mixer(norm x)`.
     Mamba,
+    /// RWKV-7 block: `x += att(ln1 x); x += ffn(ln2 x)`.
+    Rwkv,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +97,23 @@ pub struct ModelConfig {
     /// Mamba: rank of the delta projection; absent: ceil(dim / 16).
     #[serde(default)]
     pub dt_rank: Option<usize>,
+    /// RWKV-7: head size N (the WKV state per head is N x N).
+    #[serde(default = "default_head_size")]
+    pub head_size: usize,
+    /// RWKV-7: channel-mix width; absent: 4 * dim.
+    #[serde(default)]
+    pub rwkv_ffn_dim: Option<usize>,
+    /// RWKV-7 LoRA ranks of the decay (w), in-context rate (a), value
+    /// residual (v) and gate (g); absent: train_temp's suggestion from dim
+    /// (64 / 64 / 32 / 128 at dim 768).
+    #[serde(default)]
+    pub decay_lora: Option<usize>,
+    #[serde(default)]
+    pub aaa_lora: Option<usize>,
+    #[serde(default)]
+    pub mv_lora: Option<usize>,
+    #[serde(default)]
+    pub gate_lora: Option<usize>,
 }
 
 fn default_rope_theta() -> f64 {
@@ -116,6 +139,18 @@ fn default_expand() -> usize {
 }
 fn default_d_conv() -> usize {
     4
+}
+fn default_head_size() -> usize {
+    64
+}
+
+/// RWKV-7 LoRA ranks of one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RwkvRanks {
+    pub decay: usize,
+    pub aaa: usize,
+    pub mv: usize,
+    pub gate: usize,
 }
 
 fn invalid(field: &str, value: impl ToString, problem: impl Into<String>) -> ModelError {
@@ -143,6 +178,38 @@ impl ModelConfig {
     /// Mamba delta rank R (`"auto"` in Hugging Face: ceil(dim / 16)).
     pub fn resolved_dt_rank(&self) -> usize {
         self.dt_rank.unwrap_or(self.dim.div_ceil(16))
+    }
+
+    /// RWKV-7 heads (`dim / head_size`).
+    pub fn rwkv_heads(&self) -> usize {
+        self.dim.checked_div(self.head_size).unwrap_or(0)
+    }
+
+    /// RWKV-7 channel-mix width.
+    pub fn resolved_rwkv_ffn_dim(&self) -> usize {
+        self.rwkv_ffn_dim.unwrap_or(4 * self.dim)
+    }
+
+    /// RWKV-7 LoRA ranks: train_temp's `max(32, round(k sqrt(C) / 32) * 32)`
+    /// with k = 2.5 (decay, a), 1.7 (value residual), 5 (gate), Python's
+    /// half-to-even rounding, unless set.
+    pub fn rwkv_ranks(&self) -> RwkvRanks {
+        let suggest = |k: f64| {
+            let r = (k * (self.dim as f64).sqrt() / 32.0).round_ties_even() as usize * 32;
+            r.max(32)
+        };
+        RwkvRanks {
+            decay: self.decay_lora.unwrap_or_else(|| suggest(2.5)),
+            aaa: self.aaa_lora.unwrap_or_else(|| suggest(2.5)),
+            mv: self.mv_lora.unwrap_or_else(|| suggest(1.7)),
+            gate: self.gate_lora.unwrap_or_else(|| suggest(5.0)),
+        }
+    }
+
+    /// Index of the first RWKV layer: it makes `v_first` and has no value
+    /// residual of its own (nor `v0/v1/v2`).
+    pub fn first_rwkv_layer(&self) -> Option<usize> {
+        self.block_kinds().iter().position(|&k| k == BlockKind::Rwkv)
     }
 
     /// Kind of every stored layer (`blocks` expanded to `n_layers`).
@@ -196,6 +263,9 @@ impl ModelConfig {
         }
         if self.has_block(BlockKind::Mamba) {
             self.validate_mamba()?;
+        }
+        if self.has_block(BlockKind::Rwkv) {
+            self.validate_rwkv()?;
         }
         if !(1..=8).contains(&self.share_repeat) {
             return Err(invalid(
@@ -313,6 +383,48 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// Checks the fields RWKV-7 blocks use.
+    fn validate_rwkv(&self) -> Result<(), ModelError> {
+        if !(1..=256).contains(&self.head_size) {
+            return Err(invalid(
+                "head_size",
+                self.head_size,
+                "must be between 1 and 256 (RWKV-7 uses 64)",
+            ));
+        }
+        if !self.dim.is_multiple_of(self.head_size) {
+            return Err(invalid(
+                "dim",
+                self.dim,
+                format!(
+                    "is not divisible by model.head_size = {}: RWKV-7 splits dim into heads of head_size",
+                    self.head_size
+                ),
+            ));
+        }
+        if self.resolved_rwkv_ffn_dim() == 0 {
+            return Err(invalid("rwkv_ffn_dim", 0, "must be at least 1 (leave it out for 4 * dim)"));
+        }
+        for (field, v) in [
+            ("decay_lora", self.decay_lora),
+            ("aaa_lora", self.aaa_lora),
+            ("mv_lora", self.mv_lora),
+            ("gate_lora", self.gate_lora),
+        ] {
+            if v == Some(0) {
+                return Err(invalid(field, 0, "must be at least 1 (leave it out for the suggested rank)"));
+            }
+        }
+        if self.first_rwkv_layer().is_some_and(|i| i > 0) && self.arch == Arch::Rwkv7 {
+            return Err(invalid(
+                "blocks",
+                format!("{:?}", self.blocks),
+                "must start with \"rwkv\" when arch = \"rwkv7\" (block 0 normalises the embedding with ln0)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Exact parameter count (each shared tensor counted once).
     pub fn num_params(&self) -> usize {
         let (d, f, v) = (self.dim, self.ffn_dim, self.vocab_size);
@@ -326,11 +438,49 @@ impl ModelConfig {
             .map(|k| match k {
                 BlockKind::Attention => attn_block,
                 BlockKind::Mamba => self.mamba_block_params(),
+                BlockKind::Rwkv => self.rwkv_block_params(false),
             })
             .sum();
+        // The first RWKV block has no value-residual LoRA but has ln0 when
+        // it is layer 0.
+        let first_rwkv = match self.first_rwkv_layer() {
+            Some(i) => {
+                self.rwkv_block_params(true) + if i == 0 { 2 * d } else { 0 }
+                    - self.rwkv_block_params(false)
+            }
+            None => 0,
+        };
         let shared = if self.shared_ffn { mlp } else { 0 };
         let head = if self.tie_embeddings { 0 } else { v * d };
-        v * d + blocks + shared + d + head
+        v * d + blocks + first_rwkv + shared + self.final_norm_params() + head
+    }
+
+    /// RWKV-7 stacks end with a LayerNorm (weight and bias), others with RMSNorm.
+    pub fn final_norm_params(&self) -> usize {
+        if self.arch == Arch::Rwkv7 {
+            2 * self.dim
+        } else {
+            self.dim
+        }
+    }
+
+    /// ln1 + ln2 + time mix (6 mixing vectors, w0/a0/v0, LoRAs, k_k, k_a,
+    /// r_k, four C x C projections, ln_x) + channel mix (x_k, key, value).
+    fn rwkv_block_params(&self, first: bool) -> usize {
+        let (c, f) = (self.dim, self.resolved_rwkv_ffn_dim());
+        let r = self.rwkv_ranks();
+        let value_residual = if first { 0 } else { c + 2 * c * r.mv };
+        let att = 6 * c
+            + c
+            + 2 * c * r.decay
+            + c
+            + 2 * c * r.aaa
+            + value_residual
+            + 2 * c * r.gate
+            + 3 * c
+            + 4 * c * c
+            + 2 * c;
+        4 * c + att + c + 2 * c * f
     }
 
     /// Norm + in_proj + conv (with bias) + x_proj + dt_proj (with bias) +
@@ -364,7 +514,8 @@ impl ModelConfig {
     /// 12 L d T: only the lower triangle is needed), as
     /// ../shared/reference/torch_llama_bench.py counts them. A Mamba block adds
     /// its selective scan, ~27 FLOPs per (channel, state) element (forward 9:
-    /// exp, two multiply-adds and the output dot; backward 18).
+    /// exp, two multiply-adds and the output dot; backward 18); an RWKV-7
+    /// block its WKV recurrence, ~28 FLOPs per element of the N x N state.
     pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
         let (d, f, v) = (self.dim as f64, self.ffn_dim as f64, self.vocab_size as f64);
         let hd = self.head_dim() as f64;
@@ -376,11 +527,17 @@ impl ModelConfig {
             self.resolved_dt_rank() as f64,
         );
         let mamba_weights = d * 2.0 * di + di * (r + 2.0 * n) + r * di + di * d;
+        let rk = self.rwkv_ranks();
+        let rwkv_weights = 4.0 * d * d
+            + 2.0 * d * self.resolved_rwkv_ffn_dim() as f64
+            + 2.0 * d * (rk.decay + rk.aaa + rk.mv + rk.gate) as f64;
         let mut flops = 6.0 * v * d; // the head (tied or not) is a matmul
         for kind in self.block_kinds() {
             let per_application = match kind {
                 BlockKind::Attention => 6.0 * attn_weights + 6.0 * h * hd * seq_len as f64,
                 BlockKind::Mamba => 6.0 * mamba_weights + 27.0 * di * n,
+                // WKV per head and token: ~8 N^2 forward, ~20 N^2 backward.
+                BlockKind::Rwkv => 6.0 * rwkv_weights + 28.0 * d * self.head_size as f64,
             };
             flops += per_application * self.share_repeat as f64;
         }
@@ -413,6 +570,12 @@ mod tests {
             expand: 2,
             d_conv: 4,
             dt_rank: None,
+            head_size: 64,
+            rwkv_ffn_dim: None,
+            decay_lora: None,
+            aaa_lora: None,
+            mv_lora: None,
+            gate_lora: None,
         }
     }
 

@@ -4,17 +4,19 @@
 //! 2402.16840: one SwiGLU FFN shared by every block).
 //! Reference: `transformers.models.llama.modeling_llama` (tensor names match it).
 //!
-//! The same model type carries Mamba (`arch = "mamba"`, see `mamba.rs`) and
-//! hybrid stacks: its layers are an enum of block kinds, so training, resume,
-//! eval, generation and bench use one type for every architecture.
+//! The same model type carries Mamba (`arch = "mamba"`, see `mamba.rs`),
+//! RWKV-7 (`arch = "rwkv7"`, see `rwkv7.rs`) and hybrid stacks: its layers
+//! are an enum of block kinds, so training, resume, eval, generation and
+//! bench use one type for every architecture.
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::config::{Arch, BlockKind};
-use crate::layers::{Attention, Embedding, KvCache, Linear, RmsNorm, Rope, SwiGluMlp};
+use crate::layers::{Attention, Embedding, KvCache, LayerNorm, Linear, RmsNorm, Rope, SwiGluMlp};
 use crate::mamba::{hf_param_name, MambaBlock, MambaState};
+use crate::rwkv7::{orthogonal_linear, RwkvBlock, RwkvState};
 use crate::ops::FusedOps;
 use crate::{LanguageModel, ModelConfig, ModelError};
 
@@ -24,6 +26,7 @@ use crate::{LanguageModel, ModelConfig, ModelError};
 pub enum Block<B: Backend> {
     Attention(AttentionBlock<B>),
     Mamba(MambaBlock<B>),
+    Rwkv(RwkvBlock<B>),
 }
 
 /// Generation state of one block application.
@@ -31,6 +34,32 @@ pub enum Block<B: Backend> {
 pub enum BlockCache<B: Backend> {
     Kv(KvCache<B>),
     Mamba(MambaState<B>),
+    Rwkv(RwkvState<B>),
+}
+
+/// The norm before the head: RMSNorm, or LayerNorm in RWKV-7 stacks.
+#[derive(Module, Debug)]
+pub enum FinalNorm<B: Backend> {
+    Rms(RmsNorm<B>),
+    Layer(LayerNorm<B>),
+}
+
+impl<B: Backend> FinalNorm<B> {
+    pub fn weight(&self) -> Tensor<B, 1> {
+        match self {
+            FinalNorm::Rms(n) => n.weight.val(),
+            FinalNorm::Layer(n) => n.weight.val(),
+        }
+    }
+}
+
+impl<B: FusedOps> FinalNorm<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self {
+            FinalNorm::Rms(n) => n.forward(x),
+            FinalNorm::Layer(n) => n.forward(x),
+        }
+    }
 }
 
 /// Pre-norm block: `x += attn(n1 x); x += mlp(n2 x)`.
@@ -71,7 +100,7 @@ pub struct Decoder<B: Backend> {
     /// Stored blocks; each is applied `share_repeat` times in a row.
     pub layers: Vec<Block<B>>,
     pub shared_mlp: Option<SwiGluMlp<B>>,
-    pub norm: RmsNorm<B>,
+    pub norm: FinalNorm<B>,
     /// `None` when the head shares the embedding table.
     pub lm_head: Option<Linear<B>>,
     pub share_repeat: usize,
@@ -82,6 +111,9 @@ pub struct Decoder<B: Backend> {
     /// Checkpoint names follow Hugging Face Mamba (`backbone.*`) instead of
     /// Llama (`model.*`).
     pub mamba_names: bool,
+    /// Checkpoint names follow the official RWKV-7 `.pth` (`emb`, `blocks.*`,
+    /// `ln_out`, `head`).
+    pub rwkv_names: bool,
 }
 
 /// One cache slot per block application (a shared block applied twice has
@@ -106,14 +138,19 @@ impl<B: Backend> DecoderCache<B> {
 
 impl<B: Backend> Decoder<B> {
     /// Random init: normal(0, init_std) for attention matrices and the
-    /// embedding, ones for norms, mamba_ssm's init for Mamba blocks.
+    /// embedding, ones for norms, mamba_ssm's init for Mamba blocks,
+    /// train_temp's for RWKV-7 (with, when `arch = "rwkv7"`, its embedding
+    /// `U(+-1e-4)` and orthogonal head of gain `0.5 sqrt(max(V / C, 1))`).
     pub fn new(cfg: &ModelConfig, device: &B::Device) -> Result<Self, ModelError> {
         cfg.validate()?;
         let (d, std) = (cfg.dim, cfg.init_std);
+        let first_rwkv = cfg.first_rwkv_layer();
+        let rwkv = cfg.arch == Arch::Rwkv7;
         let layers = cfg
             .block_kinds()
             .into_iter()
-            .map(|kind| match kind {
+            .enumerate()
+            .map(|(i, kind)| match kind {
                 BlockKind::Attention => Block::Attention(AttentionBlock {
                     input_layernorm: RmsNorm::new(d, cfg.norm_eps, device),
                     self_attn: Attention::new(
@@ -128,16 +165,36 @@ impl<B: Backend> Decoder<B> {
                     mlp: (!cfg.shared_ffn).then(|| SwiGluMlp::new(d, cfg.ffn_dim, std, device)),
                 }),
                 BlockKind::Mamba => Block::Mamba(MambaBlock::new(cfg, device)),
+                BlockKind::Rwkv => Block::Rwkv(RwkvBlock::new(cfg, i, Some(i) == first_rwkv, device)),
             })
             .collect();
+        let mut embed_tokens = Embedding::new(cfg.vocab_size, d, std, device);
+        let (norm, lm_head) = if rwkv {
+            embed_tokens.weight = burn::module::Param::from_tensor(Tensor::random(
+                [cfg.vocab_size, d],
+                burn::tensor::Distribution::Uniform(-1e-4, 1e-4),
+                device,
+            ));
+            let ratio = (cfg.vocab_size as f64 / d as f64).max(1.0);
+            (
+                FinalNorm::Layer(LayerNorm::new(d, cfg.norm_eps, device)),
+                (!cfg.tie_embeddings)
+                    .then(|| orthogonal_linear(d, cfg.vocab_size, 0.5 * ratio.sqrt(), device)),
+            )
+        } else {
+            (
+                FinalNorm::Rms(RmsNorm::new(d, cfg.norm_eps, device)),
+                (!cfg.tie_embeddings).then(|| Linear::new(d, cfg.vocab_size, std, device)),
+            )
+        };
         Ok(Self {
-            embed_tokens: Embedding::new(cfg.vocab_size, d, std, device),
+            embed_tokens,
             layers,
             shared_mlp: cfg
                 .shared_ffn
                 .then(|| SwiGluMlp::new(d, cfg.ffn_dim, std, device)),
-            norm: RmsNorm::new(d, cfg.norm_eps, device),
-            lm_head: (!cfg.tie_embeddings).then(|| Linear::new(d, cfg.vocab_size, std, device)),
+            norm,
+            lm_head,
             share_repeat: cfg.share_repeat,
             rope_theta: cfg.rope_theta,
             head_dim: if cfg.has_block(BlockKind::Attention) {
@@ -147,6 +204,7 @@ impl<B: Backend> Decoder<B> {
             },
             max_seq_len: cfg.max_seq_len,
             mamba_names: cfg.arch == Arch::Mamba,
+            rwkv_names: rwkv,
         })
     }
 
@@ -163,6 +221,7 @@ impl<B: Backend> Decoder<B> {
                     }
                 }
                 Block::Mamba(block) => block.set_fused(fused),
+                Block::Rwkv(block) => block.set_fused(fused),
             }
         }
         if let Some(m) = self.shared_mlp.as_mut() {
@@ -172,7 +231,9 @@ impl<B: Backend> Decoder<B> {
             head.fused = fused;
         }
         self.embed_tokens.fused = fused;
-        self.norm.fused = fused;
+        if let FinalNorm::Rms(norm) = &mut self.norm {
+            norm.fused = fused;
+        }
         self
     }
 }
@@ -189,6 +250,8 @@ impl<B: FusedOps> Decoder<B> {
         let rope = (self.head_dim > 0)
             .then(|| Rope::new(self.head_dim, self.rope_theta, offset, t, &tokens.device()));
         let mut x = self.embed_tokens.forward(tokens); // [B, T, dim]
+        // RWKV-7's value residual: the first RWKV block's v, read by the others.
+        let mut v_first = None;
         for (i, block) in self.layers.iter().enumerate() {
             for r in 0..self.share_repeat {
                 let slot = cache
@@ -210,6 +273,13 @@ impl<B: FusedOps> Decoder<B> {
                             _ => None,
                         };
                         block.forward(x, state)
+                    }
+                    (Block::Rwkv(block), _) => {
+                        let state = match slot {
+                            Some(BlockCache::Rwkv(s)) => Some(s),
+                            _ => None,
+                        };
+                        block.forward(x, &mut v_first, state)
                     }
                 };
             }
@@ -239,6 +309,7 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
                 slots.push(match block {
                     Block::Attention(_) => BlockCache::Kv(KvCache { kv: None }),
                     Block::Mamba(_) => BlockCache::Mamba(MambaState::default()),
+                    Block::Rwkv(_) => BlockCache::Rwkv(RwkvState::default()),
                 });
             }
         }
@@ -264,6 +335,18 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
     fn tensor_name(&self, path: &str) -> String {
         let path = hf_param_name(path);
         let path = path.as_str();
+        if self.rwkv_names {
+            // The official RWKV-7 .pth: emb, blocks.{i}.*, ln_out, head.
+            return match path {
+                "embed_tokens.weight" => "emb.weight".to_string(),
+                "lm_head.weight" => "head.weight".to_string(),
+                _ => match (path.strip_prefix("layers."), path.strip_prefix("norm.")) {
+                    (Some(rest), _) => format!("blocks.{rest}"),
+                    (None, Some(rest)) => format!("ln_out.{rest}"),
+                    _ => path.to_string(),
+                },
+            };
+        }
         if path.starts_with("lm_head") {
             return path.to_string();
         }
@@ -279,11 +362,13 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
     }
 
     fn weight_decay(name: &str, rank: usize) -> bool {
-        // Decay only matrices of projections: not norms, biases, embeddings,
-        // or Mamba's A_log and D (mamba_ssm's `_no_weight_decay`).
+        // Decay only `.weight` matrices of projections: not norms, biases,
+        // embeddings, Mamba's A_log and D (mamba_ssm's `_no_weight_decay`),
+        // or RWKV-7's LoRA factors and r_k (train_temp decays 2-D `.weight`
+        // tensors only; it does decay its `emb.weight`, and so does this).
         rank >= 2
+            && name.ends_with(".weight")
             && !name.contains("embed_tokens")
             && !name.contains("embeddings")
-            && !name.ends_with("A_log")
     }
 }

@@ -5,11 +5,13 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod hf;
+pub mod init;
 pub mod layers;
 pub mod lm;
 pub mod mamba;
 pub mod naming;
 pub mod ops;
+pub mod rwkv7;
 
 pub use config::{Arch, BlockKind, ModelConfig};
 pub use decoder::{Decoder, DecoderCache};

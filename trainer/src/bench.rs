@@ -142,8 +142,7 @@ pub fn bench<B: TrainBackend>(
         let _: f32 = model
             .valid()
             .norm
-            .weight
-            .val()
+            .weight()
             .slice([0..1])
             .into_scalar()
             .elem();

@@ -1,8 +1,9 @@
 //! Building blocks shared by every architecture: projections, embeddings,
-//! RMSNorm, rotary embeddings, causal attention and the SwiGLU MLP.
+//! RMSNorm, LayerNorm, rotary embeddings, causal attention and the SwiGLU MLP.
 
 pub mod attention;
 pub mod embedding;
+pub mod layer_norm;
 pub mod linear;
 pub mod mlp;
 pub mod rms_norm;
@@ -10,6 +11,7 @@ pub mod rope;
 
 pub use attention::{Attention, KvCache};
 pub use embedding::Embedding;
+pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::SwiGluMlp;
 pub use rms_norm::RmsNorm;

@@ -124,6 +124,25 @@ impl<B: FusedOps> Backward<B, 6> for SelectiveScanBackward {
 }
 
 #[derive(Debug)]
+struct Wkv7Backward;
+
+impl<B: FusedOps> Backward<B, 6> for Wkv7Backward {
+    /// The six inputs and the head size: the backward recomputes the states.
+    type State = ([Inner<B>; 6], usize);
+
+    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let gy = grads.consume::<B>(&ops.node);
+        let ([r, w, k, v, a, b], head_size) = ops.state;
+        let gs = B::wkv7_bwd(r, w, k, v, a, b, gy, head_size);
+        for (node, g) in ops.parents.into_iter().zip(gs) {
+            if let Some(n) = node {
+                grads.register::<B>(n.id, g);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 struct MatmulBackward;
 
 impl<B: FusedOps> Backward<B, 2> for MatmulBackward {
@@ -179,6 +198,39 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::Tracked(prep) => prep.finish(inner, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
+    }
+
+    fn wkv7_fwd(
+        r: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        head_size: usize,
+    ) -> FloatTensor<Self> {
+        let nodes = [&r, &w, &k, &v, &a, &b].map(|t| t.node.clone());
+        let inner = [r, w, k, v, a, b].map(|t| t.primitive);
+        let [ir, iw, ik, iv, ia, ib] = inner.clone();
+        let y = B::wkv7_fwd(ir, iw, ik, iv, ia, ib, head_size);
+        match Wkv7Backward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((inner, head_size), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn wkv7_bwd(
+        r: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        gy: FloatTensor<Self>,
+        head_size: usize,
+    ) -> [FloatTensor<Self>; 6] {
+        let i = Self::inner;
+        B::wkv7_bwd(i(r), i(w), i(k), i(v), i(a), i(b), i(gy), head_size).map(Self::from_inner)
     }
 
     fn selective_scan_bwd(

@@ -6,6 +6,7 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, TensorData, TensorMetadata};
 
 use super::kernels::selective_scan::{self as scan, ScanDims, ScanInputs};
+use super::kernels::wkv7::{self, WkvDims, WkvInputs};
 use super::kernels::{attention, cross_entropy, layout, matmul, rms_norm, swiglu};
 use super::{composed, FusedOps};
 
@@ -323,6 +324,69 @@ impl FusedOps for Flex {
             new(g.c, dims(&c32)),
             new(g.d, dims(&d32)),
         ]
+    }
+
+    fn wkv7_fwd(
+        r: FlexTensor,
+        w: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        a: FlexTensor,
+        b: FlexTensor,
+        head_size: usize,
+    ) -> FlexTensor {
+        let all = [&r, &w, &k, &v, &a, &b].map(|t| f32_tensor((*t).clone()));
+        let [Some(r32), Some(w32), Some(k32), Some(v32), Some(a32), Some(b32)] = all else {
+            return composed::wkv7_fwd::<Self>(r, w, k, v, a, b, head_size);
+        };
+        let x = WkvInputs {
+            r: data(&r32),
+            w: data(&w32),
+            k: data(&k32),
+            v: data(&v32),
+            a: data(&a32),
+            b: data(&b32),
+        };
+        new(wkv7::wkv7_forward(x, wkv_dims(&r32, head_size)), dims(&r32))
+    }
+
+    fn wkv7_bwd(
+        r: FlexTensor,
+        w: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        a: FlexTensor,
+        b: FlexTensor,
+        gy: FlexTensor,
+        head_size: usize,
+    ) -> [FlexTensor; 6] {
+        let all = [&r, &w, &k, &v, &a, &b, &gy].map(|t| f32_tensor((*t).clone()));
+        let [Some(r32), Some(w32), Some(k32), Some(v32), Some(a32), Some(b32), Some(g32)] = all
+        else {
+            return composed::wkv7_bwd::<Self>(r, w, k, v, a, b, gy, head_size);
+        };
+        let x = WkvInputs {
+            r: data(&r32),
+            w: data(&w32),
+            k: data(&k32),
+            v: data(&v32),
+            a: data(&a32),
+            b: data(&b32),
+        };
+        let g = wkv7::wkv7_backward(x, data(&g32), wkv_dims(&r32, head_size));
+        let shape = dims(&r32);
+        [g.r, g.w, g.k, g.v, g.a, g.b].map(|t| new(t, shape.clone()))
+    }
+}
+
+/// WKV sizes from `r [b, t, c]` and the head size.
+fn wkv_dims(r: &FlexTensor, head_size: usize) -> WkvDims {
+    let d = dims(r);
+    WkvDims {
+        batch: d[0],
+        seq: d[1],
+        heads: d[2] / head_size,
+        head_size,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fused operations with hand-written backward passes: causal attention,
-//! cross-entropy, SwiGLU's `silu(gate) * up`, RMSNorm, RoPE, and the 2-D
+//! cross-entropy, SwiGLU's `silu(gate) * up`, RMSNorm, RoPE, the Mamba
+//! selective scan, the RWKV-7 WKV recurrence, and the 2-D
 //! matmul of every projection (an allocation fix on Flex, see
 //! `kernels/matmul.rs`).
 //!
@@ -354,6 +355,123 @@ pub mod composed {
         ]
     }
 
+    /// RWKV-7 WKV recurrence one tensor op per time step: `r, w, k, v, a, b
+    /// [b, t, h * n]` -> `y [b, t, h * n]`, per head `sa = S a`,
+    /// `S <- S diag(w) + sa b^T + v k^T`, `y = S r` from `S = 0` (the reference
+    /// of the fused kernel; under autodiff its gradient is burn's own).
+    #[allow(clippy::too_many_arguments)]
+    pub fn wkv7_fwd<B: Backend>(
+        r: FloatTensor<B>,
+        w: FloatTensor<B>,
+        k: FloatTensor<B>,
+        v: FloatTensor<B>,
+        a: FloatTensor<B>,
+        b: FloatTensor<B>,
+        head_size: usize,
+    ) -> FloatTensor<B> {
+        let x = [r, w, k, v, a, b].map(wrap::<B, 3>);
+        let [bsz, t, c] = x[0].dims();
+        let [r, w, k, v, a, b] = x.map(|t3| t3.reshape([bsz, t, c / head_size, head_size]));
+        let (y, _) = wkv7_states(r, w, k, v, a, b, None, false);
+        unwrap(y.reshape([bsz, t, c]))
+    }
+
+    /// The recurrence on `[b, t, h, n]` inputs from `s0 [b, h, n, n]` (zero
+    /// if absent): `y [b, t, h, n]` and the states after every step
+    /// `[b, t, h, n, n]` stacked on dim 1 when `keep_all`, else the final
+    /// state `[b, 1, h, n, n]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn wkv7_states<B: Backend>(
+        r: Tensor<B, 4>,
+        w: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        a: Tensor<B, 4>,
+        b: Tensor<B, 4>,
+        s0: Option<Tensor<B, 4>>,
+        keep_all: bool,
+    ) -> (Tensor<B, 4>, Tensor<B, 5>) {
+        let [bsz, t, h, n] = r.dims();
+        let mut s = s0.unwrap_or_else(|| Tensor::zeros([bsz, h, n, n], &r.device()));
+        let at = |x: &Tensor<B, 4>, i: usize| x.clone().narrow(1, i, 1).reshape([bsz, h, n]);
+        let (mut ys, mut states) = (Vec::with_capacity(t), Vec::new());
+        for i in 0..t {
+            let row = |x: &Tensor<B, 4>| at(x, i).unsqueeze_dim::<4>(2); // [b, h, 1, n]
+            let col = |x: &Tensor<B, 4>| at(x, i).unsqueeze_dim::<4>(3); // [b, h, n, 1]
+            let sa = (s.clone() * row(&a)).sum_dim(3); // [b, h, n, 1]
+            s = s * row(&w) + sa * row(&b) + col(&v) * row(&k); // [b, h, n, n]
+            ys.push((s.clone() * row(&r)).sum_dim(3).reshape([bsz, 1, h, n]));
+            if keep_all {
+                states.push(s.clone().unsqueeze_dim::<5>(1));
+            }
+        }
+        if !keep_all {
+            states.push(s.unsqueeze_dim::<5>(1));
+        }
+        (Tensor::cat(ys, 1), Tensor::cat(states, 1))
+    }
+
+    /// Gradients `[dr, dw, dk, dv, da, db]` of `wkv7_fwd` given `gy`, from the
+    /// adjoint recurrence `dS_{t-1} = dS_t diag(w_t) + (dS_t b_t) a_t^T`
+    /// with every state kept (the fallback of backends without a kernel).
+    #[allow(clippy::too_many_arguments)]
+    pub fn wkv7_bwd<B: Backend>(
+        r: FloatTensor<B>,
+        w: FloatTensor<B>,
+        k: FloatTensor<B>,
+        v: FloatTensor<B>,
+        a: FloatTensor<B>,
+        b: FloatTensor<B>,
+        gy: FloatTensor<B>,
+        head_size: usize,
+    ) -> [FloatTensor<B>; 6] {
+        let x = [r, w, k, v, a, b, gy].map(wrap::<B, 3>);
+        let [bsz, t, c] = x[0].dims();
+        let (h, n) = (c / head_size, head_size);
+        let [r, w, k, v, a, b, gy] = x.map(|t3| t3.reshape([bsz, t, h, n]));
+        let (_, states) = wkv7_states(
+            r.clone(),
+            w.clone(),
+            k.clone(),
+            v.clone(),
+            a.clone(),
+            b.clone(),
+            None,
+            true,
+        ); // [b, t, h, n, n]
+        let at = |x: &Tensor<B, 4>, i: usize| x.clone().narrow(1, i, 1).reshape([bsz, h, n]);
+        let row = |x: &Tensor<B, 4>, i: usize| at(x, i).unsqueeze_dim::<4>(2); // [b, h, 1, n]
+        let col = |x: &Tensor<B, 4>, i: usize| at(x, i).unsqueeze_dim::<4>(3); // [b, h, n, 1]
+        let state = |i: usize| states.clone().narrow(1, i, 1).reshape([bsz, h, n, n]);
+        let flat_row = |g: Tensor<B, 4>| g.reshape([bsz, 1, h, n]); // [b, h, 1|n, n|1] -> [b, 1, h, n]
+        let mut ds = Tensor::<B, 4>::zeros([bsz, h, n, n], &r.device());
+        let mut gs: [Vec<Tensor<B, 4>>; 6] = Default::default();
+        for i in (0..t).rev() {
+            let prev = if i > 0 {
+                state(i - 1)
+            } else {
+                Tensor::zeros([bsz, h, n, n], &r.device())
+            };
+            ds = ds + col(&gy, i) * row(&r, i);
+            let dr = (state(i) * col(&gy, i)).sum_dim(2); // [b, h, 1, n]
+            let dw = (prev.clone() * ds.clone()).sum_dim(2);
+            let dk = (ds.clone() * col(&v, i)).sum_dim(2);
+            let dv = (ds.clone() * row(&k, i)).sum_dim(3); // [b, h, n, 1]
+            let sa = (prev.clone() * row(&a, i)).sum_dim(3); // [b, h, n, 1]
+            let db = (ds.clone() * sa).sum_dim(2);
+            let dsa = (ds.clone() * row(&b, i)).sum_dim(3); // [b, h, n, 1]
+            let da = (prev * dsa.clone()).sum_dim(2);
+            ds = ds * row(&w, i) + dsa * row(&a, i);
+            for (slot, g) in gs.iter_mut().zip([dr, dw, dk, dv, da, db]) {
+                slot.push(flat_row(g));
+            }
+        }
+        gs.map(|mut parts| {
+            parts.reverse();
+            unwrap(Tensor::cat(parts, 1).reshape([bsz, t, c]))
+        })
+    }
+
     /// torch's `F.softplus` (identity above 20).
     pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         let big = x.clone().greater_elem(20.0);
@@ -489,7 +607,37 @@ pub trait FusedOps: Backend {
     ) -> [FloatTensor<Self>; 6] {
         composed::selective_scan_bwd::<Self>(u, dt, a, bm, cm, dd, gy)
     }
+    /// RWKV-7 WKV recurrence `y [b, t, c]` of `r, w, k, v, a, b [b, t, c]`
+    /// (`c = heads * head_size`, `w` the decay factor) from a zero state.
+    #[allow(clippy::too_many_arguments)]
+    fn wkv7_fwd(
+        r: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        head_size: usize,
+    ) -> FloatTensor<Self> {
+        composed::wkv7_fwd::<Self>(r, w, k, v, a, b, head_size)
+    }
+
+    /// `[dr, dw, dk, dv, da, db]` of `wkv7_fwd`.
+    #[allow(clippy::too_many_arguments)]
+    fn wkv7_bwd(
+        r: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        gy: FloatTensor<Self>,
+        head_size: usize,
+    ) -> [FloatTensor<Self>; 6] {
+        composed::wkv7_bwd::<Self>(r, w, k, v, a, b, gy, head_size)
+    }
 }
+
 
 // ---- Tensor-level entry points used by the models and the trainer ----
 
@@ -575,6 +723,33 @@ pub fn selective_scan<B: FusedOps>(
         unwrap(bm),
         unwrap(cm),
         unwrap(dd),
+    );
+    cast_to(wrap(y), dtype)
+}
+
+/// RWKV-7 WKV recurrence over whole sequences (one fused op with a
+/// hand-written backward): `r, w, k, v, a, b [b, t, heads * head_size]` ->
+/// `y [b, t, heads * head_size]`, from a zero state; `w` is the decay factor.
+pub fn wkv7<B: FusedOps>(
+    r: Tensor<B, 3>,
+    w: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    a: Tensor<B, 3>,
+    b: Tensor<B, 3>,
+    head_size: usize,
+) -> Tensor<B, 3> {
+    // The recurrence runs in f32 whatever the training precision.
+    let ((r, dtype), (w, _), (k, _)) = (to_f32(r), to_f32(w), to_f32(k));
+    let ((v, _), (a, _), (b, _)) = (to_f32(v), to_f32(a), to_f32(b));
+    let y = B::wkv7_fwd(
+        unwrap(r),
+        unwrap(w),
+        unwrap(k),
+        unwrap(v),
+        unwrap(a),
+        unwrap(b),
+        head_size,
     );
     cast_to(wrap(y), dtype)
 }

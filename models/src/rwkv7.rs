@@ -1,0 +1,402 @@
+//! RWKV-7 "Goose" block (Peng et al. 2025, arXiv 2503.14456). Reference:
+//! BlinkDL/RWKV-LM `RWKV-v7/rwkv_v7_demo.py` (the maths, the parity oracle of
+//! tests/reference/rwkv7_parity.py) and `RWKV-v7/train_temp/src/model.py`
+//! (the initialisation). Field names are the official checkpoint's
+//! (`att.x_r`, `att.w1`, `att.receptance`, `ffn.key`, ...).
+//!
+//! Time mix, with the token shift `xx = shift(x) - x` and `x_* = x + xx mu_*`:
+//! `r, k, v = W_{r,k,v} x_*`; `w = -softplus(-(w0 + tanh(x_w W1) W2)) - 0.5`
+//! (decay factor `exp(-exp(w))`); after the first RWKV layer the value
+//! residual `v += (v_first - v) sigmoid(v0 + x_v V1 V2)`;
+//! `a = sigmoid(a0 + x_a A1 A2)`; `g = sigmoid(x_g G1) G2`;
+//! `kk = normalize_per_head(k k_k)`; `k = k (1 + (a - 1) k_a)`;
+//! WKV with `a = -kk`, `b = kk a`; `GroupNorm(H, eps 64e-5)` plus
+//! `(sum_head r k r_k) v`; `out = W_o(o g)`.
+//! Channel mix: `W_v relu(W_k(x + xx mu_k))^2`.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor, TensorData};
+
+use crate::config::RwkvRanks;
+use crate::init::orthogonal;
+use crate::layers::layer_norm::group_norm;
+use crate::layers::{LayerNorm, Linear};
+use crate::ops::{composed, matmul, wkv7, FusedOps};
+use crate::ModelConfig;
+
+/// GroupNorm eps of `ln_x` (the reference's `64e-5`, fixed).
+pub const LN_X_EPS: f64 = 64e-5;
+/// torch's `F.normalize` eps.
+const NORMALIZE_EPS: f64 = 1e-12;
+
+#[derive(Module, Debug)]
+pub struct TimeMix<B: Backend> {
+    /// Token-shift mixing coefficients `[C]` (official shape `[1, 1, C]`).
+    pub x_r: Param<Tensor<B, 1>>,
+    pub x_w: Param<Tensor<B, 1>>,
+    pub x_k: Param<Tensor<B, 1>>,
+    pub x_v: Param<Tensor<B, 1>>,
+    pub x_a: Param<Tensor<B, 1>>,
+    pub x_g: Param<Tensor<B, 1>>,
+    /// Decay: bias `[C]` and LoRA `[C, Dw]`, `[Dw, C]` (stored as PyTorch's).
+    pub w0: Param<Tensor<B, 1>>,
+    pub w1: Param<Tensor<B, 2>>,
+    pub w2: Param<Tensor<B, 2>>,
+    /// In-context learning rate `a`: bias and LoRA.
+    pub a0: Param<Tensor<B, 1>>,
+    pub a1: Param<Tensor<B, 2>>,
+    pub a2: Param<Tensor<B, 2>>,
+    /// Value residual gate: absent in the first RWKV block (it makes `v_first`).
+    pub v0: Option<Param<Tensor<B, 1>>>,
+    pub v1: Option<Param<Tensor<B, 2>>>,
+    pub v2: Option<Param<Tensor<B, 2>>>,
+    /// Output gate LoRA.
+    pub g1: Param<Tensor<B, 2>>,
+    pub g2: Param<Tensor<B, 2>>,
+    /// Key normalisation and replacement scales `[C]`, bonus `[H, N]`.
+    pub k_k: Param<Tensor<B, 1>>,
+    pub k_a: Param<Tensor<B, 1>>,
+    pub r_k: Param<Tensor<B, 2>>,
+    pub receptance: Linear<B>,
+    pub key: Linear<B>,
+    pub value: Linear<B>,
+    pub output: Linear<B>,
+    /// Per-head GroupNorm of the WKV output (weight and bias `[C]`).
+    pub ln_x: LayerNorm<B>,
+    pub head_size: usize,
+    /// Fused WKV kernel and projections; false = per-timestep tensor ops.
+    pub fused: bool,
+}
+
+#[derive(Module, Debug)]
+pub struct ChannelMix<B: Backend> {
+    pub x_k: Param<Tensor<B, 1>>,
+    /// `C -> F` and `F -> C`.
+    pub key: Linear<B>,
+    pub value: Linear<B>,
+}
+
+/// `x = ln0(x)` (block 0 only); `x += att(ln1 x)`; `x += ffn(ln2 x)`.
+#[derive(Module, Debug)]
+pub struct RwkvBlock<B: Backend> {
+    pub ln0: Option<LayerNorm<B>>,
+    pub ln1: LayerNorm<B>,
+    pub ln2: LayerNorm<B>,
+    pub att: TimeMix<B>,
+    pub ffn: ChannelMix<B>,
+}
+
+/// Recurrent state of one RWKV block during generation: the last input of
+/// each token shift `[b, C]` and the WKV state `[b, H, N, N]`. Its size does
+/// not grow with the sequence.
+#[derive(Debug, Clone, Default)]
+pub struct RwkvState<B: Backend> {
+    pub att_x: Option<Tensor<B, 2>>,
+    pub wkv: Option<Tensor<B, 4>>,
+    pub ffn_x: Option<Tensor<B, 2>>,
+}
+
+fn param<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Param<Tensor<B, D>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+fn uniform_linear<B: Backend>(d_in: usize, d_out: usize, bound: f64, device: &B::Device) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(Tensor::random(
+            [d_in, d_out],
+            Distribution::Uniform(-bound, bound),
+            device,
+        )),
+        fused: true,
+    }
+}
+
+/// A projection stored `[d_in, d_out]` with torch's orthogonal init of its
+/// `[d_out, d_in]` weight (the transpose of an orthogonal matrix is one).
+pub fn orthogonal_linear<B: Backend>(d_in: usize, d_out: usize, gain: f64, device: &B::Device) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(orthogonal(d_in, d_out, gain, device)),
+        fused: true,
+    }
+}
+
+/// train_temp's `ortho_init(x, scale)` of a LoRA factor `[rows, cols]`.
+fn lora_up<B: Backend>(rows: usize, cols: usize, device: &B::Device) -> Param<Tensor<B, 2>> {
+    let gain = if rows > cols {
+        (rows as f64 / cols as f64).sqrt()
+    } else {
+        1.0
+    };
+    Param::from_tensor(orthogonal(rows, cols, gain * 0.1, device))
+}
+
+fn zeros2<B: Backend>(rows: usize, cols: usize, device: &B::Device) -> Param<Tensor<B, 2>> {
+    Param::from_tensor(Tensor::zeros([rows, cols], device))
+}
+
+impl<B: Backend> RwkvBlock<B> {
+    /// train_temp's init (`RWKV_Tmix_x070.__init__` and `generate_init_weight`)
+    /// for layer `layer` of `n_layers`: mixing ramps, zigzag decay bias, zero
+    /// first LoRA factors and orthogonal second ones (gain 0.1), orthogonal
+    /// r/v/ffn-key projections (key 0.1), zero output and ffn value, `ln_x`
+    /// weight `((layer + 1) / L)^0.7`. `first` marks the block that makes
+    /// `v_first`; `ln0` is given to layer 0.
+    pub fn new(cfg: &ModelConfig, layer: usize, first: bool, device: &B::Device) -> Self {
+        let (c, n, f) = (cfg.dim, cfg.head_size, cfg.resolved_rwkv_ffn_dim());
+        let h = c / n;
+        let layers = cfg.n_layers as f64;
+        let RwkvRanks {
+            decay,
+            aaa,
+            mv,
+            gate,
+        } = cfg.rwkv_ranks();
+        let ratio_0_to_1 = if cfg.n_layers > 1 {
+            layer as f64 / (layers - 1.0)
+        } else {
+            0.0
+        };
+        let ratio_1_to_almost0 = 1.0 - layer as f64 / layers;
+        let ddd: Vec<f64> = (0..c).map(|i| i as f64 / c as f64).collect();
+        let ramp = |p: f64| -> Vec<f32> { ddd.iter().map(|&d| (1.0 - d.powf(p * ratio_1_to_almost0)) as f32).collect() };
+        let span = (c.max(2) - 1) as f64;
+        let linear: Vec<f64> = (0..c).map(|i| i as f64 / span - 0.5).collect();
+        let half = ((n.max(2) - 1) as f64) / 2.0;
+        let zigzag: Vec<f64> = (0..c)
+            .map(|i| {
+                let z = ((i % n) as f64 - half) / half;
+                z * z.abs()
+            })
+            .collect();
+        let vec_of = |g: &dyn Fn(usize) -> f64| -> Vec<f32> { (0..c).map(|i| g(i) as f32).collect() };
+        let w0 = vec_of(&|i| {
+            -6.0 + 6.0 * (i as f64 / span).powf(1.0 + ratio_0_to_1.powf(0.3)) + 0.5 + zigzag[i] * 2.5
+        });
+        let a0 = vec_of(&|i| -0.19 + zigzag[i] * 0.3 + linear[i] * 0.4);
+        let v0 = vec_of(&|i| 0.73 - linear[i] * 0.4);
+        let k_k = vec_of(&|i| 0.71 - linear[i] * 0.1);
+        let ln_x_scale = ((layer + 1) as f64 / layers).powf(0.7) as f32;
+        let mut ln_x = LayerNorm::new(c, LN_X_EPS, device);
+        ln_x.weight = param(vec![ln_x_scale; c], [c], device);
+        let ffn_ratio = ratio_1_to_almost0.powi(4);
+        let att = TimeMix {
+            x_r: param(ramp(0.2), [c], device),
+            x_w: param(ramp(0.9), [c], device),
+            x_k: param(ramp(0.7), [c], device),
+            x_v: param(ramp(0.7), [c], device),
+            x_a: param(ramp(0.9), [c], device),
+            x_g: param(ramp(0.2), [c], device),
+            w0: param(w0, [c], device),
+            w1: zeros2(c, decay, device),
+            w2: lora_up(decay, c, device),
+            a0: param(a0, [c], device),
+            a1: zeros2(c, aaa, device),
+            a2: lora_up(aaa, c, device),
+            v0: (!first).then(|| param(v0, [c], device)),
+            v1: (!first).then(|| zeros2(c, mv, device)),
+            v2: (!first).then(|| lora_up(mv, c, device)),
+            g1: zeros2(c, gate, device),
+            g2: lora_up(gate, c, device),
+            k_k: param(k_k, [c], device),
+            k_a: param(vec![1.02; c], [c], device),
+            r_k: param(vec![-0.04; c], [h, n], device),
+            receptance: orthogonal_linear(c, c, 1.0, device),
+            key: orthogonal_linear(c, c, 0.1, device),
+            value: orthogonal_linear(c, c, 1.0, device),
+            output: uniform_linear(c, c, 0.0, device),
+            ln_x,
+            head_size: n,
+            fused: true,
+        };
+        let ffn = ChannelMix {
+            x_k: param(
+                ddd.iter().map(|&d| (1.0 - d.powf(ffn_ratio)) as f32).collect(),
+                [c],
+                device,
+            ),
+            key: orthogonal_linear(c, f, 1.0, device),
+            value: uniform_linear(f, c, 0.0, device),
+        };
+        let eps = cfg.norm_eps;
+        Self {
+            ln0: (layer == 0).then(|| LayerNorm::new(c, eps, device)),
+            ln1: LayerNorm::new(c, eps, device),
+            ln2: LayerNorm::new(c, eps, device),
+            att,
+            ffn,
+        }
+    }
+
+    pub fn set_fused(&mut self, fused: bool) {
+        let att = &mut self.att;
+        att.fused = fused;
+        for p in [
+            &mut att.receptance,
+            &mut att.key,
+            &mut att.value,
+            &mut att.output,
+            &mut self.ffn.key,
+            &mut self.ffn.value,
+        ] {
+            p.fused = fused;
+        }
+    }
+}
+
+/// `shift(x) - x` for `x [b, t, C]`, where `shift` puts `prev [b, C]` (zeros
+/// if absent) before the sequence; returns it and the last input `[b, C]`.
+fn token_shift<B: Backend>(x: &Tensor<B, 3>, prev: Option<Tensor<B, 2>>) -> (Tensor<B, 3>, Tensor<B, 2>) {
+    let [b, t, c] = x.dims();
+    let prev = prev
+        .unwrap_or_else(|| Tensor::zeros([b, c], &x.device()))
+        .reshape([b, 1, c]); // [b, 1, C]
+    let shifted = if t > 1 {
+        Tensor::cat(vec![prev, x.clone().narrow(1, 0, t - 1)], 1)
+    } else {
+        prev
+    }; // [b, t, C]
+    let last = x.clone().narrow(1, t - 1, 1).reshape([b, c]);
+    (shifted - x.clone(), last)
+}
+
+/// `x [b, t, C] @ w [C, r]` as one 2-D GEMM (fused or burn's).
+fn lora<B: FusedOps>(x: Tensor<B, 3>, w: Tensor<B, 2>, fused: bool) -> Tensor<B, 3> {
+    let [b, t, c] = x.dims();
+    let r = w.dims()[1];
+    let x = x.reshape([b * t, c]);
+    let y = if fused { matmul(x, w) } else { x.matmul(w) };
+    y.reshape([b, t, r])
+}
+
+fn row<B: Backend>(p: &Param<Tensor<B, 1>>) -> Tensor<B, 3> {
+    let c = p.dims()[0];
+    p.val().reshape([1, 1, c])
+}
+
+impl<B: FusedOps> TimeMix<B> {
+    /// `[b, t, C] -> [b, t, C]`. The first RWKV block stores its `v` in
+    /// `v_first`; later ones read it. With a state, continues its sequence.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        v_first: &mut Option<Tensor<B, 3>>,
+        state: Option<&mut RwkvState<B>>,
+    ) -> Tensor<B, 3> {
+        let [bsz, t, c] = x.dims();
+        let n = self.head_size;
+        let h = c / n;
+        let fused = self.fused;
+        let (xx, last) = token_shift(&x, state.as_ref().and_then(|s| s.att_x.clone()));
+        let mix = |mu: &Param<Tensor<B, 1>>| x.clone() + xx.clone() * row(mu); // [b, t, C]
+        let (xr, xw, xk, xv, xa, xg) = (
+            mix(&self.x_r),
+            mix(&self.x_w),
+            mix(&self.x_k),
+            mix(&self.x_v),
+            mix(&self.x_a),
+            mix(&self.x_g),
+        );
+        let r = self.receptance.forward(xr); // [b, t, C]
+        let w_pre = row(&self.w0) + lora(lora(xw, self.w1.val(), fused).tanh(), self.w2.val(), fused);
+        // w = -softplus(-w_pre) - 0.5, the soft clamp to (-inf, -0.5).
+        let w = composed::softplus(w_pre.neg()).neg().sub_scalar(0.5); // [b, t, C]
+        let k = self.key.forward(xk); // [b, t, C]
+        let mut v = self.value.forward(xv.clone()); // [b, t, C]
+        match (&self.v0, &self.v1, &self.v2, v_first.as_ref()) {
+            (Some(v0), Some(v1), Some(v2), Some(first)) => {
+                let gate = sigmoid(row(v0) + lora(lora(xv, v1.val(), fused), v2.val(), fused));
+                v = v.clone() + (first.clone() - v) * gate;
+            }
+            _ => *v_first = Some(v.clone()),
+        }
+        let a = sigmoid(row(&self.a0) + lora(lora(xa, self.a1.val(), fused), self.a2.val(), fused)); // [b, t, C]
+        let g = lora(sigmoid(lora(xg, self.g1.val(), fused)), self.g2.val(), fused); // [b, t, C]
+        let kk = (k.clone() * row(&self.k_k)).reshape([bsz, t, h, n]); // [b, t, H, N]
+        let norm = kk.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(NORMALIZE_EPS); // [b, t, H, 1]
+        let kk = (kk / norm).reshape([bsz, t, c]); // [b, t, C]
+        let k = k * (a.clone().sub_scalar(1.0) * row(&self.k_a)).add_scalar(1.0); // [b, t, C]
+        let decay = w.exp().neg().exp(); // [b, t, C], in (0, 1)
+        let (wa, wb) = (kk.clone().neg(), kk * a);
+        let y = match state {
+            Some(s) => {
+                let heads = |z: Tensor<B, 3>| z.reshape([bsz, t, h, n]);
+                let (y, last_state) = composed::wkv7_states(
+                    heads(r.clone()),
+                    heads(decay),
+                    heads(k.clone()),
+                    heads(v.clone()),
+                    heads(wa),
+                    heads(wb),
+                    s.wkv.take(),
+                    false,
+                );
+                s.wkv = Some(last_state.reshape([bsz, h, n, n]));
+                s.att_x = Some(last);
+                y.reshape([bsz, t, c])
+            }
+            None if fused => wkv7(r.clone(), decay, k.clone(), v.clone(), wa, wb, n),
+            None => {
+                let heads = |z: Tensor<B, 3>| z.reshape([bsz, t, h, n]);
+                let (y, _) = composed::wkv7_states(
+                    heads(r.clone()),
+                    heads(decay),
+                    heads(k.clone()),
+                    heads(v.clone()),
+                    heads(wa),
+                    heads(wb),
+                    None,
+                    false,
+                );
+                y.reshape([bsz, t, c])
+            }
+        }; // [b, t, C]
+        let y = group_norm(y, h, self.ln_x.weight.val(), self.ln_x.bias.val(), self.ln_x.eps);
+        let bonus = (r * k * self.r_k.val().reshape([1, 1, c]))
+            .reshape([bsz, t, h, n])
+            .sum_dim(3); // [b, t, H, 1]
+        let y = y + (bonus * v.reshape([bsz, t, h, n])).reshape([bsz, t, c]); // [b, t, C]
+        self.output.forward(y * g)
+    }
+}
+
+impl<B: FusedOps> ChannelMix<B> {
+    /// `[b, t, C] -> [b, t, C]`; with a state, continues its sequence.
+    pub fn forward(&self, x: Tensor<B, 3>, state: Option<&mut RwkvState<B>>) -> Tensor<B, 3> {
+        let prev = state.as_ref().and_then(|s| s.ffn_x.clone());
+        let (xx, last) = token_shift(&x, prev);
+        if let Some(s) = state {
+            s.ffn_x = Some(last);
+        }
+        let k = self.key.forward(x + xx * row(&self.x_k)); // [b, t, F]
+        self.value.forward(relu(k).powi_scalar(2)) // [b, t, C]
+    }
+}
+
+impl<B: FusedOps> RwkvBlock<B> {
+    /// `[b, t, C] -> [b, t, C]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        v_first: &mut Option<Tensor<B, 3>>,
+        mut state: Option<&mut RwkvState<B>>,
+    ) -> Tensor<B, 3> {
+        let x = match &self.ln0 {
+            Some(ln0) => ln0.forward(x),
+            None => x,
+        };
+        let x = x.clone() + self.att.forward(self.ln1.forward(x), v_first, state.as_deref_mut());
+        x.clone() + self.ffn.forward(self.ln2.forward(x), state)
+    }
+}
+
+/// Official checkpoint shapes of the per-channel vectors: `[1, 1, C]` for the
+/// mixing coefficients and biases, our `[C]` otherwise.
+pub fn is_channel_vector(name: &str) -> bool {
+    const VECTORS: [&str; 12] = [
+        "att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g", "att.w0", "att.a0",
+        "att.v0", "att.k_k", "att.k_a", "ffn.x_k",
+    ];
+    VECTORS.iter().any(|v| name.ends_with(v))
+}
