@@ -19,12 +19,15 @@ use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
+use std::collections::BTreeMap;
+
 use crate::config::RwkvRanks;
+use crate::hf::transpose;
 use crate::init::orthogonal;
 use crate::layers::layer_norm::group_norm;
 use crate::layers::{LayerNorm, Linear};
 use crate::ops::{composed, matmul, wkv7, FusedOps};
-use crate::ModelConfig;
+use crate::{ModelConfig, NamedTensor};
 
 /// GroupNorm eps of `ln_x` (the reference's `64e-5`, fixed).
 pub const LN_X_EPS: f64 = 64e-5;
@@ -391,12 +394,61 @@ impl<B: FusedOps> RwkvBlock<B> {
     }
 }
 
-/// Official checkpoint shapes of the per-channel vectors: `[1, 1, C]` for the
-/// mixing coefficients and biases, our `[C]` otherwise.
-pub fn is_channel_vector(name: &str) -> bool {
+/// Tensors the official checkpoint stores `[1, 1, C]` (ours: `[C]`).
+fn is_channel_vector(name: &str) -> bool {
     const VECTORS: [&str; 12] = [
         "att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g", "att.w0", "att.a0",
         "att.v0", "att.k_k", "att.k_a", "ffn.x_k",
     ];
     VECTORS.iter().any(|v| name.ends_with(v))
+}
+
+/// Projections stored `[in, out]` here and `[out, in]` (torch `nn.Linear`)
+/// in the official checkpoint. The LoRA factors (`w1`, `w2`, ...) are plain
+/// `x @ W` matrices in both and keep their layout.
+fn is_projection(name: &str, shape: &[usize]) -> bool {
+    shape.len() == 2 && name.ends_with(".weight") && name != "emb.weight"
+}
+
+/// Checkpoint tensors of an `arch = "rwkv7"` model -> the official `.pth`
+/// layout the `rwkv` pip package reads (same names; vectors `[1, 1, C]`,
+/// projections transposed).
+pub fn export_rwkv7(ckpt: &BTreeMap<String, NamedTensor>) -> BTreeMap<String, NamedTensor> {
+    ckpt.iter()
+        .map(|(name, t)| {
+            let t = if is_projection(name, &t.shape) {
+                transpose(t)
+            } else if is_channel_vector(name) {
+                NamedTensor {
+                    shape: vec![1, 1, t.data.len()],
+                    data: t.data.clone(),
+                }
+            } else {
+                t.clone()
+            };
+            (name.clone(), t)
+        })
+        .collect()
+}
+
+/// Official RWKV-7 tensors -> checkpoint tensors. Layer 0's unused
+/// `v0/v1/v2` (official checkpoints carry them) are dropped.
+pub fn import_rwkv7(official: &BTreeMap<String, NamedTensor>) -> BTreeMap<String, NamedTensor> {
+    official
+        .iter()
+        .filter(|(name, _)| !["blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"].contains(&name.as_str()))
+        .map(|(name, t)| {
+            let t = if is_projection(name, &t.shape) {
+                transpose(t)
+            } else if is_channel_vector(name) {
+                NamedTensor {
+                    shape: vec![t.data.len()],
+                    data: t.data.clone(),
+                }
+            } else {
+                t.clone()
+            };
+            (name.clone(), t)
+        })
+        .collect()
 }

@@ -1,16 +1,20 @@
 //! `kiln export --format hf`: a folder that `transformers` loads with
 //! `AutoModelForCausalLM.from_pretrained` (config.json, model.safetensors,
-//! tokenizer.json).
+//! tokenizer.json). `kiln export --format rwkv`: the official RWKV-7 `.pth`
+//! (`model.pth`, which the `rwkv` pip package loads as `RWKV("DIR/model")`
+//! with `RWKV_V7_ON=1`) and tokenizer.json.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use kiln_models::hf::{export_llama, export_mamba};
+use kiln_models::rwkv7::export_rwkv7;
 use kiln_models::{Arch, BlockKind};
 
 use crate::error::{Result, TrainerError};
 use crate::fsutil::write_atomic;
 use crate::session::LoadedCheckpoint;
+use crate::torch_pth::save_pth;
 use crate::weights;
 
 pub fn hf_config_json(ckpt: &LoadedCheckpoint) -> serde_json::Value {
@@ -94,6 +98,29 @@ pub fn export_hf(ckpt: &LoadedCheckpoint, out: &Path) -> Result<()> {
     let cfg = serde_json::to_vec_pretty(&hf_config_json(ckpt))
         .map_err(|e| TrainerError::Run(e.to_string()))?;
     write_atomic(&out.join("config.json"), &cfg)?;
+    ckpt.tokenizer.save(&out.join("tokenizer.json"))?;
+    Ok(())
+}
+
+/// `DIR/model.pth` in the official RWKV-7 layout, and `DIR/tokenizer.json`.
+pub fn export_rwkv(ckpt: &LoadedCheckpoint, out: &Path) -> Result<()> {
+    let m = &ckpt.config.model;
+    let pure = m.block_kinds().iter().all(|&b| b == BlockKind::Rwkv);
+    if m.arch != Arch::Rwkv7 || !pure || m.share_repeat != 1 {
+        return Err(TrainerError::checkpoint(
+            ckpt.dir.join("config.toml"),
+            "`--format rwkv` exports pure RWKV-7 stacks (model.arch = \"rwkv7\", every block \"rwkv\", share_repeat = 1): use `--format hf` for llama or mamba models",
+        ));
+    }
+    let mut tensors = export_rwkv7(&ckpt.model);
+    // The rwkv package reads an explicit head: a tied one is written out.
+    if !tensors.contains_key("head.weight") {
+        if let Some(emb) = tensors.get("emb.weight").cloned() {
+            tensors.insert("head.weight".to_string(), emb);
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| TrainerError::io(out, e))?;
+    save_pth(&out.join("model.pth"), &tensors)?;
     ckpt.tokenizer.save(&out.join("tokenizer.json"))?;
     Ok(())
 }

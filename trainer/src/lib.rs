@@ -21,6 +21,7 @@ pub mod precision;
 pub mod schedule;
 pub mod session;
 pub mod state;
+pub mod torch_pth;
 pub mod train;
 pub mod weights;
 

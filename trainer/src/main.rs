@@ -86,7 +86,8 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
-    /// Export a checkpoint (e.g. to a Hugging Face folder).
+    /// Export a checkpoint: `hf` (a Hugging Face folder: llama, mamba) or
+    /// `rwkv` (the official RWKV-7 `model.pth` the `rwkv` package loads).
     Export {
         checkpoint: PathBuf,
         #[arg(long, default_value = "hf")]
@@ -314,11 +315,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             out,
         } => {
-            if format != "hf" {
-                bail!("--format {format}: only \"hf\" (Hugging Face transformers) is supported");
+            if format != "hf" && format != "rwkv" {
+                bail!("--format {format}: use \"hf\" (Hugging Face transformers) or \"rwkv\" (RWKV-7 .pth)");
             }
             let ckpt = session::load_checkpoint(&checkpoint)?;
-            export::export_hf(&ckpt, &out)?;
+            if format == "rwkv" {
+                export::export_rwkv(&ckpt, &out)?;
+            } else {
+                export::export_hf(&ckpt, &out)?;
+            }
             println!("exported {} to {}", ckpt.dir.display(), out.display());
             Ok(ExitCode::SUCCESS)
         }

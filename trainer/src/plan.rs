@@ -9,7 +9,7 @@ use crate::config::RunConfig;
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
-    /// `"llama"`, `"mamba"`, or e.g. `"mamba (4 mamba + 2 attention blocks)"`.
+    /// `"llama"`, `"mamba"`, `"rwkv7"`, or e.g. `"mamba (2 attention + 4 mamba blocks)"`.
     pub architecture: String,
     pub params: usize,
     pub non_embedding_params: usize,
@@ -40,15 +40,30 @@ pub fn plan(cfg: &RunConfig) -> Plan {
     // A Mamba block keeps ~9 d_inner + 4 d floats per token (projections,
     // conv, delta, gate; the scan recomputes its states in backward).
     let mamba_layer = 4.0 * t * b * (9.0 * m.d_inner() as f64 + 4.0 * d);
+    // An RWKV-7 block keeps ~24 C floats per token in the time mix (six
+    // mixed inputs, r/w/k/v/a/g/kk and their pre-activations, the WKV output;
+    // the recurrence recomputes its states) and 2 F in the channel mix.
+    let rwkv_layer = 4.0 * t * b * (24.0 * d + 2.0 * m.resolved_rwkv_ffn_dim() as f64);
     let kinds = m.block_kinds();
-    let n_mamba = kinds.iter().filter(|&&k| k == BlockKind::Mamba).count();
-    let n_attn = kinds.len() - n_mamba;
-    let layers_act =
-        (per_layer * n_attn as f64 + mamba_layer * n_mamba as f64) * m.share_repeat as f64;
+    let count = |kind: BlockKind| kinds.iter().filter(|&&k| k == kind).count();
+    let (n_attn, n_mamba, n_rwkv) = (
+        count(BlockKind::Attention),
+        count(BlockKind::Mamba),
+        count(BlockKind::Rwkv),
+    );
+    let layers_act = (per_layer * n_attn as f64
+        + mamba_layer * n_mamba as f64
+        + rwkv_layer * n_rwkv as f64)
+        * m.share_repeat as f64;
     let act = layers_act + 3.0 * 4.0 * b * t * v;
     let arch = format!("{:?}", m.arch).to_lowercase();
-    let architecture = if n_mamba > 0 && n_attn > 0 {
-        format!("{arch} ({n_mamba} mamba + {n_attn} attention blocks)")
+    let parts: Vec<String> = [("attention", n_attn), ("mamba", n_mamba), ("rwkv", n_rwkv)]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
+    let architecture = if parts.len() > 1 {
+        format!("{arch} ({} blocks)", parts.join(" + "))
     } else {
         arch
     };
