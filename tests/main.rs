@@ -14,4 +14,5 @@ mod optim_parity;
 mod parity;
 mod precision;
 mod resume;
+mod rwkv7;
 mod ssm_cli;

@@ -17,7 +17,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use std::collections::BTreeMap;
 
@@ -105,13 +105,10 @@ fn param<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
-fn uniform_linear<B: Backend>(d_in: usize, d_out: usize, bound: f64, device: &B::Device) -> Linear<B> {
+/// The zero-initialised output projections (`att.output`, `ffn.value`).
+fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
     Linear {
-        weight: Param::from_tensor(Tensor::random(
-            [d_in, d_out],
-            Distribution::Uniform(-bound, bound),
-            device,
-        )),
+        weight: Param::from_tensor(Tensor::zeros([d_in, d_out], device)),
         fused: true,
     }
 }
@@ -208,7 +205,7 @@ impl<B: Backend> RwkvBlock<B> {
             receptance: orthogonal_linear(c, c, 1.0, device),
             key: orthogonal_linear(c, c, 0.1, device),
             value: orthogonal_linear(c, c, 1.0, device),
-            output: uniform_linear(c, c, 0.0, device),
+            output: zero_linear(c, c, device),
             ln_x,
             head_size: n,
             fused: true,
@@ -220,7 +217,7 @@ impl<B: Backend> RwkvBlock<B> {
                 device,
             ),
             key: orthogonal_linear(c, f, 1.0, device),
-            value: uniform_linear(f, c, 0.0, device),
+            value: zero_linear(f, c, device),
         };
         let eps = cfg.norm_eps;
         Self {
