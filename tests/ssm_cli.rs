@@ -1,5 +1,6 @@
-//! Mamba and hybrid stacks through the `kiln` binary: train, exact resume,
-//! eval, generate, bench, HF export, and the published parameter counts.
+//! Mamba, RWKV-7 and hybrid stacks through the `kiln` binary: train, exact
+//! resume, eval, generate, bench, HF / RWKV export, and the published
+//! parameter counts.
 
 use std::path::Path;
 
@@ -15,6 +16,9 @@ fn tiny_with(model: &str) -> String {
 const MAMBA: &str =
     "[model]\narch = \"mamba\"\ndim = 32\nn_layers = 2\nd_state = 8\nmax_seq_len = 32\n";
 const HYBRID: &str = "[model]\narch = \"mamba\"\ndim = 32\nn_layers = 3\nn_heads = 4\nn_kv_heads = 2\nffn_dim = 64\nmax_seq_len = 32\nblocks = [\"mamba\", \"attention\", \"mamba\"]\n";
+
+const RWKV: &str = "[model]\narch = \"rwkv7\"\ndim = 32\nn_layers = 2\nhead_size = 16\ndecay_lora = 8\naaa_lora = 8\nmv_lora = 8\ngate_lora = 8\nmax_seq_len = 32\ntie_embeddings = false\n";
+const RWKV_HYBRID: &str = "[model]\narch = \"rwkv7\"\ndim = 32\nn_layers = 3\nhead_size = 16\nn_heads = 4\nffn_dim = 64\nmax_seq_len = 32\nblocks = [\"rwkv\", \"attention\", \"mamba\"]\nd_state = 8\ntie_embeddings = false\n";
 
 fn step_dir(run_dir: &Path, step: u64) -> std::path::PathBuf {
     run_dir.join("checkpoints").join(format!("step-{step:08}"))
@@ -136,19 +140,71 @@ fn hybrid_trains_resumes_exactly_and_refuses_hf_export() {
 }
 
 #[test]
+fn rwkv7_trains_resumes_exactly_and_exports_official_pth() {
+    let tmp = train_resume_eval_generate(RWKV);
+    let out = tmp.path().join("rwkv");
+    let o = run(kiln()
+        .arg("export")
+        .arg(tmp.path().join("full"))
+        .args(["--format", "rwkv", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A torch zip archive: the pickle, and one raw f32 storage per tensor.
+    let file = std::fs::File::open(out.join("model.pth")).expect("model.pth");
+    let mut zip = zip::ZipArchive::new(file).expect("a zip archive");
+    let names: Vec<String> = zip.file_names().map(String::from).collect();
+    assert!(names.contains(&"archive/data.pkl".to_string()), "{names:?}");
+    assert!(names.contains(&"archive/version".to_string()), "{names:?}");
+    let mut pickle = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("archive/data.pkl").expect("pkl"), &mut pickle)
+        .expect("read");
+    let text = String::from_utf8_lossy(&pickle);
+    for name in ["emb.weight", "blocks.0.ln0.weight", "blocks.1.att.v2", "blocks.1.att.r_k", "ln_out.bias", "head.weight"] {
+        assert!(text.contains(name), "{name} missing from the state dict");
+    }
+    // Every checkpoint tensor is one storage.
+    let storages = names.iter().filter(|n| n.starts_with("archive/data/")).count();
+    let ckpt = kiln_trainer::weights::load(&step_dir(&tmp.path().join("full"), 24).join("model.safetensors"))
+        .expect("checkpoint");
+    assert_eq!(storages, ckpt.len());
+    assert!(out.join("tokenizer.json").exists());
+}
+
+#[test]
+fn rwkv_hybrid_trains_resumes_exactly_and_refuses_rwkv_export() {
+    let tmp = train_resume_eval_generate(RWKV_HYBRID);
+    let o = run(kiln()
+        .arg("export")
+        .arg(tmp.path().join("full"))
+        .args(["--format", "rwkv", "--out"])
+        .arg(tmp.path().join("rwkv")));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("error:") && err.contains("pure RWKV-7"), "{err}");
+}
+
+#[test]
 fn ssm_configs_print_their_parameter_counts() {
     // Mamba-130M (state-spaces/mamba-130m: 24 x 768, vocab 50280).
-    let (name, count) = ("mamba-130m.toml", "129,135,360");
-    let o = run(kiln()
-        .args(["config", "check"])
-        .arg(repo_root().join("configs").join(name)));
-    assert!(o.status.success(), "{name}: {}", stderr(&o));
-    let out = stdout(&o);
-    assert!(
-        out.contains(&format!("parameters:         {count}")),
-        "{name}: {out}"
-    );
-    for name in ["hybrid-shakespeare.toml", "mamba-shakespeare.toml"] {
+    // RWKV-7 0.1B (L12-D768, vocab 65536, untied head; the official file has
+    // 49,920 more: layer 0's unused value-residual LoRA).
+    for (name, count) in [("mamba-130m.toml", "129,135,360"), ("rwkv7-0.1b.toml", "191,034,624")] {
+        let o = run(kiln()
+            .args(["config", "check"])
+            .arg(repo_root().join("configs").join(name)));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains(&format!("parameters:         {count}")),
+            "{name}: {out}"
+        );
+    }
+    for name in [
+        "hybrid-shakespeare.toml",
+        "mamba-shakespeare.toml",
+        "rwkv7-shakespeare.toml",
+        "hybrid-rwkv-shakespeare.toml",
+    ] {
         let o = run(kiln()
             .args(["config", "check"])
             .arg(repo_root().join("configs").join(name))
