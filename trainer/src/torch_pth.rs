@@ -122,15 +122,19 @@ fn state_dict_pickle(tensors: &BTreeMap<String, NamedTensor>) -> Vec<u8> {
 /// The `.pth` bytes of `tensors` (f32).
 pub fn pth_bytes(tensors: &BTreeMap<String, NamedTensor>) -> std::result::Result<Vec<u8>, zip::result::ZipError> {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    let stored = SimpleFileOptions::default()
-        .compression_method(CompressionMethod::Stored)
-        .large_file(true);
+    // Zip64 fields only where an entry needs them: torch's reader (miniz)
+    // rejects the zip64 extra field on small entries.
+    let stored = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
     zip.start_file("archive/data.pkl", stored)?;
     zip.write_all(&state_dict_pickle(tensors))?;
     zip.start_file("archive/byteorder", stored)?;
     zip.write_all(b"little")?;
     for (key, t) in tensors.values().enumerate() {
-        zip.start_file(format!("archive/data/{key}"), stored.with_alignment(64))?;
+        let large = t.data.len() * 4 >= u32::MAX as usize;
+        zip.start_file(
+            format!("archive/data/{key}"),
+            stored.with_alignment(64).large_file(large),
+        )?;
         let mut bytes = Vec::with_capacity(t.data.len() * 4);
         for v in &t.data {
             bytes.extend(v.to_le_bytes());
