@@ -33,7 +33,10 @@ fn fixture_config() -> ModelConfig {
     let c: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).expect("config.json"))
             .expect("json");
-    let get = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("config.json lacks {k}"));
+    let get = |k: &str| {
+        c[k].as_u64()
+            .unwrap_or_else(|| panic!("config.json lacks {k}"))
+    };
     let text = format!(
         "arch = \"rwkv7\"\nvocab_size = {}\ndim = {}\nn_layers = {}\nhead_size = {}\n\
          rwkv_ffn_dim = {}\ndecay_lora = {}\naaa_lora = {}\nmv_lora = {}\ngate_lora = {}\n\
@@ -139,8 +142,16 @@ fn check_parity(fused: bool) {
             worst = (diff, name.clone());
         }
     }
-    println!("rwkv7 (fused {fused}): worst gradient {} {:.3e}", worst.1, worst.0);
-    assert!(worst.0 < 1e-4, "gradient of {} differs by {:.3e}", worst.1, worst.0);
+    println!(
+        "rwkv7 (fused {fused}): worst gradient {} {:.3e}",
+        worst.1, worst.0
+    );
+    assert!(
+        worst.0 < 1e-4,
+        "gradient of {} differs by {:.3e}",
+        worst.1,
+        worst.0
+    );
 }
 
 #[test]
@@ -170,7 +181,10 @@ fn wkv_kernel_and_fallback_match_reference() {
     let dev = Default::default();
     let tensor = |name: &str| -> Tensor<Flex, 3> {
         let x = &t[name];
-        Tensor::from_data(TensorData::new(x.data.clone(), [x.shape[0], x.shape[1], x.shape[2]]), &dev)
+        Tensor::from_data(
+            TensorData::new(x.data.clone(), [x.shape[0], x.shape[1], x.shape[2]]),
+            &dev,
+        )
     };
     let names = ["r", "w", "k", "v", "a", "b"];
     let inputs: Vec<Tensor<AB, 3>> = names
@@ -188,7 +202,9 @@ fn wkv_kernel_and_fallback_match_reference() {
         head_size,
     );
     let gy = tensor("gy");
-    let grads = (y.clone() * Tensor::from_inner(gy.clone())).sum().backward();
+    let grads = (y.clone() * Tensor::from_inner(gy.clone()))
+        .sum()
+        .backward();
     let err = max_rel(&to_vec(y.inner()), &t["y"].data);
     assert!(err < 1e-5, "fused y differs by {err:.2e}");
     for (n, x) in names.iter().zip(&inputs) {
@@ -199,7 +215,15 @@ fn wkv_kernel_and_fallback_match_reference() {
     // The composed fallback, forward and backward.
     let prim = |n: &str| tensor(n).into_primitive().tensor();
     let [r, w, k, v, a, b] = names.map(prim);
-    let y = composed::wkv7_fwd::<Flex>(r.clone(), w.clone(), k.clone(), v.clone(), a.clone(), b.clone(), head_size);
+    let y = composed::wkv7_fwd::<Flex>(
+        r.clone(),
+        w.clone(),
+        k.clone(),
+        v.clone(),
+        a.clone(),
+        b.clone(),
+        head_size,
+    );
     let as_vec = |p| to_vec(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(p)));
     let err = max_rel(&as_vec(y), &t["y"].data);
     assert!(err < 1e-5, "composed y differs by {err:.2e}");
@@ -250,15 +274,22 @@ fn step_by_step_equals_full(model: &Decoder<Flex>, cfg: &ModelConfig) {
         .max()
         .into_scalar()
         .elem();
-    println!("{:?}: step-by-step vs full max diff {diff:.3e} (scale {scale:.2})", cfg.block_kinds());
-    assert!(diff < 1e-5 * scale.max(1.0), "recurrent logits differ by {diff}");
+    println!(
+        "{:?}: step-by-step vs full max diff {diff:.3e} (scale {scale:.2})",
+        cfg.block_kinds()
+    );
+    assert!(
+        diff < 1e-5 * scale.max(1.0),
+        "recurrent logits differ by {diff}"
+    );
 }
 
 #[test]
 fn rwkv7_recurrent_generation_equals_full_forward() {
     let cfg = fixture_config();
     let model = Decoder::<Flex>::new(&cfg, &Default::default()).expect("model");
-    let model = load_named_tensors(model, &import_rwkv7(&fixture_weights()), "fixture").expect("load");
+    let model =
+        load_named_tensors(model, &import_rwkv7(&fixture_weights()), "fixture").expect("load");
     step_by_step_equals_full(&model, &cfg);
 }
 

@@ -156,16 +156,31 @@ fn rwkv7_trains_resumes_exactly_and_exports_official_pth() {
     assert!(names.contains(&"archive/data.pkl".to_string()), "{names:?}");
     assert!(names.contains(&"archive/version".to_string()), "{names:?}");
     let mut pickle = Vec::new();
-    std::io::Read::read_to_end(&mut zip.by_name("archive/data.pkl").expect("pkl"), &mut pickle)
-        .expect("read");
+    std::io::Read::read_to_end(
+        &mut zip.by_name("archive/data.pkl").expect("pkl"),
+        &mut pickle,
+    )
+    .expect("read");
     let text = String::from_utf8_lossy(&pickle);
-    for name in ["emb.weight", "blocks.0.ln0.weight", "blocks.1.att.v2", "blocks.1.att.r_k", "ln_out.bias", "head.weight"] {
+    for name in [
+        "emb.weight",
+        "blocks.0.ln0.weight",
+        "blocks.1.att.v2",
+        "blocks.1.att.r_k",
+        "ln_out.bias",
+        "head.weight",
+    ] {
         assert!(text.contains(name), "{name} missing from the state dict");
     }
     // Every checkpoint tensor is one storage.
-    let storages = names.iter().filter(|n| n.starts_with("archive/data/")).count();
-    let ckpt = kiln_trainer::weights::load(&step_dir(&tmp.path().join("full"), 24).join("model.safetensors"))
-        .expect("checkpoint");
+    let storages = names
+        .iter()
+        .filter(|n| n.starts_with("archive/data/"))
+        .count();
+    let ckpt = kiln_trainer::weights::load(
+        &step_dir(&tmp.path().join("full"), 24).join("model.safetensors"),
+    )
+    .expect("checkpoint");
     assert_eq!(storages, ckpt.len());
     assert!(out.join("tokenizer.json").exists());
 }
@@ -180,7 +195,10 @@ fn rwkv_hybrid_trains_resumes_exactly_and_refuses_rwkv_export() {
         .arg(tmp.path().join("rwkv")));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.starts_with("error:") && err.contains("pure RWKV-7"), "{err}");
+    assert!(
+        err.starts_with("error:") && err.contains("pure RWKV-7"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -188,7 +206,10 @@ fn ssm_configs_print_their_parameter_counts() {
     // Mamba-130M (state-spaces/mamba-130m: 24 x 768, vocab 50280).
     // RWKV-7 0.1B (L12-D768, vocab 65536, untied head; the official file has
     // 49,920 more: layer 0's unused value-residual LoRA).
-    for (name, count) in [("mamba-130m.toml", "129,135,360"), ("rwkv7-0.1b.toml", "191,034,624")] {
+    for (name, count) in [
+        ("mamba-130m.toml", "129,135,360"),
+        ("rwkv7-0.1b.toml", "191,034,624"),
+    ] {
         let o = run(kiln()
             .args(["config", "check"])
             .arg(repo_root().join("configs").join(name)));

@@ -209,7 +209,9 @@ impl ModelConfig {
     /// Index of the first RWKV layer: it makes `v_first` and has no value
     /// residual of its own (nor `v0/v1/v2`).
     pub fn first_rwkv_layer(&self) -> Option<usize> {
-        self.block_kinds().iter().position(|&k| k == BlockKind::Rwkv)
+        self.block_kinds()
+            .iter()
+            .position(|&k| k == BlockKind::Rwkv)
     }
 
     /// Kind of every stored layer (`blocks` expanded to `n_layers`).
@@ -403,7 +405,11 @@ impl ModelConfig {
             ));
         }
         if self.resolved_rwkv_ffn_dim() == 0 {
-            return Err(invalid("rwkv_ffn_dim", 0, "must be at least 1 (leave it out for 4 * dim)"));
+            return Err(invalid(
+                "rwkv_ffn_dim",
+                0,
+                "must be at least 1 (leave it out for 4 * dim)",
+            ));
         }
         for (field, v) in [
             ("decay_lora", self.decay_lora),
@@ -412,7 +418,11 @@ impl ModelConfig {
             ("gate_lora", self.gate_lora),
         ] {
             if v == Some(0) {
-                return Err(invalid(field, 0, "must be at least 1 (leave it out for the suggested rank)"));
+                return Err(invalid(
+                    field,
+                    0,
+                    "must be at least 1 (leave it out for the suggested rank)",
+                ));
             }
         }
         if self.first_rwkv_layer().is_some_and(|i| i > 0) && self.arch == Arch::Rwkv7 {

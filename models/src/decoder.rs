@@ -16,8 +16,8 @@ use burn::tensor::{Int, Tensor};
 use crate::config::{Arch, BlockKind};
 use crate::layers::{Attention, Embedding, KvCache, LayerNorm, Linear, RmsNorm, Rope, SwiGluMlp};
 use crate::mamba::{hf_param_name, MambaBlock, MambaState};
-use crate::rwkv7::{orthogonal_linear, RwkvBlock, RwkvState};
 use crate::ops::FusedOps;
+use crate::rwkv7::{orthogonal_linear, RwkvBlock, RwkvState};
 use crate::{LanguageModel, ModelConfig, ModelError};
 
 /// One layer of the stack. (burn's enum modules add the variant name to the
@@ -165,7 +165,9 @@ impl<B: Backend> Decoder<B> {
                     mlp: (!cfg.shared_ffn).then(|| SwiGluMlp::new(d, cfg.ffn_dim, std, device)),
                 }),
                 BlockKind::Mamba => Block::Mamba(MambaBlock::new(cfg, device)),
-                BlockKind::Rwkv => Block::Rwkv(RwkvBlock::new(cfg, i, Some(i) == first_rwkv, device)),
+                BlockKind::Rwkv => {
+                    Block::Rwkv(RwkvBlock::new(cfg, i, Some(i) == first_rwkv, device))
+                }
             })
             .collect();
         let mut embed_tokens = Embedding::new(cfg.vocab_size, d, std, device);
@@ -250,7 +252,7 @@ impl<B: FusedOps> Decoder<B> {
         let rope = (self.head_dim > 0)
             .then(|| Rope::new(self.head_dim, self.rope_theta, offset, t, &tokens.device()));
         let mut x = self.embed_tokens.forward(tokens); // [B, T, dim]
-        // RWKV-7's value residual: the first RWKV block's v, read by the others.
+                                                       // RWKV-7's value residual: the first RWKV block's v, read by the others.
         let mut v_first = None;
         for (i, block) in self.layers.iter().enumerate() {
             for r in 0..self.share_repeat {

@@ -30,7 +30,13 @@ pub fn orthogonal<B: Backend>(
     let mut vecs: Vec<Vec<f64>> = (0..count)
         .map(|j| {
             (0..len)
-                .map(|i| if tall { values[i * cols + j] } else { values[j * cols + i] })
+                .map(|i| {
+                    if tall {
+                        values[i * cols + j]
+                    } else {
+                        values[j * cols + i]
+                    }
+                })
                 .collect()
         })
         .collect();
@@ -86,7 +92,11 @@ mod tests {
         let dev = Default::default();
         for (rows, cols, by_rows) in [(5, 12, true), (12, 5, false), (7, 7, true)] {
             let m = orthogonal::<Flex>(rows, cols, 0.1, &dev);
-            let v = m.into_data().convert::<f32>().into_vec::<f32>().expect("f32");
+            let v = m
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("f32");
             assert!(gram(&v, rows, cols, by_rows) < 1e-6, "{rows}x{cols}");
         }
     }

@@ -101,7 +101,11 @@ pub struct RwkvState<B: Backend> {
     pub ffn_x: Option<Tensor<B, 2>>,
 }
 
-fn param<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Param<Tensor<B, D>> {
+fn param<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
@@ -115,7 +119,12 @@ fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Lin
 
 /// A projection stored `[d_in, d_out]` with torch's orthogonal init of its
 /// `[d_out, d_in]` weight (the transpose of an orthogonal matrix is one).
-pub fn orthogonal_linear<B: Backend>(d_in: usize, d_out: usize, gain: f64, device: &B::Device) -> Linear<B> {
+pub fn orthogonal_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    gain: f64,
+    device: &B::Device,
+) -> Linear<B> {
     Linear {
         weight: Param::from_tensor(orthogonal(d_in, d_out, gain, device)),
         fused: true,
@@ -160,7 +169,11 @@ impl<B: Backend> RwkvBlock<B> {
         };
         let ratio_1_to_almost0 = 1.0 - layer as f64 / layers;
         let ddd: Vec<f64> = (0..c).map(|i| i as f64 / c as f64).collect();
-        let ramp = |p: f64| -> Vec<f32> { ddd.iter().map(|&d| (1.0 - d.powf(p * ratio_1_to_almost0)) as f32).collect() };
+        let ramp = |p: f64| -> Vec<f32> {
+            ddd.iter()
+                .map(|&d| (1.0 - d.powf(p * ratio_1_to_almost0)) as f32)
+                .collect()
+        };
         let span = (c.max(2) - 1) as f64;
         let linear: Vec<f64> = (0..c).map(|i| i as f64 / span - 0.5).collect();
         let half = ((n.max(2) - 1) as f64) / 2.0;
@@ -170,9 +183,12 @@ impl<B: Backend> RwkvBlock<B> {
                 z * z.abs()
             })
             .collect();
-        let vec_of = |g: &dyn Fn(usize) -> f64| -> Vec<f32> { (0..c).map(|i| g(i) as f32).collect() };
+        let vec_of =
+            |g: &dyn Fn(usize) -> f64| -> Vec<f32> { (0..c).map(|i| g(i) as f32).collect() };
         let w0 = vec_of(&|i| {
-            -6.0 + 6.0 * (i as f64 / span).powf(1.0 + ratio_0_to_1.powf(0.3)) + 0.5 + zigzag[i] * 2.5
+            -6.0 + 6.0 * (i as f64 / span).powf(1.0 + ratio_0_to_1.powf(0.3))
+                + 0.5
+                + zigzag[i] * 2.5
         });
         let a0 = vec_of(&|i| -0.19 + zigzag[i] * 0.3 + linear[i] * 0.4);
         let v0 = vec_of(&|i| 0.73 - linear[i] * 0.4);
@@ -212,7 +228,9 @@ impl<B: Backend> RwkvBlock<B> {
         };
         let ffn = ChannelMix {
             x_k: param(
-                ddd.iter().map(|&d| (1.0 - d.powf(ffn_ratio)) as f32).collect(),
+                ddd.iter()
+                    .map(|&d| (1.0 - d.powf(ffn_ratio)) as f32)
+                    .collect(),
                 [c],
                 device,
             ),
@@ -247,7 +265,10 @@ impl<B: Backend> RwkvBlock<B> {
 
 /// `shift(x) - x` for `x [b, t, C]`, where `shift` puts `prev [b, C]` (zeros
 /// if absent) before the sequence; returns it and the last input `[b, C]`.
-fn token_shift<B: Backend>(x: &Tensor<B, 3>, prev: Option<Tensor<B, 2>>) -> (Tensor<B, 3>, Tensor<B, 2>) {
+fn token_shift<B: Backend>(
+    x: &Tensor<B, 3>,
+    prev: Option<Tensor<B, 2>>,
+) -> (Tensor<B, 3>, Tensor<B, 2>) {
     let [b, t, c] = x.dims();
     let prev = prev
         .unwrap_or_else(|| Tensor::zeros([b, c], &x.device()))
@@ -299,7 +320,8 @@ impl<B: FusedOps> TimeMix<B> {
             mix(&self.x_g),
         );
         let r = self.receptance.forward(xr); // [b, t, C]
-        let w_pre = row(&self.w0) + lora(lora(xw, self.w1.val(), fused).tanh(), self.w2.val(), fused);
+        let w_pre =
+            row(&self.w0) + lora(lora(xw, self.w1.val(), fused).tanh(), self.w2.val(), fused);
         // w = -softplus(-w_pre) - 0.5, the soft clamp to (-inf, -0.5).
         let w = composed::softplus(w_pre.neg()).neg().sub_scalar(0.5); // [b, t, C]
         let k = self.key.forward(xk); // [b, t, C]
@@ -312,9 +334,18 @@ impl<B: FusedOps> TimeMix<B> {
             _ => *v_first = Some(v.clone()),
         }
         let a = sigmoid(row(&self.a0) + lora(lora(xa, self.a1.val(), fused), self.a2.val(), fused)); // [b, t, C]
-        let g = lora(sigmoid(lora(xg, self.g1.val(), fused)), self.g2.val(), fused); // [b, t, C]
+        let g = lora(
+            sigmoid(lora(xg, self.g1.val(), fused)),
+            self.g2.val(),
+            fused,
+        ); // [b, t, C]
         let kk = (k.clone() * row(&self.k_k)).reshape([bsz, t, h, n]); // [b, t, H, N]
-        let norm = kk.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(NORMALIZE_EPS); // [b, t, H, 1]
+        let norm = kk
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(3)
+            .sqrt()
+            .clamp_min(NORMALIZE_EPS); // [b, t, H, 1]
         let kk = (kk / norm).reshape([bsz, t, c]); // [b, t, C]
         let k = k * (a.clone().sub_scalar(1.0) * row(&self.k_a)).add_scalar(1.0); // [b, t, C]
         let decay = w.exp().neg().exp(); // [b, t, C], in (0, 1)
@@ -352,7 +383,13 @@ impl<B: FusedOps> TimeMix<B> {
                 y.reshape([bsz, t, c])
             }
         }; // [b, t, C]
-        let y = group_norm(y, h, self.ln_x.weight.val(), self.ln_x.bias.val(), self.ln_x.eps);
+        let y = group_norm(
+            y,
+            h,
+            self.ln_x.weight.val(),
+            self.ln_x.bias.val(),
+            self.ln_x.eps,
+        );
         let bonus = (r * k * self.r_k.val().reshape([1, 1, c]))
             .reshape([bsz, t, h, n])
             .sum_dim(3); // [b, t, H, 1]
@@ -386,7 +423,10 @@ impl<B: FusedOps> RwkvBlock<B> {
             Some(ln0) => ln0.forward(x),
             None => x,
         };
-        let x = x.clone() + self.att.forward(self.ln1.forward(x), v_first, state.as_deref_mut());
+        let x = x.clone()
+            + self
+                .att
+                .forward(self.ln1.forward(x), v_first, state.as_deref_mut());
         x.clone() + self.ffn.forward(self.ln2.forward(x), state)
     }
 }
@@ -433,7 +473,9 @@ pub fn export_rwkv7(ckpt: &BTreeMap<String, NamedTensor>) -> BTreeMap<String, Na
 pub fn import_rwkv7(official: &BTreeMap<String, NamedTensor>) -> BTreeMap<String, NamedTensor> {
     official
         .iter()
-        .filter(|(name, _)| !["blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"].contains(&name.as_str()))
+        .filter(|(name, _)| {
+            !["blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"].contains(&name.as_str())
+        })
         .map(|(name, t)| {
             let t = if is_projection(name, &t.shape) {
                 transpose(t)

@@ -51,10 +51,9 @@ pub fn plan(cfg: &RunConfig) -> Plan {
         count(BlockKind::Mamba),
         count(BlockKind::Rwkv),
     );
-    let layers_act = (per_layer * n_attn as f64
-        + mamba_layer * n_mamba as f64
-        + rwkv_layer * n_rwkv as f64)
-        * m.share_repeat as f64;
+    let layers_act =
+        (per_layer * n_attn as f64 + mamba_layer * n_mamba as f64 + rwkv_layer * n_rwkv as f64)
+            * m.share_repeat as f64;
     let act = layers_act + 3.0 * 4.0 * b * t * v;
     let arch = format!("{:?}", m.arch).to_lowercase();
     let parts: Vec<String> = [("attention", n_attn), ("mamba", n_mamba), ("rwkv", n_rwkv)]

@@ -120,7 +120,9 @@ fn state_dict_pickle(tensors: &BTreeMap<String, NamedTensor>) -> Vec<u8> {
 }
 
 /// The `.pth` bytes of `tensors` (f32).
-pub fn pth_bytes(tensors: &BTreeMap<String, NamedTensor>) -> std::result::Result<Vec<u8>, zip::result::ZipError> {
+pub fn pth_bytes(
+    tensors: &BTreeMap<String, NamedTensor>,
+) -> std::result::Result<Vec<u8>, zip::result::ZipError> {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     // Zip64 fields only where an entry needs them: torch's reader (miniz)
     // rejects the zip64 extra field on small entries.
@@ -148,7 +150,8 @@ pub fn pth_bytes(tensors: &BTreeMap<String, NamedTensor>) -> std::result::Result
 
 /// Writes `tensors` as a `.pth` at `path`, atomically.
 pub fn save_pth(path: &Path, tensors: &BTreeMap<String, NamedTensor>) -> Result<()> {
-    let bytes = pth_bytes(tensors).map_err(|e| TrainerError::Run(format!("{}: {e}", path.display())))?;
+    let bytes =
+        pth_bytes(tensors).map_err(|e| TrainerError::Run(format!("{}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
 
@@ -181,8 +184,15 @@ mod tests {
             .expect("storage of b")
             .read_to_end(&mut raw)
             .expect("read");
-        assert_eq!(raw, [(-1.5f32).to_le_bytes(), 0.25f32.to_le_bytes()].concat());
-        let offset = zip.by_name("archive/data/0").expect("a").data_start();
+        assert_eq!(
+            raw,
+            [(-1.5f32).to_le_bytes(), 0.25f32.to_le_bytes()].concat()
+        );
+        let offset = zip
+            .by_name("archive/data/0")
+            .expect("a")
+            .data_start()
+            .expect("data offset");
         assert_eq!(offset % 64, 0, "storages are 64-byte aligned for mmap");
         let mut pkl = Vec::new();
         zip.by_name("archive/data.pkl")
@@ -192,7 +202,12 @@ mod tests {
         assert_eq!(&pkl[..2], &[0x80, 2]);
         assert_eq!(*pkl.last().expect("stop"), b'.');
         let text = String::from_utf8_lossy(&pkl);
-        for needle in ["a.weight", "_rebuild_tensor_v2", "FloatStorage", "OrderedDict"] {
+        for needle in [
+            "a.weight",
+            "_rebuild_tensor_v2",
+            "FloatStorage",
+            "OrderedDict",
+        ] {
             assert!(text.contains(needle), "{needle}");
         }
         assert_eq!(strides(&[2, 3, 4]), vec![12, 4, 1]);

@@ -638,7 +638,6 @@ pub trait FusedOps: Backend {
     }
 }
 
-
 // ---- Tensor-level entry points used by the models and the trainer ----
 
 /// Causal attention, `q [b, t, h, d]`, `k, v [b, t, kv, d]` -> `[b, t, h, d]`.

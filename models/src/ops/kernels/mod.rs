@@ -11,6 +11,6 @@ pub mod matmul;
 pub mod rms_norm;
 pub mod selective_scan;
 pub mod swiglu;
-pub mod wkv7;
 #[cfg(test)]
 mod test_util;
+pub mod wkv7;

@@ -161,7 +161,12 @@ impl SimdKernel for Fwd<'_> {
         let mut sa = vec![0f32; n];
         for t in 0..self.s.seq {
             let st = step(&self.x, self.s, self.row, self.head, t);
-            advance::<I>(&mut state, &st, &mut sa, Some(&mut self.out[t * n..(t + 1) * n]));
+            advance::<I>(
+                &mut state,
+                &st,
+                &mut sa,
+                Some(&mut self.out[t * n..(t + 1) * n]),
+            );
         }
     }
 }
@@ -379,7 +384,8 @@ mod tests {
                         }
                         for j in 0..n {
                             g[4][idx(t, j)] += p[i * n + j] * dsa;
-                            ds[i * n + j] = ds[i * n + j] * f(x.w, idx(t, j)) + dsa * f(x.a, idx(t, j));
+                            ds[i * n + j] =
+                                ds[i * n + j] * f(x.w, idx(t, j)) + dsa * f(x.a, idx(t, j));
                         }
                     }
                 }
@@ -404,7 +410,12 @@ mod tests {
                 .map(|_| lo + (hi - lo) * (rng.unif() * 0.5 + 0.5))
                 .collect()
         };
-        let (r, w, k, v) = (gen(-1.0, 1.0), gen(0.6, 1.0), gen(-0.5, 0.5), gen(-1.0, 1.0));
+        let (r, w, k, v) = (
+            gen(-1.0, 1.0),
+            gen(0.6, 1.0),
+            gen(-0.5, 0.5),
+            gen(-1.0, 1.0),
+        );
         // a = -kk, b = kk * a_rate with a unit-norm kk: a contraction.
         let kk = gen(-1.0, 1.0);
         let rate = gen(0.0, 1.0);
