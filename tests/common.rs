@@ -167,3 +167,63 @@ pub fn fails_with(args: &[&str], cwd: &Path, expect: &[&str]) -> String {
     println!("{args:?} -> {line}");
     line.to_string()
 }
+
+/// `max |ours - want|` over logits, asserted below 1e-4 and printed.
+pub fn assert_logits_close(ours: &[f32], want: &[f64], label: &str) {
+    assert_eq!(ours.len(), want.len(), "{label}: logit count");
+    let max_diff = ours
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    println!("{label}: max |logit diff| = {max_diff:.3e}");
+    assert!(max_diff < 1e-4, "{label}: logits differ by {max_diff}");
+}
+
+/// Every parameter's gradient against the reference's, element by element:
+/// the same names, max |diff| / max(max |want|, 1) < 1e-4, and a relative
+/// L2 error < 1e-4 (which also holds small gradients to account).
+pub fn assert_grads_match(
+    grads: &std::collections::BTreeMap<String, burn::tensor::Tensor<burn::backend::Flex, 1>>,
+    want: &std::collections::BTreeMap<String, kiln_models::NamedTensor>,
+    label: &str,
+) {
+    assert_eq!(
+        grads.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{label}: every parameter has a gradient"
+    );
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let mut worst = (0.0f64, String::new());
+    for (name, g) in grads {
+        let want = &want[name].data;
+        let ours: Vec<f32> = g
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32 data");
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0) as f64;
+        let diff = ours
+            .iter()
+            .zip(want)
+            .map(|(a, b)| ((a - b).abs() as f64) / scale)
+            .fold(0.0, f64::max);
+        let err: Vec<f32> = ours.iter().zip(want).map(|(a, b)| a - b).collect();
+        let rel = norm(&err) / norm(want).max(1e-30);
+        assert!(
+            rel < 1e-4,
+            "{label}: {name}: relative gradient error {rel:.3e}"
+        );
+        if diff > worst.0 {
+            worst = (diff, name.clone());
+        }
+    }
+    println!("{label}: worst gradient {} {:.3e}", worst.1, worst.0);
+    assert!(
+        worst.0 < 1e-4,
+        "{label}: gradient of {} differs by {:.3e}",
+        worst.1,
+        worst.0
+    );
+}

@@ -19,7 +19,7 @@ use kiln_trainer::grads::{GradStore, ParamTable};
 use kiln_trainer::loss::cross_entropy;
 use kiln_trainer::weights;
 
-use crate::common::fixtures;
+use crate::common::{assert_grads_match, assert_logits_close, fixtures};
 
 type AB = Autodiff<Flex>;
 
@@ -91,15 +91,8 @@ fn check_parity(fused: bool) {
         .expect("logits")
         .concat()
         .concat();
-    let ours = to_vec(logits.clone().inner());
-    assert_eq!(ours.len(), want.len());
-    let max_diff = ours
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max);
-    println!("rwkv7 (fused {fused}): max |logit diff| = {max_diff:.3e}");
-    assert!(max_diff < 1e-4, "logits differ by {max_diff}");
+    let label = format!("rwkv7 (fused {fused})");
+    assert_logits_close(&to_vec(logits.clone().inner()), &want, &label);
 
     let v = cfg.vocab_size;
     let loss = cross_entropy(
@@ -118,40 +111,7 @@ fn check_parity(fused: bool) {
     let table = ParamTable::new::<AB, _>(&model);
     let mut grads = GradStore::default();
     grads.accumulate::<AB, _>(&model, &table, loss.backward());
-    assert_eq!(
-        grads.grads.keys().collect::<Vec<_>>(),
-        want_grads.keys().collect::<Vec<_>>(),
-        "every parameter has a gradient"
-    );
-    let mut worst = (0.0f64, String::new());
-    for (name, g) in &grads.grads {
-        let want = &want_grads[name].data;
-        let ours = to_vec(g.clone());
-        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0) as f64;
-        let diff = ours
-            .iter()
-            .zip(want)
-            .map(|(a, b)| ((a - b).abs() as f64) / scale)
-            .fold(0.0, f64::max);
-        // Small gradients (the decay path's) are also held to a relative bound.
-        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        let err: Vec<f32> = ours.iter().zip(want).map(|(a, b)| a - b).collect();
-        let rel = norm(&err) / norm(want).max(1e-30);
-        assert!(rel < 1e-4, "{name}: relative gradient error {rel:.3e}");
-        if diff > worst.0 {
-            worst = (diff, name.clone());
-        }
-    }
-    println!(
-        "rwkv7 (fused {fused}): worst gradient {} {:.3e}",
-        worst.1, worst.0
-    );
-    assert!(
-        worst.0 < 1e-4,
-        "gradient of {} differs by {:.3e}",
-        worst.1,
-        worst.0
-    );
+    assert_grads_match(&grads.grads, &want_grads, &label);
 }
 
 #[test]

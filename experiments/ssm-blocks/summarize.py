@@ -11,7 +11,7 @@ def bench(path):
     rows = {}
     for line in open(path):
         d = json.loads(line)
-        impl = "kiln" if "kiln" in d else "torch-" + d["torch"]["scan"]
+        impl = "kiln" if "kiln" in d else "torch-" + d["torch"].get("scan", d["torch"].get("arch", ""))
         r = d["kiln"] if "kiln" in d else d["torch"]
         rows.setdefault((d["seq"], impl), []).append(r)
     print("| seq | implementation | tokens/s (median of rounds) | step s | peak RSS MB |")
@@ -26,7 +26,8 @@ def bench(path):
 def runs():
     print("| config | params | val loss @500 | @1000 | @2000 | train tokens/s (median) | train s |")
     print("|---|---|---|---|---|---|---|")
-    for cfg in ["shakespeare-char", "mamba-shakespeare", "hybrid-shakespeare"]:
+    for cfg in ["shakespeare-char", "mamba-shakespeare", "hybrid-shakespeare",
+                "rwkv7-shakespeare", "hybrid-rwkv-shakespeare"]:
         p = os.path.join(HERE, f"metrics-{cfg}.jsonl")
         if not os.path.exists(p):
             continue

@@ -350,38 +350,29 @@ impl<B: FusedOps> TimeMix<B> {
         let k = k * (a.clone().sub_scalar(1.0) * row(&self.k_a)).add_scalar(1.0); // [b, t, C]
         let decay = w.exp().neg().exp(); // [b, t, C], in (0, 1)
         let (wa, wb) = (kk.clone().neg(), kk * a);
-        let y = match state {
-            Some(s) => {
-                let heads = |z: Tensor<B, 3>| z.reshape([bsz, t, h, n]);
-                let (y, last_state) = composed::wkv7_states(
-                    heads(r.clone()),
-                    heads(decay),
-                    heads(k.clone()),
-                    heads(v.clone()),
-                    heads(wa),
-                    heads(wb),
-                    s.wkv.take(),
-                    false,
-                );
+        let y = if fused && state.is_none() {
+            wkv7(r.clone(), decay, k.clone(), v.clone(), wa, wb, n)
+        } else {
+            // Per-timestep tensor ops: the unfused path, and generation,
+            // which continues from (and keeps) the state.
+            let mut state = state;
+            let s0 = state.as_mut().and_then(|s| s.wkv.take());
+            let heads = |z: Tensor<B, 3>| z.reshape([bsz, t, h, n]);
+            let (y, last_state) = composed::wkv7_states(
+                heads(r.clone()),
+                heads(decay),
+                heads(k.clone()),
+                heads(v.clone()),
+                heads(wa),
+                heads(wb),
+                s0,
+                false,
+            );
+            if let Some(s) = state {
                 s.wkv = Some(last_state.reshape([bsz, h, n, n]));
                 s.att_x = Some(last);
-                y.reshape([bsz, t, c])
             }
-            None if fused => wkv7(r.clone(), decay, k.clone(), v.clone(), wa, wb, n),
-            None => {
-                let heads = |z: Tensor<B, 3>| z.reshape([bsz, t, h, n]);
-                let (y, _) = composed::wkv7_states(
-                    heads(r.clone()),
-                    heads(decay),
-                    heads(k.clone()),
-                    heads(v.clone()),
-                    heads(wa),
-                    heads(wb),
-                    None,
-                    false,
-                );
-                y.reshape([bsz, t, c])
-            }
+            y.reshape([bsz, t, c])
         }; // [b, t, C]
         let y = group_norm(
             y,
