@@ -96,7 +96,8 @@ fn run(kind: OptimizerKind, fused: bool) {
             },
         ),
     };
-    let groups = ParamGroups::build(&ocfg, &table, Decoder::<Flex>::weight_decay).expect("groups");
+    let groups =
+        ParamGroups::build(&ocfg, &table, kiln_trainer::optim::default_decay).expect("groups");
     let batches = golden["batches"].as_array().expect("batches");
     let b_tokens = {
         let (_, [b, t]) = ids(&batches[0]["x"]);

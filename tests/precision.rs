@@ -7,11 +7,12 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use kiln_models::{named_tensors, Decoder, LanguageModel, ModelConfig};
 use kiln_trainer::config::OptimizerConfig;
+use kiln_trainer::config::Precision;
 use kiln_trainer::grads::{GradStore, ParamTable};
 use kiln_trainer::loss::cross_entropy;
 use kiln_trainer::optim::{Optimizer, ParamGroups};
-use kiln_trainer::precision::{cast_trainable, LossScaler};
-use kiln_trainer::train::{apply_update, StepOutcome};
+use kiln_trainer::precision::{cast_trainable, LossScaler, PrecisionPolicy};
+use kiln_trainer::step::{apply_update, StepOutcome};
 
 use crate::common::{kiln, metric, run, stderr, write_config, TINY};
 
@@ -54,7 +55,8 @@ fn scaled_step(
     loss: f64,
     scaler: &mut LossScaler,
 ) -> (Decoder<AB>, StepOutcome, f64) {
-    apply_update::<AB, _>(model, opt, table, g, loss, 1e-3, 1.0, Some(scaler))
+    let policy = PrecisionPolicy::new(Precision::Fp16Mixed, 0);
+    apply_update::<AB>(model, opt, table, g, loss, 1e-3, 1.0, &policy, Some(scaler))
 }
 
 #[test]
@@ -128,8 +130,9 @@ fn bf16_pure_weights_stay_bf16_and_move() {
     let model = cast_trainable(model, FloatDType::BF16);
     let before = named_tensors::<Flex, _>(&model.valid());
     let (g, loss) = grads_of(&model, &table, 1.0);
+    let policy = PrecisionPolicy::new(Precision::Bf16Pure, 0);
     let (model, outcome, _) =
-        apply_update::<AB, _>(model, &mut opt, &table, g, loss, 1e-2, 1.0, None);
+        apply_update::<AB>(model, &mut opt, &table, g, loss, 1e-2, 1.0, &policy, None);
     assert_eq!(outcome, StepOutcome::Applied);
     let mut dtypes = Vec::new();
     model.visit(&mut DtypeVisitor(&mut dtypes));

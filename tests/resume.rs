@@ -46,6 +46,26 @@ fn fp16_resume_after_kill_9_is_bitwise_exact() {
     });
 }
 
+/// A frozen set (the embedding and every MLP): resume stays bitwise exact,
+/// and the frozen tensors have no optimizer state.
+#[test]
+fn frozen_resume_after_kill_9_is_bitwise_exact() {
+    let freeze = r#"training.freeze=["model.embed_tokens.weight", "*.mlp.*"]"#;
+    check_kill_9_resume(&[freeze], |full| {
+        let opt = kiln_trainer::weights::load(&ckpt(full, 24).join("optimizer.safetensors"))
+            .expect("optimizer state");
+        assert!(!opt.is_empty());
+        let frozen: Vec<&String> = opt
+            .keys()
+            .filter(|k| k.contains("embed_tokens") || k.contains(".mlp."))
+            .collect();
+        assert!(
+            frozen.is_empty(),
+            "frozen tensors in optimizer state: {frozen:?}"
+        );
+    });
+}
+
 /// Trains TINY (with `sets`) twice, killing the second run after its step-8
 /// checkpoint and resuming it; then runs `more` on the uninterrupted run's directory.
 fn check_kill_9_resume(sets: &[&str], more: impl FnOnce(&Path)) {

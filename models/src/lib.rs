@@ -17,5 +17,8 @@ pub use config::{Arch, BlockKind, ModelConfig};
 pub use decoder::{Decoder, DecoderCache};
 pub use error::ModelError;
 pub use lm::{LanguageModel, TrainBackend};
-pub use naming::{load_named_tensors, named_tensors, param_infos, NamedTensor, ParamInfo};
+pub use naming::{
+    load_named_tensors, load_named_tensors_where, named_tensors, param_infos, NamedTensor,
+    ParamInfo,
+};
 pub use ops::FusedOps;

@@ -117,6 +117,8 @@ pub fn named_tensors<B: FusedOps, M: LanguageModel<B>>(model: &M) -> BTreeMap<St
 struct Loader<'a, F: Fn(&str) -> String> {
     path: PathStack,
     rename: F,
+    /// Parameters (by checkpoint name) to replace; the others keep their values.
+    select: &'a dyn Fn(&str) -> bool,
     tensors: &'a BTreeMap<String, NamedTensor>,
     used: Vec<String>,
     error: Option<ModelError>,
@@ -133,7 +135,7 @@ impl<B: Backend, F: Fn(&str) -> String> ModuleMapper<B> for Loader<'_, F> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let name = (self.rename)(&self.path.path());
         let (id, tensor, mapper) = param.consume();
-        if self.error.is_some() {
+        if self.error.is_some() || !(self.select)(&name) {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         let expected = tensor.dims().to_vec();
@@ -174,6 +176,19 @@ pub fn load_named_tensors<B: FusedOps, M: LanguageModel<B>>(
     tensors: &BTreeMap<String, NamedTensor>,
     source: &str,
 ) -> Result<M, ModelError> {
+    load_named_tensors_where(model, tensors, source, &|_| true)
+}
+
+/// Replaces the parameters whose checkpoint name satisfies `select` (e.g.
+/// only the adapters, or one shard's names) and leaves the others as they
+/// are. A selected parameter missing from `tensors`, a mis-shaped one, or a
+/// tensor of `tensors` that no selected parameter takes is an error.
+pub fn load_named_tensors_where<B: FusedOps, M: LanguageModel<B>>(
+    model: M,
+    tensors: &BTreeMap<String, NamedTensor>,
+    source: &str,
+    select: &dyn Fn(&str) -> bool,
+) -> Result<M, ModelError> {
     // Module path -> checkpoint name, taken before `map` consumes the model.
     let mut paths = InfoVisitor {
         path: PathStack::default(),
@@ -193,6 +208,7 @@ pub fn load_named_tensors<B: FusedOps, M: LanguageModel<B>>(
     let mut loader = Loader {
         path: PathStack::default(),
         rename: |p: &str| names.get(p).cloned().unwrap_or_else(|| p.to_string()),
+        select,
         tensors,
         used: Vec::new(),
         error: None,

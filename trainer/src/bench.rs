@@ -1,19 +1,26 @@
-//! `kiln bench`: train-step throughput on random tokens, with the phases
-//! timed apart, achieved FLOP/s and MFU against a matmul peak measured on the
-//! same device in the same process.
+//! `kiln bench`: throughput of the training step itself ([`Stepper::step`],
+//! built by the same setup as `kiln train`: trainable set, precision with
+//! fp16 loss scaling, optimizer), with the phases timed apart, achieved
+//! FLOP/s and MFU against a matmul peak measured on the same device in the
+//! same process. Batches are random tokens, or the run's own data.
 
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
-use kiln_models::{Decoder, LanguageModel, TrainBackend};
+use burn::tensor::{Distribution, ElementConversion, Tensor};
+use kiln_data::Batch;
+use kiln_models::{Decoder, TrainBackend};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainerError};
-use crate::grads::{GradStore, ParamTable};
-use crate::loss::cross_entropy;
+use crate::run::setup::{build_parts, prepare, single_process};
+use crate::run::{Start, TrainRequest};
+use crate::schedule::lr_at;
+use crate::step::{PhaseTimes, StepOutcome, Stepper};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -24,8 +31,12 @@ pub struct BenchReport {
     pub steps: usize,
     pub step_time_s: f64,
     pub tokens_per_s: f64,
+    /// Mean seconds per step in each phase of the step.
     pub forward_s: f64,
     pub backward_s: f64,
+    /// The data-parallel reduce (0 in one process).
+    pub reduce_s: f64,
+    /// Unscale, finite check, clip and optimizer.
     pub optimizer_s: f64,
     pub flops_per_token: f64,
     pub achieved_gflops: f64,
@@ -45,6 +56,22 @@ pub struct BenchReport {
     /// (absent for in-memory data): it must stay well above the model's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loader_batches_per_s: Option<f64>,
+    /// `"random"` tokens or the run's own `"run"` data.
+    pub data: String,
+    /// Loss of every step, warmup included, in order (what `kiln train`
+    /// logs as `train/loss` for the same config and data).
+    pub losses: Vec<f64>,
+    /// Steps skipped (fp16 overflow, non-finite), warmup included.
+    pub skipped_steps: usize,
+}
+
+/// Where bench's batches come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchData {
+    /// Uniform random token ids (the PyTorch baseline does the same).
+    Random,
+    /// The run's data, prepared as `kiln train` prepares it.
+    Run,
 }
 
 /// Times the run's mixture loader on its prepared datasets for ~0.5 s.
@@ -92,53 +119,96 @@ pub fn matmul_peak_gflops<B: Backend>(device: &B::Device, n: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
+/// A model, its step and a batch source, built as `kiln train` builds them.
+struct BenchRun<B: TrainBackend> {
+    cfg: RunConfig,
+    model: Decoder<B>,
+    stepper: Stepper<B>,
+    next: Box<dyn FnMut() -> Batch>,
+}
+
+fn setup<B: TrainBackend>(
+    cfg: &RunConfig,
+    device: &B::Device,
+    data: BenchData,
+) -> Result<BenchRun<B>> {
+    if data == BenchData::Run {
+        let dir = std::env::temp_dir().join(format!("kiln-bench-{}", std::process::id()));
+        let req = TrainRequest {
+            start: Start::Fresh(cfg.clone()),
+            run_dir: dir.clone(),
+            stop: Default::default(),
+            collective: single_process(),
+        };
+        let run = prepare::<B>(req, device);
+        let _ = std::fs::remove_dir_all(&dir);
+        let run = run?;
+        let mut train = run.data.train;
+        return Ok(BenchRun {
+            cfg: run.cfg,
+            model: run.model,
+            stepper: run.stepper,
+            next: Box::new(move || train.next_batch()),
+        });
+    }
+    if cfg.model.vocab_size == 0 {
+        return Err(TrainerError::invalid(
+            "model.vocab_size",
+            "0: bench on random tokens needs an explicit vocabulary size in the config (or use --data run)",
+        ));
+    }
+    cfg.model.validate()?;
+    let (model, stepper) = build_parts::<B>(cfg, device, None, single_process())?;
+    let (b, t, vocab) = (cfg.training.batch_size, cfg.seq_len(), cfg.model.vocab_size);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.training.seed);
+    // One fixed batch, as the PyTorch baseline times one batch.
+    let ids: Vec<u32> = (0..b * (t + 1))
+        .map(|_| rng.random_range(0..vocab as u32))
+        .collect();
+    let batch = Batch {
+        inputs: ids.chunks(t + 1).flat_map(|r| r[..t].to_vec()).collect(),
+        targets: ids.chunks(t + 1).flat_map(|r| r[1..].to_vec()).collect(),
+        batch_size: b,
+        seq_len: t,
+    };
+    Ok(BenchRun {
+        cfg: cfg.clone(),
+        model,
+        stepper,
+        next: Box::new(move || batch.clone()),
+    })
+}
+
 pub fn bench<B: TrainBackend>(
     cfg: &RunConfig,
     device: B::Device,
     device_name: &str,
     steps: usize,
     warmup: usize,
+    data: BenchData,
 ) -> Result<BenchReport> {
-    if cfg.model.vocab_size == 0 {
-        return Err(TrainerError::invalid(
-            "model.vocab_size",
-            "0: bench needs an explicit vocabulary size in the config",
-        ));
-    }
-    cfg.model.validate()?;
-    let (b, t) = (cfg.training.batch_size, cfg.seq_len());
-    B::seed(&device, cfg.training.seed);
-    let mut model: Decoder<B> =
-        Decoder::new(&cfg.model, &device)?.with_fused(cfg.training.fused_ops);
-    let table = ParamTable::new::<B, _>(&model);
-    let mut opt = crate::train::build_optimizer::<B::InnerBackend>(cfg, &table)?;
-    let precision = cfg.training.precision;
-    if let Some(dtype) = precision.param_dtype() {
-        model = crate::precision::cast_trainable(model, dtype);
-    }
-    // Mixed precision: the projections' matmuls in half, as in training
-    // (fp16 loss scaling is left out: it does not change the work).
-    let _autocast = kiln_models::ops::precision::autocast(precision.autocast());
-    let vocab = cfg.model.vocab_size as f64;
-    let tokens =
-        Tensor::<B, 2>::random([b, t + 1], Distribution::Uniform(0.0, vocab), &device).int(); // [B, T+1]
-    let x: Tensor<B, 2, Int> = tokens.clone().slice([0..b, 0..t]);
-    let y: Tensor<B, 2, Int> = tokens.slice([0..b, 1..t + 1]);
-
-    // Per timed step: (forward, backward + clip, optimizer) seconds.
-    let mut times: Vec<(f64, f64, f64)> = Vec::with_capacity(steps);
+    let BenchRun {
+        cfg,
+        mut model,
+        mut stepper,
+        mut next,
+    } = setup::<B>(cfg, &device, data)?;
+    let tr = &cfg.training;
+    let mut scaler = stepper.precision.initial_loss_scaler();
+    let total_steps = (warmup + steps) as u64;
+    let (mut times, mut losses, mut skipped) = (Vec::with_capacity(steps), Vec::new(), 0);
     for i in 0..warmup + steps {
-        let t0 = Instant::now();
-        let loss = cross_entropy(model.forward(x.clone()), y.clone(), cfg.training.fused_ops);
-        let _: f32 = loss.clone().into_scalar().elem();
-        let t1 = Instant::now();
-        let mut grads = GradStore::<B::InnerBackend>::default();
-        grads.accumulate::<B, _>(&model, &table, loss.backward());
-        // Reading the norm syncs: backward is done when it returns.
-        grads.clip_global_norm(cfg.optimizer.grad_clip);
-        let t2 = Instant::now();
-        model = opt.step::<B, _>(model, &table, grads, cfg.optimizer.lr);
-        // Force the update to finish before timing stops.
+        let lr = lr_at(
+            &cfg.schedule,
+            cfg.optimizer.lr,
+            i as u64,
+            tr.max_steps.max(total_steps),
+        );
+        let micro: Vec<Batch> = (0..tr.grad_accum).map(|_| next()).collect();
+        let (m, report) = stepper.step(model, &micro, lr, scaler.as_mut())?;
+        model = m;
+        // Force the update to finish before timing stops (a no-op on eager CPU).
+        let t = Instant::now();
         let _: f32 = model
             .valid()
             .norm
@@ -146,49 +216,52 @@ pub fn bench<B: TrainBackend>(
             .slice([0..1])
             .into_scalar()
             .elem();
-        let t3 = Instant::now();
+        let mut phases = report.times;
+        phases.update += t.elapsed().as_secs_f64();
+        losses.push(report.loss);
+        skipped += usize::from(report.outcome != StepOutcome::Applied);
         if i >= warmup {
-            times.push((
-                (t1 - t0).as_secs_f64(),
-                (t2 - t1).as_secs_f64(),
-                (t3 - t2).as_secs_f64(),
-            ));
+            times.push(phases);
         }
     }
-    // Median step, as torch_llama_bench.py reports it.
-    let mut totals: Vec<f64> = times.iter().map(|(a, b, c)| a + b + c).collect();
+    // Median step, as the PyTorch baseline reports it.
+    let mut totals: Vec<f64> = times.iter().map(PhaseTimes::total).collect();
     totals.sort_by(f64::total_cmp);
     let step_time = totals[totals.len() / 2];
-    let mean = |f: fn(&(f64, f64, f64)) -> f64| times.iter().map(f).sum::<f64>() / steps as f64;
-    let (fwd, bwd, opt_s) = (mean(|t| t.0), mean(|t| t.1), mean(|t| t.2));
-    let tokens_per_s = (b * t) as f64 / step_time;
-    let flops_per_token = cfg.model.train_flops_per_token(t);
+    let mean = |f: fn(&PhaseTimes) -> f64| times.iter().map(f).sum::<f64>() / steps as f64;
+    let tokens_per_s = cfg.tokens_per_step() as f64 / step_time;
+    let flops_per_token = cfg.model.train_flops_per_token(cfg.seq_len());
     let achieved = flops_per_token * tokens_per_s / 1e9;
     let peak = matmul_peak_gflops::<B::InnerBackend>(&device, 2048);
+    let params = cfg.model.num_params();
     Ok(BenchReport {
         device: device_name.to_string(),
-        params: cfg.model.num_params(),
-        batch_size: b,
-        seq_len: t,
+        params,
+        batch_size: tr.batch_size,
+        seq_len: cfg.seq_len(),
         steps,
         step_time_s: step_time,
         tokens_per_s,
-        forward_s: fwd,
-        backward_s: bwd,
-        optimizer_s: opt_s,
+        forward_s: mean(|p| p.forward),
+        backward_s: mean(|p| p.backward),
+        reduce_s: mean(|p| p.reduce),
+        optimizer_s: mean(|p| p.update),
         flops_per_token,
         achieved_gflops: achieved,
         peak_matmul_gflops: peak,
         mfu: achieved / peak,
-        precision: serde_json::to_value(precision)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        state_bytes_per_param: precision.bytes_per_param(),
+        precision: stepper.precision.name(),
+        state_bytes_per_param: stepper.precision.bytes_per_param(),
         peak_rss_mb: peak_rss_mb(),
-        peak_rss_bytes_per_param: peak_rss_mb() * 1024.0 * 1024.0
-            / cfg.model.num_params().max(1) as f64,
+        peak_rss_bytes_per_param: peak_rss_mb() * 1024.0 * 1024.0 / params.max(1) as f64,
         model_batches_per_s: 1.0 / step_time,
-        loader_batches_per_s: loader_batches_per_s(cfg)?,
+        loader_batches_per_s: loader_batches_per_s(&cfg)?,
+        data: match data {
+            BenchData::Random => "random",
+            BenchData::Run => "run",
+        }
+        .into(),
+        losses,
+        skipped_steps: skipped,
     })
 }

@@ -24,8 +24,43 @@ pub struct Manifest {
     pub format: String,
     pub version: u32,
     pub step: u64,
+    /// What the checkpoint holds (absent in older manifests: a full model).
+    #[serde(default)]
+    pub content: Content,
     /// file name -> (bytes, sha256 hex)
     pub files: BTreeMap<String, FileEntry>,
+}
+
+/// What a checkpoint's weights are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Content {
+    /// Every parameter of the model (and the optimizer state of the trainable ones).
+    #[default]
+    Full,
+    /// Only adapter tensors, over a base model whose weights hash to
+    /// `base_sha256` ([`tensors_sha256`]); loading over another base is an error.
+    Adapters { base_sha256: String },
+    /// One rank's shard of a sharded run of `world_size` ranks.
+    Shard { rank: usize, world_size: usize },
+}
+
+/// SHA-256 over the names, shapes and f32 values (little-endian) of a set of
+/// tensors in name order: the identity of a base model's weights.
+pub fn tensors_sha256(tensors: &BTreeMap<String, kiln_models::NamedTensor>) -> String {
+    let mut h = Sha256::new();
+    for (name, t) in tensors {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((t.shape.len() as u64).to_le_bytes());
+        for d in &t.shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for v in &t.data {
+            h.update(v.to_le_bytes());
+        }
+    }
+    hex(&h.finalize())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,7 +82,12 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 }
 
 /// Writes a checkpoint atomically and returns its directory.
-pub fn save(run_dir: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
+pub fn save(
+    run_dir: &Path,
+    step: u64,
+    content: &Content,
+    files: &[(&str, Vec<u8>)],
+) -> Result<PathBuf> {
     let root = checkpoints_dir(run_dir);
     fs::create_dir_all(&root).map_err(|e| TrainerError::io(&root, e))?;
     let final_dir = root.join(step_dir_name(step));
@@ -65,6 +105,7 @@ pub fn save(run_dir: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Path
         format: FORMAT.into(),
         version: VERSION,
         step,
+        content: content.clone(),
         files: BTreeMap::new(),
     };
     for (name, bytes) in files {
@@ -82,8 +123,9 @@ pub fn save(run_dir: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Path
         );
     }
     let mpath = tmp.join(MANIFEST);
-    let mbytes =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| TrainerError::Run(e.to_string()))?;
+    let mbytes = serde_json::to_vec_pretty(&manifest).map_err(|e| {
+        TrainerError::checkpoint(&mpath, format!("cannot encode the manifest: {e}"))
+    })?;
     let mut f = fs::File::create(&mpath).map_err(|e| io(&mpath, e))?;
     f.write_all(&mbytes).map_err(|e| io(&mpath, e))?;
     f.sync_all().map_err(|e| io(&mpath, e))?;
@@ -217,5 +259,43 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
             path,
             "holds no complete checkpoint (no checkpoints/step-N/manifest.json): was the run saved yet?",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_models::NamedTensor;
+
+    fn one(name: &str, data: Vec<f32>) -> BTreeMap<String, NamedTensor> {
+        let shape = vec![data.len()];
+        BTreeMap::from([(name.to_string(), NamedTensor { shape, data })])
+    }
+
+    #[test]
+    fn weights_hash_sees_names_shapes_and_values() {
+        let a = tensors_sha256(&one("w", vec![1.0, 2.0]));
+        assert_eq!(a, tensors_sha256(&one("w", vec![1.0, 2.0])));
+        assert_ne!(a, tensors_sha256(&one("v", vec![1.0, 2.0])));
+        assert_ne!(a, tensors_sha256(&one("w", vec![1.0, 2.5])));
+        let mut reshaped = one("w", vec![1.0, 2.0]);
+        reshaped.get_mut("w").expect("w").shape = vec![1, 2];
+        assert_ne!(a, tensors_sha256(&reshaped));
+    }
+
+    #[test]
+    fn manifest_records_content_and_old_manifests_read_as_full() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let content = Content::Shard {
+            rank: 1,
+            world_size: 2,
+        };
+        let dir = save(tmp.path(), 3, &content, &[("a.bin", vec![1, 2, 3])]).expect("save");
+        let (m, files) = load_verified(&dir).expect("load");
+        assert_eq!(m.content, content);
+        assert_eq!(files["a.bin"], vec![1, 2, 3]);
+        let old = r#"{"format":"kiln-checkpoint","version":1,"step":1,"files":{}}"#;
+        let m: Manifest = serde_json::from_str(old).expect("old manifest");
+        assert_eq!(m.content, Content::Full);
     }
 }

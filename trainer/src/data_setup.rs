@@ -16,6 +16,7 @@ use kiln_data::{
 use crate::config::{RunConfig, TokenizerKindConfig};
 use crate::error::{Result, TrainerError};
 use crate::state::TrainerState;
+use crate::world::World;
 
 fn format_of(cfg: &RunConfig) -> Option<TextFormat> {
     match cfg.data.format.as_deref() {
@@ -145,10 +146,10 @@ impl TrainStream {
         match (self, &state.sampler, &state.mixture) {
             (TrainStream::Tokens(s), Some(saved), _) => Ok(s.restore(saved)?),
             (TrainStream::Mixture(s), _, Some(saved)) => Ok(s.restore(saved)?),
-            _ => Err(TrainerError::Run(
+            _ => Err(TrainerError::invalid(
+                "data",
                 "the checkpoint's data sampler is of another kind than this run's [data] \
-                 (in-memory text vs prepared shards): resume with the same config"
-                    .into(),
+                 (in-memory text vs prepared shards): resume with the same config",
             )),
         }
     }
@@ -177,6 +178,18 @@ pub fn load_run_data(
     run_dir: &Path,
     resumed_tokenizer: Option<&Tokenizer>,
 ) -> Result<RunData> {
+    load_rank_data(cfg, run_dir, resumed_tokenizer, World::SINGLE)
+}
+
+/// [`load_run_data`] for one rank of a data-parallel world: every rank
+/// draws its own disjoint share of each step's samples.
+pub fn load_rank_data(
+    cfg: &mut RunConfig,
+    run_dir: &Path,
+    resumed_tokenizer: Option<&Tokenizer>,
+    world: World,
+) -> Result<RunData> {
+    let (rank, size) = (world.rank, world.size);
     let t = cfg.training.clone();
     let seq_len = cfg.seq_len();
     if !cfg.data.uses_shards() {
@@ -192,8 +205,14 @@ pub fn load_run_data(
             domain: None,
             batches: eval_batches(&split.val, seq_len, t.batch_size, t.eval_batches),
         }];
-        let sampler =
-            BatchSampler::new(Arc::new(split.train), seq_len, t.batch_size, t.seed, 0, 1)?;
+        let sampler = BatchSampler::new(
+            Arc::new(split.train),
+            seq_len,
+            t.batch_size,
+            t.seed,
+            rank,
+            size,
+        )?;
         return Ok(RunData {
             tokenizer,
             train: TrainStream::Tokens(sampler),
@@ -284,7 +303,7 @@ pub fn load_run_data(
             });
         }
     }
-    let sampler = MixtureSampler::new(mix, seq_len, t.batch_size, t.seed, 0, 1)?;
+    let sampler = MixtureSampler::new(mix, seq_len, t.batch_size, t.seed, rank, size)?;
     Ok(RunData {
         tokenizer,
         train: TrainStream::Mixture(sampler),

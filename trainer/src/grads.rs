@@ -1,14 +1,19 @@
 //! Gradients by parameter name. Every gradient passes through [`GradStore`]
-//! between backward and the optimizer: accumulation, global-norm clipping and
-//! (later) the data-parallel reduce all act here.
+//! between backward and the optimizer: accumulation, the data-parallel
+//! reduce and global-norm clipping all act here. Only trainable parameters
+//! (those in [`ParamTable::infos`]) have gradients.
 
 use std::collections::{BTreeMap, HashMap};
 
 use burn::module::{AutodiffModule, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use kiln_models::{param_infos, LanguageModel, ParamInfo};
+
+use crate::error::{Result, TrainerError};
+use crate::precision::policy::master_grad;
+use crate::world::Collective;
 
 /// Flattened gradients keyed by checkpoint name, on the inner backend.
 pub struct GradStore<B: Backend> {
@@ -23,17 +28,45 @@ impl<B: Backend> Default for GradStore<B> {
     }
 }
 
-/// Name, id and rank of each trainable parameter, computed once per run.
+/// Name, id and shape of each trainable parameter (and the frozen ones
+/// apart), computed once per run.
 pub struct ParamTable {
+    /// Trainable parameters: these get gradients, optimizer state and a
+    /// share of the clipping norm.
     pub infos: Vec<ParamInfo>,
     pub by_id: HashMap<ParamId, usize>,
+    /// Frozen parameters: no gradient, no optimizer state, never updated.
+    pub frozen: Vec<ParamInfo>,
 }
 
 impl ParamTable {
+    /// Every parameter trainable.
     pub fn new<B: kiln_models::FusedOps, M: LanguageModel<B>>(model: &M) -> Self {
-        let infos = param_infos::<B, M>(model);
+        Self::with_frozen::<B, M>(model, |_| false)
+    }
+
+    /// Parameters whose checkpoint name satisfies `frozen` are set apart.
+    pub fn with_frozen<B: kiln_models::FusedOps, M: LanguageModel<B>>(
+        model: &M,
+        frozen: impl Fn(&str) -> bool,
+    ) -> Self {
+        let (frozen, infos): (Vec<ParamInfo>, Vec<ParamInfo>) = param_infos::<B, M>(model)
+            .into_iter()
+            .partition(|p| frozen(&p.name));
         let by_id = infos.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
-        Self { infos, by_id }
+        Self {
+            infos,
+            by_id,
+            frozen,
+        }
+    }
+
+    /// Elements of the trainable parameters.
+    pub fn trainable_elements(&self) -> usize {
+        self.infos
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
     }
 }
 
@@ -67,13 +100,7 @@ impl<B: Backend> GradStore<B> {
         let mut grads = GradientsParams::from_grads(backward, model);
         for info in &table.infos {
             if let Some(g) = take_flat::<AB>(&mut grads, info) {
-                // Gradients are accumulated, clipped and applied in f32 in
-                // every precision mode (bf16-pure weights have bf16 grads).
-                let g = if g.dtype() == burn::tensor::DType::F32 {
-                    g
-                } else {
-                    g.cast(burn::tensor::FloatDType::F32)
-                };
+                let g = master_grad(g);
                 let g = match self.grads.remove(&info.name) {
                     Some(prev) => prev + g,
                     None => g,
@@ -81,6 +108,35 @@ impl<B: Backend> GradStore<B> {
                 self.grads.insert(info.name.clone(), g);
             }
         }
+    }
+
+    /// The data-parallel reduce: every rank ends with the mean of all ranks'
+    /// gradients (one all-reduce over the concatenated buffer). A no-op in a
+    /// world of one.
+    pub fn all_reduce_mean(&mut self, collective: &dyn Collective) -> Result<()> {
+        let size = collective.world().size;
+        if size == 1 || self.grads.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = self.grads.keys().cloned().collect();
+        let device = self.grads[&names[0]].device();
+        let parts: Vec<Tensor<B, 1>> = names.iter().map(|n| self.grads[n].clone()).collect();
+        let mut flat: Vec<f32> = Tensor::cat(parts, 0)
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| TrainerError::Run(format!("reading gradients for the reduce: {e:?}")))?;
+        collective.all_reduce_sum(&mut flat)?;
+        let inv = 1.0 / size as f32;
+        let mut offset = 0;
+        for name in names {
+            let n = self.grads[&name].dims()[0];
+            let mean: Vec<f32> = flat[offset..offset + n].iter().map(|v| v * inv).collect();
+            offset += n;
+            self.grads
+                .insert(name, Tensor::from_data(TensorData::new(mean, [n]), &device));
+        }
+        Ok(())
     }
 
     /// Multiplies every gradient by `factor` (fp16 loss-scale removal).

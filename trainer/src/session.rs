@@ -22,6 +22,8 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// The verified contents of one checkpoint directory.
 pub struct LoadedCheckpoint {
     pub dir: PathBuf,
+    /// What the checkpoint's weights are (full model, adapters, a shard).
+    pub content: checkpoint::Content,
     pub config: RunConfig,
     pub tokenizer: Tokenizer,
     pub model: BTreeMap<String, NamedTensor>,
@@ -41,7 +43,7 @@ fn file<'a>(files: &'a BTreeMap<String, Vec<u8>>, dir: &Path, name: &str) -> Res
 /// Reads and verifies a checkpoint (a `step-N` dir, or a run dir: its latest).
 pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
     let dir = checkpoint::resolve(path)?;
-    let (_, files) = checkpoint::load_verified(&dir)?;
+    let (manifest, files) = checkpoint::load_verified(&dir)?;
     let cfg_text = std::str::from_utf8(file(&files, &dir, CONFIG_FILE)?)
         .map_err(|_| TrainerError::checkpoint(dir.join(CONFIG_FILE), "is not UTF-8"))?;
     let doc: toml::Table = toml::from_str(cfg_text).map_err(|e| {
@@ -68,6 +70,7 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
         })?;
     Ok(LoadedCheckpoint {
         dir,
+        content: manifest.content,
         config,
         tokenizer,
         model,

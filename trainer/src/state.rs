@@ -27,3 +27,22 @@ pub struct TrainerState {
     /// Seconds of training before this checkpoint (wall time across resumes).
     pub elapsed_s: f64,
 }
+
+impl TrainerState {
+    /// The state of a run at step 0 (`loss_scaler`: fp16's initial scale).
+    pub fn fresh(loss_scaler: Option<crate::precision::LossScaler>) -> Self {
+        Self {
+            step: 0,
+            optimizer_updates: 0,
+            tokens_seen: 0,
+            sampler: None,
+            mixture: None,
+            skipped_steps: 0,
+            consecutive_nonfinite: 0,
+            best_val_loss: None,
+            best_step: None,
+            loss_scaler,
+            elapsed_s: 0.0,
+        }
+    }
+}

@@ -273,6 +273,10 @@ pub struct TrainingConfig {
     /// hand-written backward; false runs the composed burn ops.
     #[serde(default = "default_true")]
     pub fused_ops: bool,
+    /// Checkpoint-name globs of parameters that do not train (no gradient,
+    /// no optimizer state), e.g. `["model.embed_tokens.weight"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
 }
 
 fn default_true() -> bool {

@@ -75,6 +75,18 @@ impl ParamGroups {
     }
 }
 
+/// The default weight-decay rule (optimizer policy, by checkpoint name):
+/// decay only 2-D+ `.weight` matrices of projections: not norms, biases,
+/// embeddings, Mamba's `A_log` and `D` (mamba_ssm's `_no_weight_decay`), or
+/// RWKV-7's LoRA factors and `r_k` (train_temp decays 2-D `.weight` tensors
+/// only; it does decay its `emb.weight`, and so does this).
+pub fn default_decay(name: &str, rank: usize) -> bool {
+    rank >= 2
+        && name.ends_with(".weight")
+        && !name.contains("embed_tokens")
+        && !name.contains("embeddings")
+}
+
 /// `*` matches any run of characters (including dots); everything else is literal.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();

@@ -12,18 +12,16 @@ use std::collections::BTreeMap;
 
 use burn::module::{AutodiffModule, ModuleMapper, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor};
 use kiln_models::NamedTensor;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 pub use adamw::AdamW;
-pub use groups::{GroupSettings, ParamGroups};
+pub use groups::{default_decay, GroupSettings, ParamGroups};
 pub use sophia::Sophia;
 
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::grads::{GradStore, ParamTable};
-use crate::precision::stochastic::round_to_bf16;
+use crate::precision::WriteBack;
 
 pub enum Rule<B: Backend> {
     AdamW(AdamW<B>),
@@ -36,8 +34,9 @@ pub struct Optimizer<B: Backend> {
     pub groups: ParamGroups,
     /// Refresh Sophia's Hessian estimate after every this many updates.
     pub hessian_every: u64,
-    /// Seed of the stochastic rounding of bf16 weights (bf16-pure).
-    pub rounding_seed: u64,
+    /// How updated weights are stored (the precision policy's; bf16-pure
+    /// rounds stochastically).
+    pub write_back: WriteBack,
 }
 
 impl<B: Backend> Optimizer<B> {
@@ -54,7 +53,7 @@ impl<B: Backend> Optimizer<B> {
             rule,
             groups,
             hessian_every: cfg.hessian_every,
-            rounding_seed: 0,
+            write_back: WriteBack::default(),
         }
     }
 
@@ -195,42 +194,11 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Mapper<'_, AB> {
             p.cast(FloatDType::F32)
         };
         let updated = self.opt.update(&info.name, p, g, self.lr);
-        let updated = match dtype {
-            DType::F32 => updated,
-            DType::BF16 => {
-                let seed = self.opt.rounding_seed
-                    ^ name_hash(&info.name)
-                    ^ self.opt.updates().wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                stochastic_bf16(updated, &mut ChaCha8Rng::seed_from_u64(seed))
-            }
-            other => updated.cast(FloatDType::from(other)),
-        };
+        let updated = self
+            .opt
+            .write_back
+            .store(updated, dtype, &info.name, self.opt.updates());
         let updated = updated.reshape(shape);
         Param::from_mapped_value(id, Tensor::from_inner(updated).require_grad(), mapper)
     }
-}
-
-/// FNV-1a of a parameter name: a stable per-parameter seed component.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
-/// `t` (f32) rounded stochastically to bf16, on the host.
-fn stochastic_bf16<B: Backend>(t: Tensor<B, 1>, rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
-    let device = t.device();
-    let values: Vec<f32> = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap_or_default();
-    let n = values.len();
-    // `from_data` lands in the default float dtype: go through f32 (exact
-    // for bf16 values) and cast.
-    let rounded: Vec<f32> = round_to_bf16(&values, rng)
-        .iter()
-        .map(|b| b.to_f32())
-        .collect();
-    Tensor::<B, 1>::from_data(TensorData::new(rounded, [n]), &device).cast(FloatDType::BF16)
 }

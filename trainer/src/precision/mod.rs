@@ -11,8 +11,14 @@
 //!
 //! Checkpoints always hold f32 weights, so a run can change precision when
 //! fine-tuning and exports are unaffected.
+//!
+//! [`PrecisionPolicy`] is the one owner of these decisions: the step asks it
+//! for the autocast scope, the loss scale and the gradients' unscaling, the
+//! run setup for the weights' storage dtype, the optimizer for how an f32
+//! update is written back. Nothing else reads `training.precision`.
 
 pub mod loss_scale;
+pub mod policy;
 pub mod stochastic;
 
 use burn::module::{Module, ModuleMapper, Param};
@@ -20,6 +26,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{FloatDType, Tensor};
 
 pub use loss_scale::LossScaler;
+pub use policy::{PrecisionPolicy, WriteBack};
 
 use crate::config::Precision;
 
@@ -82,13 +89,17 @@ struct CastLeaves {
 impl<AB: AutodiffBackend> ModuleMapper<AB> for CastLeaves {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
         let (id, tensor, mapper) = param.consume();
-        // A new leaf in `dtype`, not a tracked cast of the old one.
-        let cast = Tensor::from_inner(tensor.inner().cast(self.dtype)).require_grad();
+        // A new leaf in `dtype`, not a tracked cast of the old one; a frozen
+        // parameter stays frozen (no `require_grad`).
+        let trainable = tensor.is_require_grad();
+        let cast = Tensor::from_inner(tensor.inner().cast(self.dtype));
+        let cast = if trainable { cast.require_grad() } else { cast };
         Param::from_mapped_value(id, cast, mapper)
     }
 }
 
-/// Every parameter of a trainable module stored as `dtype` (new leaves).
+/// Every parameter of a trainable module stored as `dtype` (new leaves);
+/// frozen parameters are cast too and stay frozen.
 pub fn cast_trainable<AB: AutodiffBackend, M: Module<AB>>(module: M, dtype: FloatDType) -> M {
     module.map(&mut CastLeaves { dtype })
 }

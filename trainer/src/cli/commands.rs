@@ -1,0 +1,175 @@
+//! One function per subcommand: turn parsed arguments into library calls
+//! and print the result on stdout (through [`emit`], which treats a closed
+//! pipe as the end of the output, not an error).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use kiln_models::TrainBackend;
+use kiln_trainer::backend::{dispatch, BackendTask};
+use kiln_trainer::bench::{self, BenchData};
+use kiln_trainer::config::{self, RunConfig};
+use kiln_trainer::run::setup::single_process;
+use kiln_trainer::train::{train as run_training, Start, TrainOutcome, TrainRequest};
+use kiln_trainer::{data_setup, export, plan, session};
+
+/// Stdout went away (e.g. `kiln ... | head`): stop printing, exit quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout closed")]
+pub struct ClosedPipe;
+
+/// Prints `text` and a newline on stdout.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedPipe.into()),
+        other => Ok(other.context("writing to stdout")?),
+    }
+}
+
+fn default_run_dir(config: &Path) -> PathBuf {
+    let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from("runs").join(format!("{stem}-{secs}"))
+}
+
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is being handled exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, flag.clone()).context("installing signal handlers")?;
+    }
+    Ok(flag)
+}
+
+struct TrainTask(TrainRequest);
+impl BackendTask for TrainTask {
+    type Output = TrainOutcome;
+    fn run<B: TrainBackend>(
+        self,
+        device: B::Device,
+        _: &str,
+    ) -> kiln_trainer::Result<TrainOutcome> {
+        run_training::<B>(self.0, device)
+    }
+}
+
+/// `kiln train CONFIG [--set k=v] [--run-dir DIR]` or `kiln train --resume RUN [--set k=v]`.
+pub fn train(
+    config: Option<PathBuf>,
+    set: Vec<String>,
+    run_dir: Option<PathBuf>,
+    resume: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (start, run_dir, device) = match (resume, config) {
+        (Some(dir), _) => {
+            // Loaded and verified once; the run continues from it.
+            let checkpoint = session::load_checkpoint(&dir)?;
+            let device = checkpoint.config.training.device.clone();
+            let start = Start::Resume {
+                checkpoint: Box::new(checkpoint),
+                overrides: set,
+            };
+            (start, dir, device)
+        }
+        (None, Some(path)) => {
+            let cfg = config::load(&path, &set)?;
+            let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&path));
+            let device = cfg.training.device.clone();
+            (Start::Fresh(cfg), run_dir, device)
+        }
+        (None, None) => bail!("kiln train needs a CONFIG.toml, or --resume RUN_DIR"),
+    };
+    let req = TrainRequest {
+        start,
+        run_dir,
+        stop: stop_flag()?,
+        collective: single_process(),
+    };
+    let outcome = dispatch(&device, TrainTask(req))?;
+    if outcome.interrupted {
+        eprintln!(
+            "stopped at step {}; resume with `kiln train --resume {}`",
+            outcome.step,
+            outcome.run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `kiln config check`: validate and print the plan.
+pub fn config_check(path: &Path, set: &[String]) -> anyhow::Result<()> {
+    let mut cfg = config::load(path, set)?;
+    if cfg.model.vocab_size == 0 {
+        // The vocabulary comes from the tokenizer: build it to know the size.
+        let tok = data_setup::plan_tokenizer(&cfg)?;
+        data_setup::resolve_vocab(&mut cfg, &tok)?;
+    }
+    config::DeviceSpec::parse(&cfg.training.device)?;
+    emit(&format!("{}: ok", path.display()))?;
+    emit(&plan::plan(&cfg).render())
+}
+
+/// `kiln export CHECKPOINT --format hf|rwkv --out DIR`.
+pub fn export(checkpoint: &Path, format: &str, out: &Path) -> anyhow::Result<()> {
+    if format != "hf" && format != "rwkv" {
+        bail!(
+            "--format {format}: use \"hf\" (Hugging Face transformers) or \"rwkv\" (RWKV-7 .pth)"
+        );
+    }
+    let ckpt = session::load_checkpoint(checkpoint)?;
+    if format == "rwkv" {
+        export::export_rwkv(&ckpt, out)?;
+    } else {
+        export::export_hf(&ckpt, out)?;
+    }
+    emit(&format!(
+        "exported {} to {}",
+        ckpt.dir.display(),
+        out.display()
+    ))
+}
+
+struct BenchTask(RunConfig, usize, usize, BenchData);
+impl BackendTask for BenchTask {
+    type Output = bench::BenchReport;
+    fn run<B: TrainBackend>(
+        self,
+        device: B::Device,
+        name: &str,
+    ) -> kiln_trainer::Result<Self::Output> {
+        bench::bench::<B>(&self.0, device, name, self.1, self.2, self.3)
+    }
+}
+
+/// `kiln bench CONFIG`: one JSON line.
+pub fn bench(
+    config: &Path,
+    set: &[String],
+    steps: usize,
+    warmup: usize,
+    data: &str,
+) -> anyhow::Result<()> {
+    if steps == 0 {
+        bail!("--steps 0: bench needs at least one timed step");
+    }
+    let data = match data {
+        "random" => BenchData::Random,
+        "run" => BenchData::Run,
+        other => {
+            bail!("--data {other}: use \"random\" (random tokens) or \"run\" (the run's own data)")
+        }
+    };
+    let cfg = config::load(config, set)?;
+    let device = cfg.training.device.clone();
+    let report = dispatch(&device, BenchTask(cfg, steps, warmup, data))?;
+    emit(&serde_json::to_string(&report)?)
+}

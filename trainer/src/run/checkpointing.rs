@@ -1,0 +1,94 @@
+//! Saving a run's checkpoint: each component contributes its part (model
+//! weights, optimizer state, trainer state, config, tokenizer) and the
+//! manifest says what the weights are ([`Content`]). Only the leader writes
+//! a full checkpoint; a sharded run will write one `Content::Shard` per rank.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use kiln_models::{named_tensors, Decoder, TrainBackend};
+
+use crate::checkpoint::{self, Content};
+use crate::error::{Result, TrainerError};
+use crate::optim::Optimizer;
+use crate::session::{CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE};
+use crate::state::TrainerState;
+use crate::weights;
+use crate::world::World;
+
+/// One file of a checkpoint.
+pub struct Part {
+    pub file: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+pub struct CheckpointWriter {
+    pub run_dir: PathBuf,
+    pub world: World,
+    pub content: Content,
+    /// The resolved config and tokenizer, saved with every checkpoint.
+    pub cfg_toml: String,
+    pub tokenizer_json: String,
+    pub keep_last: usize,
+    pub keep_best: bool,
+}
+
+impl CheckpointWriter {
+    /// The parts of a checkpoint of this run's content.
+    pub fn parts<B: TrainBackend>(
+        &self,
+        model: &Decoder<B>,
+        opt: &Optimizer<B::InnerBackend>,
+        state: &TrainerState,
+    ) -> Result<Vec<Part>> {
+        let model_tensors = named_tensors::<B::InnerBackend, _>(&model.valid());
+        let state_bytes = serde_json::to_vec_pretty(state).map_err(|e| {
+            TrainerError::checkpoint(Path::new(STATE_FILE), format!("cannot encode: {e}"))
+        })?;
+        Ok(vec![
+            Part {
+                file: MODEL_FILE,
+                bytes: weights::to_bytes(&model_tensors, None)?,
+            },
+            Part {
+                file: OPTIMIZER_FILE,
+                bytes: weights::to_bytes(&opt.export_state(), None)?,
+            },
+            Part {
+                file: STATE_FILE,
+                bytes: state_bytes,
+            },
+            Part {
+                file: CONFIG_FILE,
+                bytes: self.cfg_toml.as_bytes().to_vec(),
+            },
+            Part {
+                file: TOKENIZER_FILE,
+                bytes: self.tokenizer_json.as_bytes().to_vec(),
+            },
+        ])
+    }
+
+    /// Saves atomically and prunes old checkpoints; `None` on ranks that
+    /// write nothing for this content.
+    pub fn save<B: TrainBackend>(
+        &self,
+        model: &Decoder<B>,
+        opt: &Optimizer<B::InnerBackend>,
+        state: &TrainerState,
+    ) -> Result<Option<PathBuf>> {
+        if self.content == Content::Full && !self.world.is_leader() {
+            return Ok(None);
+        }
+        let parts = self.parts(model, opt, state)?;
+        let files: Vec<(&str, Vec<u8>)> = parts.into_iter().map(|p| (p.file, p.bytes)).collect();
+        let dir = checkpoint::save(&self.run_dir, state.step, &self.content, &files)?;
+        let keep = if self.keep_best {
+            state.best_step
+        } else {
+            None
+        };
+        checkpoint::prune(&self.run_dir, self.keep_last, keep);
+        Ok(Some(dir))
+    }
+}

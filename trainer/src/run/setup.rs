@@ -1,0 +1,245 @@
+//! Preparing a run, once, for every command that trains or measures
+//! training: the start (fresh, resume, or init from a checkpoint), the
+//! config resolved into its final form, data, model, trainable set,
+//! precision and optimizer. Nothing mutates the config afterwards.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_data::Tokenizer;
+use kiln_models::{load_named_tensors, Decoder, NamedTensor, TrainBackend};
+
+use super::overrides::apply_on_resume;
+use super::{Start, TrainRequest};
+use crate::checkpoint;
+use crate::config::RunConfig;
+use crate::data_setup::{load_rank_data, RunData};
+use crate::error::{Result, TrainerError};
+use crate::objective::NextToken;
+use crate::optim::{default_decay, Optimizer, ParamGroups};
+use crate::precision::PrecisionPolicy;
+use crate::session::{self, LoadedCheckpoint, MODEL_FILE};
+use crate::state::TrainerState;
+use crate::step::Stepper;
+use crate::trainable::TrainableSet;
+use crate::world::Collective;
+
+/// A prepared run: everything the loop needs, built once.
+pub struct PreparedRun<B: TrainBackend> {
+    /// The resolved config (vocabulary filled in, overrides applied).
+    pub cfg: RunConfig,
+    pub tokenizer: Tokenizer,
+    pub data: RunData,
+    pub model: Decoder<B>,
+    pub stepper: Stepper<B>,
+    pub state: TrainerState,
+    /// Lines for the log: where the run starts from, its tokenizer, overrides.
+    pub notes: Vec<String>,
+}
+
+/// Weights (and optimizer state) a run starts from.
+pub struct StartWeights<'a> {
+    pub model: &'a BTreeMap<String, NamedTensor>,
+    pub optimizer: Option<&'a BTreeMap<String, NamedTensor>>,
+    /// Where they come from, for error messages.
+    pub source: String,
+}
+
+pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result<PreparedRun<B>> {
+    let run_dir = &req.run_dir;
+    let world = req.collective.world();
+    let (mut cfg, resumed, init, mut notes) = resolve_start(req.start, run_dir)?;
+    let from = resumed.as_ref().or(init.as_ref());
+    if let Some(ckpt) = init.as_ref() {
+        notes.push(format!(
+            "init: weights and tokenizer from {} ({} tokens)",
+            ckpt.dir.display(),
+            ckpt.tokenizer.vocab_size()
+        ));
+    }
+    let data = rank_ordered(req.collective.as_ref(), || {
+        load_rank_data(&mut cfg, run_dir, from.map(|c| &c.tokenizer), world)
+    })?;
+    if let Some(ckpt) = init.as_ref() {
+        same_architecture(&ckpt.config, &cfg, &ckpt.dir)?;
+    }
+    let weights = from.map(|c| StartWeights {
+        model: &c.model,
+        optimizer: resumed.as_ref().and_then(|r| r.optimizer.as_ref()),
+        source: c.dir.join(MODEL_FILE).display().to_string(),
+    });
+    let (model, stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
+    let mut state = match &resumed {
+        Some(ckpt) => ckpt.state.clone(),
+        None => TrainerState::fresh(stepper.precision.initial_loss_scaler()),
+    };
+    let mut data = data;
+    match &resumed {
+        Some(_) => data.train.restore(&state)?,
+        None => data.train.save_into(&mut state),
+    }
+    let mut stepper = stepper;
+    stepper.opt.set_updates(state.optimizer_updates);
+    if state.loss_scaler.is_none() {
+        state.loss_scaler = stepper.precision.initial_loss_scaler();
+    }
+    if !stepper.table.frozen.is_empty() {
+        notes.push(format!(
+            "frozen: {} tensors ({} trainable parameters)",
+            stepper.table.frozen.len(),
+            stepper.table.trainable_elements()
+        ));
+    }
+    Ok(PreparedRun {
+        cfg,
+        tokenizer: data.tokenizer.clone(),
+        data,
+        model,
+        stepper,
+        state,
+        notes,
+    })
+}
+
+type Resolved = (
+    RunConfig,
+    Option<LoadedCheckpoint>,
+    Option<LoadedCheckpoint>,
+    Vec<String>,
+);
+
+/// The config a run trains with and the checkpoints it starts from.
+fn resolve_start(start: Start, run_dir: &Path) -> Result<Resolved> {
+    match start {
+        Start::Resume {
+            checkpoint,
+            overrides,
+        } => {
+            let (cfg, mut notes) =
+                apply_on_resume(&checkpoint.config, &overrides, checkpoint.state.step)?;
+            notes.insert(
+                0,
+                format!(
+                    "resume: from {} at step {}",
+                    checkpoint.dir.display(),
+                    checkpoint.state.step
+                ),
+            );
+            Ok((cfg, Some(*checkpoint), None, notes))
+        }
+        Start::Fresh(cfg) => {
+            if !checkpoint::list(run_dir).is_empty() {
+                return Err(TrainerError::checkpoint(
+                    run_dir,
+                    format!(
+                        "already holds checkpoints: continue it with `kiln train --resume {}` or choose another --run-dir",
+                        run_dir.display()
+                    ),
+                ));
+            }
+            let init = match &cfg.init {
+                Some(i) => Some(session::load_checkpoint(&i.from)?),
+                None => None,
+            };
+            Ok((cfg, None, init, Vec::new()))
+        }
+    }
+}
+
+/// Runs `f` on rank 0 first, then on the others: preparing shards into the
+/// run directory happens once, and the other ranks find them up to date.
+fn rank_ordered<T>(c: &dyn Collective, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if c.world().size == 1 {
+        return f();
+    }
+    if c.world().is_leader() {
+        let out = f();
+        c.barrier()?;
+        out
+    } else {
+        c.barrier()?;
+        f()
+    }
+}
+
+/// Fine-tuning needs the checkpoint's architecture: the first `[model]` key
+/// that differs is named with both values.
+fn same_architecture(src: &RunConfig, cfg: &RunConfig, dir: &Path) -> Result<()> {
+    if src.model == cfg.model {
+        return Ok(());
+    }
+    let table = |c: &RunConfig| -> BTreeMap<String, String> {
+        toml::Value::try_from(&c.model)
+            .ok()
+            .and_then(|v| v.as_table().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect()
+    };
+    let (a, b) = (table(src), table(cfg));
+    let key = a
+        .keys()
+        .chain(b.keys())
+        .find(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .unwrap_or_else(|| "model".into());
+    let show =
+        |m: &BTreeMap<String, String>| m.get(&key).cloned().unwrap_or_else(|| "(unset)".into());
+    Err(TrainerError::invalid(
+        format!("model.{key}"),
+        format!(
+            "is {} here but {} in the init checkpoint {}: fine-tuning needs the same architecture (set it to {} or leave it out)",
+            show(&b),
+            show(&a),
+            dir.display(),
+            show(&a)
+        ),
+    ))
+}
+
+/// Model and step of a config on `device`: seeded init, optional start
+/// weights, trainable set, precision, optimizer (and its state). `kiln
+/// bench` builds exactly what `kiln train` builds.
+pub fn build_parts<B: TrainBackend>(
+    cfg: &RunConfig,
+    device: &B::Device,
+    weights: Option<StartWeights<'_>>,
+    collective: Arc<dyn Collective>,
+) -> Result<(Decoder<B>, Stepper<B>)> {
+    let t = &cfg.training;
+    B::seed(device, t.seed);
+    let mut model: Decoder<B> = Decoder::new(&cfg.model, device)?.with_fused(t.fused_ops);
+    if let Some(w) = &weights {
+        model = load_named_tensors(model, w.model, &w.source)?;
+    }
+    let trainable = TrainableSet::freezing(&t.freeze);
+    let table = trainable.table::<B, _>(&model)?;
+    let model = TrainableSet::apply(model, &table);
+    let precision = PrecisionPolicy::new(t.precision, t.seed);
+    let model = precision.prepare_trainable(model);
+    let groups = ParamGroups::build(&cfg.optimizer, &table, default_decay)?;
+    let mut opt = Optimizer::new(&cfg.optimizer, groups, cfg.tokens_per_step());
+    opt.write_back = precision.write_back;
+    if let Some(state) = weights.as_ref().and_then(|w| w.optimizer) {
+        opt.import_state(state, device);
+    }
+    let stepper = Stepper {
+        table,
+        opt,
+        precision,
+        objective: Box::new(NextToken { fused: t.fused_ops }),
+        collective,
+        grad_clip: cfg.optimizer.grad_clip,
+        fused: t.fused_ops,
+        seed: t.seed,
+        device: device.clone(),
+    };
+    Ok((model, stepper))
+}
+
+/// A world of one, for commands that train in a single process.
+pub fn single_process() -> Arc<dyn Collective> {
+    Arc::new(crate::world::SingleProcess)
+}

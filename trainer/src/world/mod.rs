@@ -1,0 +1,99 @@
+//! The data-parallel seam: who this process is (`World { rank, size }`) and
+//! the collective operations a sharded trainer needs. Today's one engine is
+//! [`SingleProcess`]; MPI (the `mpi` crate) and NCCL (through `cudarc`) plug
+//! in behind [`Collective`] without the step changing. [`local::LocalGroup`]
+//! runs N ranks as threads of one process, for tests.
+//!
+//! Buffers are host `f32` slices: gradients and optimizer shards are flat
+//! per-parameter vectors already (see `grads.rs`), which is what MPI takes.
+
+pub mod local;
+
+use crate::error::Result;
+
+/// This process's place among the data-parallel ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct World {
+    pub rank: usize,
+    pub size: usize,
+}
+
+impl World {
+    pub const SINGLE: World = World { rank: 0, size: 1 };
+
+    /// Rank 0 writes the run's shared files: logs, TensorBoard, samples,
+    /// the config, the tokenizer and full checkpoints.
+    pub fn is_leader(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// The element range of a flat buffer of `n` values owned by `rank`:
+    /// contiguous, sizes differing by at most one, earlier ranks larger
+    /// (the one place shard offsets are computed, as llm.c's zero.cuh does).
+    pub fn shard_range(&self, n: usize, rank: usize) -> std::ops::Range<usize> {
+        let (base, extra) = (n / self.size, n % self.size);
+        let start = rank * base + rank.min(extra);
+        start..start + base + usize::from(rank < extra)
+    }
+}
+
+/// Collective operations over the ranks of one [`World`]. Every rank must
+/// call the same operations in the same order with buffers of equal length.
+pub trait Collective: Send + Sync {
+    fn world(&self) -> World;
+    /// Element-wise sum over all ranks, left in every rank's `buf`.
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
+    /// Element-wise sum over all ranks; returns this rank's
+    /// [`World::shard_range`] of the result.
+    fn reduce_scatter_sum(&self, buf: &[f32]) -> Result<Vec<f32>>;
+    /// Concatenates every rank's shard in rank order (inverse of the scatter).
+    fn all_gather(&self, shard: &[f32]) -> Result<Vec<f32>>;
+    /// Overwrites `buf` on every rank with `root`'s.
+    fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()>;
+    fn barrier(&self) -> Result<()>;
+}
+
+/// One process, world size 1: every collective is the identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn world(&self) -> World {
+        World::SINGLE
+    }
+    fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn reduce_scatter_sum(&self, buf: &[f32]) -> Result<Vec<f32>> {
+        Ok(buf.to_vec())
+    }
+    fn all_gather(&self, shard: &[f32]) -> Result<Vec<f32>> {
+        Ok(shard.to_vec())
+    }
+    fn broadcast(&self, _buf: &mut [f32], _root: usize) -> Result<()> {
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_ranges_tile_the_buffer() {
+        for (n, size) in [(10, 3), (3, 4), (0, 2), (7, 1), (64, 8)] {
+            let w = World { rank: 0, size };
+            let mut next = 0;
+            for r in 0..size {
+                let range = w.shard_range(n, r);
+                assert_eq!(range.start, next, "n {n} size {size} rank {r}");
+                assert!(range.len() == n / size || range.len() == n / size + 1);
+                next = range.end;
+            }
+            assert_eq!(next, n);
+        }
+    }
+}
