@@ -23,6 +23,15 @@ pub enum TrainerError {
     Model(#[from] kiln_models::ModelError),
     #[error(transparent)]
     Data(#[from] kiln_data::DataError),
+    /// Too many non-finite steps in a row: the run stopped (state saved).
+    #[error("training.max_nonfinite_steps: {steps} non-finite steps in a row, the run stopped{saved}; lower optimizer.lr, raise training.max_nonfinite_steps or check the data")]
+    Diverged { steps: u64, saved: String },
+    /// A collective operation between data-parallel ranks failed.
+    #[error("{world}: {message}")]
+    Collective { world: String, message: String },
+    /// A broken invariant of kiln itself, not of the input.
+    #[error("internal error: {0} (please report this with the command you ran)")]
+    Internal(String),
     #[error("{0}")]
     Run(String),
 }

@@ -96,7 +96,7 @@ pub fn export_hf(ckpt: &LoadedCheckpoint, out: &Path) -> Result<()> {
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     weights::save(&out.join("model.safetensors"), &tensors, Some(meta))?;
     let cfg = serde_json::to_vec_pretty(&hf_config_json(ckpt))
-        .map_err(|e| TrainerError::Run(e.to_string()))?;
+        .map_err(|e| TrainerError::Internal(e.to_string()))?;
     write_atomic(&out.join("config.json"), &cfg)?;
     ckpt.tokenizer.save(&out.join("tokenizer.json"))?;
     Ok(())

@@ -94,7 +94,7 @@ pub fn generate<B: FusedOps>(
             .into_data()
             .convert::<f32>()
             .into_vec::<f32>()
-            .map_err(|e| TrainerError::Run(format!("reading logits: {e:?}")))?;
+            .map_err(|e| TrainerError::Internal(format!("reading logits: {e:?}")))?;
         let next = sample_token(&last, opts, &mut rng);
         if next == tokenizer.eot_id() {
             break;

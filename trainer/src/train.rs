@@ -86,11 +86,12 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             state.elapsed_s = clock.1 + clock.0.elapsed().as_secs_f64();
             let saved = writer.save(&model, &stepper.opt, &state)?;
             out.finish(false);
-            return Err(TrainerError::Run(format!(
-                "{} non-finite steps in a row (training.max_nonfinite_steps): stopped{}; lower optimizer.lr or check the data",
-                state.consecutive_nonfinite,
-                saved.map(|d| format!(", state saved in {}", d.display())).unwrap_or_default()
-            )));
+            return Err(TrainerError::Diverged {
+                steps: state.consecutive_nonfinite,
+                saved: saved
+                    .map(|d| format!(" (state saved in {})", d.display()))
+                    .unwrap_or_default(),
+            });
         }
         if done.is_multiple_of(t.log_every) || done == t.max_steps || done == 1 {
             let tps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);

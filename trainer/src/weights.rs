@@ -30,11 +30,11 @@ pub fn to_bytes(
         .map(|(k, bytes, shape)| {
             TensorView::new(Dtype::F32, shape.clone(), bytes)
                 .map(|v| (k.clone(), v))
-                .map_err(|e| TrainerError::Run(format!("tensor {k}: {e}")))
+                .map_err(|e| TrainerError::Internal(format!("tensor {k}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, &metadata)
-        .map_err(|e| TrainerError::Run(format!("safetensors: {e}")))
+        .map_err(|e| TrainerError::Internal(format!("safetensors: {e}")))
 }
 
 pub fn save(

@@ -505,7 +505,7 @@ impl RunConfig {
 
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self)
-            .map_err(|e| TrainerError::Run(format!("cannot serialise the config: {e}")))
+            .map_err(|e| TrainerError::Internal(format!("cannot serialise the config: {e}")))
     }
 }
 
@@ -517,7 +517,7 @@ mod tests {
 
     fn parse(extra: &str, sets: &[&str]) -> Result<RunConfig> {
         let mut doc: toml::Table = toml::from_str(&format!("{MIN}{extra}"))
-            .map_err(|e| TrainerError::Run(e.to_string()))?;
+            .map_err(|e| TrainerError::Internal(e.to_string()))?;
         apply_overrides(
             &mut doc,
             &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),

@@ -59,7 +59,7 @@ pub fn apply_on_resume(
         }
     }
     let mut doc: toml::Table = toml::from_str(&saved.to_toml()?)
-        .map_err(|e| TrainerError::Run(format!("re-reading the run's config: {e}")))?;
+        .map_err(|e| TrainerError::Internal(format!("re-reading the run's config: {e}")))?;
     apply_overrides(&mut doc, overrides)?;
     let cfg = from_table(doc, Path::new("--set"))?;
     cfg.validate()?;

@@ -52,10 +52,13 @@ impl LocalGroup {
     }
 
     fn timed_out(&self) -> TrainerError {
-        TrainerError::Run(format!(
-            "rank {} of {}: a collective waited {:?} for the other ranks",
-            self.rank, self.group.size, self.group.timeout
-        ))
+        TrainerError::Collective {
+            world: format!("rank {} of {}", self.rank, self.group.size),
+            message: format!(
+                "a collective waited {:?} for the other ranks: one stopped or diverged",
+                self.group.timeout
+            ),
+        }
     }
 
     /// Waits until every rank arrived at this point.
