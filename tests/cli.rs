@@ -131,6 +131,53 @@ fn config_check_prints_published_parameter_counts() {
     }
 }
 
+/// `kiln eval` covers each token once: it used to put a window at every
+/// offset of the split (stride 1), seq_len times the work (7.7M "tokens" and
+/// three silent minutes on the quickstart's 120k-token validation split).
+#[test]
+fn eval_scores_each_token_of_the_split_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        tmp.path(),
+        "tiny.toml",
+        &TINY.replace("max_steps = 24", "max_steps = 8"),
+    );
+    let dir = tmp.path().join("run");
+    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval = |extra: &[&std::ffi::OsStr]| {
+        let o = run(kiln().arg("eval").arg(&dir).args(extra));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("eval json");
+        (v, stderr(&o))
+    };
+
+    // A char-level text of known length: 1000 tokens, 999 targets; seq 32
+    // gives 31 tiled windows (992 targets) and one end-aligned window that
+    // scores the last 7. The stride-1 sweep ran 968 windows (30,976 targets).
+    let text = tmp.path().join("cat.txt");
+    std::fs::write(&text, "the cat ".repeat(125)).expect("write");
+    let (v, err) = eval(&["--data".as_ref(), text.as_os_str()]);
+    println!("{v}\n{err}");
+    assert_eq!(v["split_tokens"], 1000, "{v}");
+    assert_eq!(v["tokens"], 999, "{v}");
+    assert_eq!(v["windows"], 32, "{v}");
+    assert!(
+        err.contains(
+            "999 tokens in 32 windows of 32 (the last 7 scored by a window aligned to the end)"
+        ),
+        "{err}"
+    );
+    assert!(v["loss"].as_f64().expect("loss").is_finite());
+
+    // The run's own validation split: every token but the first, once.
+    let (v, _) = eval(&[]);
+    let n = v["split_tokens"].as_u64().expect("split_tokens");
+    assert!(n > 1000, "{v}");
+    assert_eq!(v["tokens"].as_u64(), Some(n - 1), "{v}");
+    assert_eq!(v["windows"].as_u64(), Some((n - 1).div_ceil(32)), "{v}");
+}
+
 #[test]
 fn generate_eval_export_and_fine_tune() {
     let tmp = tempfile::tempdir().expect("tmp");

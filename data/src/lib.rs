@@ -4,7 +4,8 @@
 //! [`generate_corpus`] of grammar stories) -> [`Tokenizer`] (char-level or
 //! byte-level BPE, saved as a Hugging Face `tokenizer.json`) ->
 //! [`Tokenizer::encode_docs`] -> [`TokenSplit`] -> [`BatchSampler`] for
-//! training and [`eval_batches`] for validation.
+//! training and [`eval_batches`] (training-time) or [`WholeSplit`] (every
+//! token once) for validation.
 //!
 //! At corpus scale: [`sources`] streams documents from text/JSONL/Parquet,
 //! [`prepare`] tokenizes them into [`shard`]s described by a
@@ -31,7 +32,9 @@ mod walk;
 pub use corpus::{read_documents, read_documents_counted, TextFormat};
 pub use dataset::{tokenizer_hash, Dataset, Manifest};
 pub use error::DataError;
-pub use loader::{eval_batches, Batch, BatchSampler, SamplerState, TokenSplit};
+pub use loader::{
+    eval_batches, Batch, BatchSampler, EvalBatch, SamplerState, TokenSplit, WholeSplit,
+};
 pub use mixture::{MixtureSampler, MixtureState};
 pub use prepare::{prepare, DataSpec, PrepareOptions, PrepareReport, Progress, SpecTexts};
 pub use shard::{Shard, ShardStream, ShardWriter, TokenDtype};

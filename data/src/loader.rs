@@ -4,8 +4,10 @@
 //! `seq_len + 1` consecutive tokens starting at a uniform offset, inputs are
 //! the first `seq_len`, targets the last `seq_len`. The sampler's RNG state
 //! is small and exact, so a resumed run draws bitwise the same batches as an
-//! uninterrupted one. Evaluation batches are a fixed set of evenly spaced
-//! windows, so validation losses are comparable across steps and runs.
+//! uninterrupted one. Training-time evaluation batches are a fixed set of
+//! evenly spaced, non-overlapping windows, so validation losses are
+//! comparable across steps and runs; [`WholeSplit`] scores every token of a
+//! split exactly once (`kiln eval`).
 
 use std::sync::Arc;
 
@@ -250,11 +252,13 @@ impl BatchSampler {
     }
 }
 
-/// Up to `max_batches` fixed evaluation batches: windows evenly spaced from
-/// the start to the end of `tokens`, non-overlapping when the data holds
-/// enough of them. Batches are full except when `tokens` holds fewer than
-/// `batch_size` distinct windows (then one smaller batch). Empty when
-/// `tokens` is shorter than `seq_len + 1` or a size is zero.
+/// Up to `max_batches` fixed evaluation batches (training-time evaluation):
+/// windows evenly spaced from the start to the end of `tokens`, never
+/// overlapping. When fewer disjoint windows fit than asked for, there are
+/// only as many as fit (each target is scored at most once; whole-split
+/// evaluation that scores every target is [`WholeSplit`]). Batches are full
+/// except when fewer than `batch_size` disjoint windows fit (then one smaller
+/// batch). Empty when `tokens` is shorter than `seq_len + 1` or a size is zero.
 pub fn eval_batches(
     tokens: &[u32],
     seq_len: usize,
@@ -278,14 +282,18 @@ pub(crate) fn eval_starts(
         return Vec::new();
     }
     let max_start = n_tokens - seq_len - 1;
-    let distinct_starts = max_start + 1;
-    let mut n_windows = max_batches.saturating_mul(batch_size).min(distinct_starts);
+    // Windows of seq_len + 1 tokens that share at most their boundary token:
+    // each scores seq_len targets no other window scores. Capping here (not
+    // at the max_start + 1 distinct offsets) is what keeps an unlimited
+    // request from becoming a stride-1 sweep, seq_len times the work.
+    let disjoint = (n_tokens - 1) / seq_len;
+    let mut n_windows = max_batches.saturating_mul(batch_size).min(disjoint);
     if n_windows >= batch_size {
         n_windows -= n_windows % batch_size;
     }
     // floor(i * max_start / (n - 1)): consecutive starts differ by at least
-    // floor(max_start / (n - 1)), which is >= seq_len whenever n
-    // non-overlapping windows fit.
+    // floor(max_start / (n - 1)), which is >= seq_len because n <= disjoint
+    // means max_start >= (n - 1) * seq_len.
     let starts: Vec<usize> = if n_windows == 1 {
         vec![0]
     } else {
@@ -294,6 +302,103 @@ pub(crate) fn eval_starts(
             .collect()
     };
     starts.chunks(batch_size).map(|c| c.to_vec()).collect()
+}
+
+/// One batch of whole-split evaluation: every row scores only its last
+/// `scored` targets (`seq_len` for all but the final, end-aligned window).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalBatch {
+    pub batch: Batch,
+    pub scored: usize,
+}
+
+impl EvalBatch {
+    /// Targets this batch scores.
+    pub fn scored_tokens(&self) -> usize {
+        self.batch.batch_size * self.scored
+    }
+}
+
+/// Whole-split evaluation: windows that score every target of `tokens`
+/// (every token but the first) exactly once, the rolling-window scheme of
+/// lm-evaluation-harness's `loglikelihood_rolling`.
+///
+/// Windows of `seq_len + 1` tokens tile the split from offset 0 with stride
+/// `seq_len` and score all their targets (so the first targets of each
+/// window see a short context, as in any non-overlapping evaluation). The
+/// fewer than `seq_len` targets left after the last full window are scored
+/// by one final window aligned to the end of the split, which scores only
+/// those targets and reads the tokens before them as context. A split
+/// shorter than `seq_len + 1` tokens has no window.
+#[derive(Debug, Clone, Copy)]
+pub struct WholeSplit<'a> {
+    tokens: &'a [u32],
+    seq_len: usize,
+    batch_size: usize,
+}
+
+impl<'a> WholeSplit<'a> {
+    pub fn new(tokens: &'a [u32], seq_len: usize, batch_size: usize) -> WholeSplit<'a> {
+        WholeSplit {
+            tokens,
+            seq_len,
+            batch_size,
+        }
+    }
+
+    /// Windows of the stride-`seq_len` tiling, each scoring `seq_len` targets.
+    pub fn full_windows(&self) -> usize {
+        if self.seq_len == 0 || self.batch_size == 0 || self.tokens.len() <= self.seq_len {
+            return 0;
+        }
+        (self.tokens.len() - 1) / self.seq_len
+    }
+
+    /// Targets scored by the final end-aligned window (0: none needed).
+    pub fn tail_tokens(&self) -> usize {
+        match self.full_windows() {
+            0 => 0,
+            full => self.tokens.len() - 1 - full * self.seq_len,
+        }
+    }
+
+    /// Every window, the end-aligned one included.
+    pub fn windows(&self) -> usize {
+        self.full_windows() + usize::from(self.tail_tokens() > 0)
+    }
+
+    /// Targets scored in all: `tokens.len() - 1`, or 0 without a window.
+    pub fn scored_tokens(&self) -> usize {
+        self.full_windows() * self.seq_len + self.tail_tokens()
+    }
+
+    pub fn n_batches(&self) -> usize {
+        self.full_windows().div_ceil(self.batch_size.max(1)) + usize::from(self.tail_tokens() > 0)
+    }
+
+    /// The batches, built as they are consumed (a large split is never
+    /// materialised twice): full batches of tiled windows, the last one
+    /// possibly smaller, then the end-aligned window as a batch of one.
+    pub fn batches(&self) -> impl Iterator<Item = EvalBatch> + 'a {
+        let (tokens, seq_len) = (self.tokens, self.seq_len);
+        let full = self.full_windows();
+        let step = self.batch_size.max(1);
+        let tiled = (0..full).step_by(step).map(move |first| {
+            let starts: Vec<usize> = (first..(first + step).min(full))
+                .map(|i| i * seq_len)
+                .collect();
+            EvalBatch {
+                batch: Batch::from_starts(tokens, &starts, seq_len),
+                scored: seq_len,
+            }
+        });
+        let tail = self.tail_tokens();
+        let end_aligned = (tail > 0).then(|| EvalBatch {
+            batch: Batch::from_starts(tokens, &[tokens.len() - seq_len - 1], seq_len),
+            scored: tail,
+        });
+        tiled.chain(end_aligned)
+    }
 }
 
 mod u128_as_string {
@@ -477,18 +582,107 @@ mod tests {
         }
     }
 
+    /// Rows' first input tokens (the ramp makes token == offset).
+    fn starts_of(batches: &[Batch]) -> Vec<u32> {
+        batches
+            .iter()
+            .flat_map(|b| b.inputs.chunks(b.seq_len).map(|row| row[0]))
+            .collect()
+    }
+
     #[test]
-    fn eval_batches_on_little_data() {
-        // 40 tokens, seq 16: 24 distinct windows, only 2 disjoint ones; we
-        // still fill whole batches, overlapping.
+    fn eval_batches_on_little_data_do_not_overlap() {
+        // 40 tokens, seq 16: 24 distinct offsets but only 2 disjoint windows;
+        // asking for 10 batches of 4 gives one batch of those 2.
         let tokens: Vec<u32> = (0..40).collect();
         let b = eval_batches(&tokens, 16, 4, 10);
-        assert_eq!(b.len(), 6);
-        assert!(b.iter().all(|b| b.batch_size == 4));
-        // Fewer distinct windows than one batch: one smaller batch.
+        assert_eq!((b.len(), b[0].batch_size), (1, 2));
+        assert_eq!(starts_of(&b), vec![0, 40 - 16 - 1]);
+        // One disjoint window: one batch of one.
         let tokens: Vec<u32> = (0..19).collect();
         let b = eval_batches(&tokens, 16, 4, 10);
-        assert_eq!((b.len(), b[0].batch_size), (1, 3));
+        assert_eq!((b.len(), b[0].batch_size), (1, 1));
+        assert_eq!(eval_batches(&tokens[..17], 16, 4, 10).len(), 1);
         assert!(eval_batches(&tokens[..16], 16, 4, 10).is_empty());
+    }
+
+    #[test]
+    fn unlimited_eval_batches_are_not_a_stride_1_sweep() {
+        // The regression: with no batch limit every offset became a window
+        // (984 windows here, each target scored ~16 times).
+        let tokens: Vec<u32> = (0..1000).collect();
+        let b = eval_batches(&tokens, 16, 4, usize::MAX);
+        let starts = starts_of(&b);
+        assert_eq!(starts.len(), 60, "{starts:?}"); // 62 disjoint, whole batches
+        for w in starts.windows(2) {
+            assert!(w[1] - w[0] >= 16, "windows overlap: {starts:?}");
+        }
+    }
+
+    /// How many times each position of a ramp is scored as a target.
+    fn coverage(split: &WholeSplit<'_>, n: usize, seq_len: usize, batch_size: usize) -> Vec<usize> {
+        let mut seen = vec![0usize; n];
+        let mut n_batches = 0;
+        for eb in split.batches() {
+            n_batches += 1;
+            assert!(eb.batch.batch_size <= batch_size && eb.scored <= seq_len);
+            for row in eb.batch.targets.chunks(seq_len) {
+                for &t in &row[seq_len - eb.scored..] {
+                    seen[t as usize] += 1;
+                }
+            }
+        }
+        assert_eq!(n_batches, split.n_batches());
+        seen
+    }
+
+    #[test]
+    fn whole_split_scores_every_target_exactly_once() {
+        for (n, seq, bs) in [
+            (1000, 16, 4),
+            (993, 16, 4),
+            (17, 16, 4),
+            (33, 16, 1),
+            (100, 7, 3),
+        ] {
+            let tokens: Vec<u32> = (0..n as u32).collect();
+            let split = WholeSplit::new(&tokens, seq, bs);
+            let seen = coverage(&split, n, seq, bs);
+            assert_eq!(
+                seen[0], 0,
+                "n={n} seq={seq}: the first token is never a target"
+            );
+            assert!(
+                seen[1..].iter().all(|&c| c == 1),
+                "n={n} seq={seq} bs={bs}: {seen:?}"
+            );
+            assert_eq!(split.scored_tokens(), n - 1);
+        }
+        // 1000 tokens, seq 16: 62 tiled windows (992 targets) + one
+        // end-aligned window scoring the last 7.
+        let tokens: Vec<u32> = (0..1000).collect();
+        let split = WholeSplit::new(&tokens, 16, 4);
+        assert_eq!((split.full_windows(), split.tail_tokens()), (62, 7));
+        assert_eq!((split.windows(), split.n_batches()), (63, 16 + 1));
+        // Exact fit: no end-aligned window.
+        let split = WholeSplit::new(&tokens[..16 * 8 + 1], 16, 4);
+        assert_eq!((split.tail_tokens(), split.n_batches()), (0, 2));
+        // Too short for one window.
+        let split = WholeSplit::new(&tokens[..16], 16, 4);
+        assert!(coverage(&split, 16, 16, 4).iter().all(|&c| c == 0));
+        assert_eq!((split.scored_tokens(), split.n_batches()), (0, 0));
+    }
+
+    #[test]
+    fn whole_split_end_window_reads_full_context() {
+        let tokens: Vec<u32> = (0..40).collect();
+        let split = WholeSplit::new(&tokens, 16, 4);
+        let last = split.batches().last().unwrap();
+        // Targets 33..39 are left after windows at 0 and 16; the final
+        // window starts at 40 - 17 = 23 and scores its last 7 targets.
+        assert_eq!(last.scored, 7);
+        assert_eq!(last.batch.inputs[0], 23);
+        assert_eq!(*last.batch.targets.last().unwrap(), 39);
+        assert_eq!(last.scored_tokens(), 7);
     }
 }

@@ -1,16 +1,18 @@
 //! Subcommands that load a checkpoint and run the inference model.
 
+pub mod args;
+pub mod commands;
 pub mod data;
 
 use std::path::Path;
 
 use burn::module::AutodiffModule;
-use kiln_data::{eval_batches, read_documents};
+use kiln_data::{read_documents, WholeSplit};
 use kiln_models::TrainBackend;
 use kiln_trainer::backend::{dispatch, BackendTask};
+use kiln_trainer::eval::{evaluate_batches, evaluate_split, EvalResult};
 use kiln_trainer::generate::{generate as gen, SampleOptions};
 use kiln_trainer::session::{build_model, load_checkpoint, LoadedCheckpoint};
-use kiln_trainer::train::evaluate;
 use kiln_trainer::{data_setup, Result};
 
 struct GenerateTask<'a>(LoadedCheckpoint, &'a str, &'a SampleOptions);
@@ -39,44 +41,81 @@ impl BackendTask for EvalTask<'_> {
     fn run<B: TrainBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
         let ckpt = self.0;
         let cfg = &ckpt.config;
+        let seq = cfg.seq_len();
+        let fused = cfg.training.fused_ops;
+        if self.1.is_none() && cfg.data.uses_shards() {
+            // A run on prepared shards: every domain's validation batches, as
+            // the run evaluated them (`training.eval_batches` per domain).
+            let mut cfg = cfg.clone();
+            let run_dir = std::env::temp_dir();
+            let batches: Vec<_> =
+                data_setup::load_run_data(&mut cfg, &run_dir, Some(&ckpt.tokenizer))?
+                    .val
+                    .into_iter()
+                    .flat_map(|v| v.batches)
+                    .collect();
+            if batches.is_empty() {
+                return Err(kiln_trainer::TrainerError::Run(format!(
+                    "the run's validation splits hold no window of {seq} + 1 tokens"
+                )));
+            }
+            let model = build_model::<B>(&ckpt, &device)?.valid();
+            let r = evaluate_batches(&model, &batches, &device, fused, true);
+            return Ok(report(&ckpt, &r, None));
+        }
         let tokens = match self.1 {
             Some(path) => {
                 ckpt.tokenizer
                     .encode_docs(&read_documents(path, None, &cfg.data.text_field)?)?
             }
-            None if cfg.data.uses_shards() => Vec::new(),
             None => {
                 let docs = data_setup::train_documents(cfg)?;
                 data_setup::token_split(cfg, &ckpt.tokenizer, &docs)?.val
             }
         };
-        let seq = cfg.seq_len();
-        let batches = if self.1.is_none() && cfg.data.uses_shards() {
-            // A run on prepared shards: every domain's validation split.
-            let mut cfg = cfg.clone();
-            let run_dir = std::env::temp_dir();
-            data_setup::load_run_data(&mut cfg, &run_dir, Some(&ckpt.tokenizer))?
-                .val
-                .into_iter()
-                .flat_map(|v| v.batches)
-                .collect()
-        } else {
-            eval_batches(&tokens, seq, cfg.training.batch_size, usize::MAX)
-        };
-        if batches.is_empty() {
+        let split = WholeSplit::new(&tokens, seq, cfg.training.batch_size);
+        if split.windows() == 0 {
             return Err(kiln_trainer::TrainerError::Run(format!(
                 "the evaluation data has {} tokens, fewer than one window of {} + 1",
                 tokens.len(),
                 seq
             )));
         }
+        eprintln!(
+            "eval: {} tokens in {} windows of {seq}{}",
+            split.scored_tokens(),
+            split.windows(),
+            match split.tail_tokens() {
+                0 => String::new(),
+                n => format!(" (the last {n} scored by a window aligned to the end)"),
+            }
+        );
         let model = build_model::<B>(&ckpt, &device)?.valid();
-        let loss = evaluate(&model, &batches, &device, cfg.training.fused_ops);
-        let n: usize = batches.iter().map(|b| b.batch_size * b.seq_len).sum();
-        Ok(
-            serde_json::json!({"checkpoint": ckpt.dir, "loss": loss, "ppl": loss.exp(), "tokens": n}),
-        )
+        let r = evaluate_split(&model, &split, &device, fused, true);
+        Ok(report(&ckpt, &r, Some(tokens.len())))
     }
+}
+
+/// `kiln eval`'s JSON line. `tokens`: targets scored (every token of the
+/// split but the first, once); `split_tokens`: the split's length.
+fn report(
+    ckpt: &LoadedCheckpoint,
+    r: &EvalResult,
+    split_tokens: Option<usize>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "checkpoint": ckpt.dir,
+        "loss": r.loss,
+        "ppl": r.ppl(),
+        "tokens": r.tokens,
+        "windows": r.windows,
+        "seconds": (r.seconds * 1000.0).round() / 1000.0,
+        "tokens_per_s": r.tokens_per_s().round(),
+    });
+    if let Some(n) = split_tokens {
+        v["split_tokens"] = n.into();
+    }
+    v
 }
 
 pub fn eval(

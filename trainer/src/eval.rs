@@ -1,0 +1,171 @@
+//! Evaluation: the mean next-token loss of a model over a whole split (every
+//! token scored once, [`kiln_data::WholeSplit`]) or over fixed batches (the
+//! training-time estimate), with a progress bar on stderr once an evaluation
+//! has run for a second.
+//!
+//! The loss is averaged over scored tokens, so a split's end-aligned window,
+//! which scores fewer targets than a full one, weighs by what it scores.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_data::{Batch, EvalBatch, WholeSplit};
+use kiln_models::{FusedOps, LanguageModel};
+
+use crate::loss::token_nll;
+
+/// Evaluations shorter than this draw no bar (it would only flicker).
+const QUIET_FOR: Duration = Duration::from_secs(1);
+
+/// What an evaluation measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalResult {
+    /// Mean negative log-likelihood per scored token (NaN when none).
+    pub loss: f64,
+    /// Targets scored.
+    pub tokens: usize,
+    /// Windows (rows) run through the model.
+    pub windows: usize,
+    pub seconds: f64,
+}
+
+impl EvalResult {
+    pub fn ppl(&self) -> f64 {
+        self.loss.exp()
+    }
+
+    pub fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Scores every target of `split` once (see [`WholeSplit`] for the windows).
+/// `progress`: draw a bar (scored tokens, rate, ETA) on stderr once the
+/// evaluation has taken a second.
+pub fn evaluate_split<B: FusedOps, M: LanguageModel<B>>(
+    model: &M,
+    split: &WholeSplit<'_>,
+    device: &B::Device,
+    fused: bool,
+    progress: bool,
+) -> EvalResult {
+    let bar = progress_bar(split.scored_tokens() as u64, progress);
+    let result = eval_loop(model, split.batches(), device, fused, &bar, progress);
+    bar.finish_and_clear();
+    result
+}
+
+/// Mean loss over fixed `batches` (all targets scored), as the training loop
+/// estimates validation loss; same value as a mean of per-batch means
+/// weighted by rows, since every row scores `seq_len` targets.
+pub fn evaluate_batches<B: FusedOps, M: LanguageModel<B>>(
+    model: &M,
+    batches: &[Batch],
+    device: &B::Device,
+    fused: bool,
+    progress: bool,
+) -> EvalResult {
+    let total: usize = batches.iter().map(|b| b.batch_size * b.seq_len).sum();
+    let bar = progress_bar(total as u64, progress);
+    let scored = batches.iter().map(|b| EvalBatch {
+        batch: b.clone(),
+        scored: b.seq_len,
+    });
+    let result = eval_loop(model, scored, device, fused, &bar, progress);
+    bar.finish_and_clear();
+    result
+}
+
+/// The evaluation loop over any scored batches, for a caller that owns its
+/// progress display (the training loop's bar, or [`ProgressBar::hidden`]):
+/// `bar` is advanced by the targets each batch scores and left unfinished.
+pub fn evaluate_with<B: FusedOps, M: LanguageModel<B>>(
+    model: &M,
+    batches: impl IntoIterator<Item = EvalBatch>,
+    device: &B::Device,
+    fused: bool,
+    bar: &ProgressBar,
+) -> EvalResult {
+    eval_loop(model, batches, device, fused, bar, false)
+}
+
+/// `reveal`: `bar` was made hidden by [`progress_bar`]; draw it on stderr
+/// once the evaluation has run for [`QUIET_FOR`].
+fn eval_loop<B: FusedOps, M: LanguageModel<B>>(
+    model: &M,
+    batches: impl IntoIterator<Item = EvalBatch>,
+    device: &B::Device,
+    fused: bool,
+    bar: &ProgressBar,
+    reveal: bool,
+) -> EvalResult {
+    let started = Instant::now();
+    let mut shown = !reveal;
+    let mut nll_sum = 0.0f64;
+    let mut tokens = 0usize;
+    let mut windows = 0usize;
+    for eb in batches {
+        let (rows, seq) = (eb.batch.batch_size, eb.batch.seq_len);
+        let scored = eb.scored.min(seq);
+        if rows == 0 || scored == 0 {
+            continue;
+        }
+        let (x, y) = ids::<B>(&eb.batch, device);
+        let nll = token_nll(model.forward(x), y, fused); // [B, T]
+        let nll = if scored < seq {
+            nll.slice([0..rows, seq - scored..seq]) // [B, scored]
+        } else {
+            nll
+        };
+        // Mean in the backend (as the training loop's estimate), then
+        // weighted by the targets it covers in f64.
+        let mean: f32 = nll.mean().into_scalar().elem();
+        nll_sum += mean as f64 * (rows * scored) as f64;
+        tokens += rows * scored;
+        windows += rows;
+        bar.inc((rows * scored) as u64);
+        if !shown && started.elapsed() >= QUIET_FOR {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            shown = true;
+        }
+    }
+    EvalResult {
+        loss: if tokens == 0 {
+            f64::NAN
+        } else {
+            nll_sum / tokens as f64
+        },
+        tokens,
+        windows,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// A bar over `total` scored tokens with rate and ETA. It starts hidden;
+/// [`evaluate_split`] and [`evaluate_batches`] show it on stderr after a
+/// second when `progress` is set (indicatif draws nothing when stderr is not
+/// a terminal).
+pub fn progress_bar(total: u64, progress: bool) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "eval {bar:30} {human_pos}/{human_len} tokens, {per_sec} [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// `[B, T]` inputs and targets of a batch.
+fn ids<B: FusedOps>(batch: &Batch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let shape = [batch.batch_size, batch.seq_len];
+    let to = |v: &[u32]| {
+        let ids: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), device)
+    };
+    (to(&batch.inputs), to(&batch.targets))
+}
