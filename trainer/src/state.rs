@@ -45,4 +45,18 @@ impl TrainerState {
             elapsed_s: 0.0,
         }
     }
+
+    /// One step done (applied or skipped): `updates` is the optimizer's count.
+    pub fn advance(&mut self, updates: u64, tokens: u64) {
+        self.step += 1;
+        self.optimizer_updates = updates;
+        self.tokens_seen += tokens;
+    }
+
+    /// A validation loss at the current step; tracks the best.
+    pub fn record_val(&mut self, loss: f64) {
+        if self.best_val_loss.is_none_or(|b| loss < b) {
+            (self.best_val_loss, self.best_step) = (Some(loss), Some(self.step));
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! step, log, evaluate and checkpoint with explicit branches (no callback
 //! registry), then sample. The pieces live in `run/` and `step.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use kiln_models::{Decoder, TrainBackend};
 
 use crate::checkpoint::Content;
 use crate::config::RunConfig;
+use crate::data_setup::RunData;
 use crate::error::{Result, TrainerError};
 use crate::generate::{generate, SampleOptions};
 use crate::run::checkpointing::CheckpointWriter;
@@ -76,21 +77,16 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         let (updated, report) = stepper.step(model, &micro, lr, state.loss_scaler.as_mut())?;
         model = updated;
         let stop_now = record_outcome(&mut state, &report, &mut out, t.max_nonfinite_steps);
-        state.step += 1;
-        state.optimizer_updates = stepper.opt.updates();
-        state.tokens_seen += cfg.tokens_per_step() as u64;
+        state.advance(stepper.opt.updates(), cfg.tokens_per_step() as u64);
         window.1 += cfg.tokens_per_step() as u64;
         let done = state.step;
         if stop_now {
-            data.train.save_into(&mut state);
-            state.elapsed_s = clock.1 + clock.0.elapsed().as_secs_f64();
-            let saved = writer.save(&model, &stepper.opt, &state)?;
+            let saved = save(&writer, &model, &stepper, &data, &mut state, clock)?;
             out.finish(false);
+            let saved = saved.map(|d| format!(" (state saved in {})", d.display()));
             return Err(TrainerError::Diverged {
                 steps: state.consecutive_nonfinite,
-                saved: saved
-                    .map(|d| format!(" (state saved in {})", d.display()))
-                    .unwrap_or_default(),
+                saved: saved.unwrap_or_default(),
             });
         }
         if done.is_multiple_of(t.log_every) || done == t.max_steps || done == 1 {
@@ -112,9 +108,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
                 done,
             );
             if let Some(v) = val {
-                if state.best_val_loss.is_none_or(|b| v < b) {
-                    (state.best_val_loss, state.best_step) = (Some(v), Some(done));
-                }
+                state.record_val(v);
                 final_val = Some(v);
             }
         }
@@ -122,17 +116,12 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         interrupted = stop.load(Ordering::SeqCst);
         let every = cfg.checkpoint.every;
         if (every > 0 && done.is_multiple_of(every)) || last || interrupted {
-            data.train.save_into(&mut state);
-            state.elapsed_s = clock.1 + clock.0.elapsed().as_secs_f64();
-            let saved = writer.save(&model, &stepper.opt, &state)?;
-            if let (true, Some(dir)) = (interrupted, saved) {
-                out.line(&format!(
-                    "interrupted: checkpoint saved in {}; continue with `kiln train --resume {}`",
-                    dir.display(),
-                    run_dir.display()
-                ));
-            }
+            let saved = save(&writer, &model, &stepper, &data, &mut state, clock)?;
             if interrupted {
+                if let Some(dir) = saved {
+                    let (d, r) = (dir.display(), run_dir.display());
+                    out.line(&format!("interrupted: checkpoint saved in {d}; continue with `kiln train --resume {r}`"));
+                }
                 break;
             }
         }
@@ -156,6 +145,20 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         interrupted,
         final_val_loss: final_val,
     })
+}
+
+/// Saves a checkpoint of the run as it stands after `state.step` steps.
+fn save<B: TrainBackend>(
+    writer: &CheckpointWriter,
+    model: &Decoder<B>,
+    stepper: &Stepper<B>,
+    data: &RunData,
+    state: &mut TrainerState,
+    (started, before): (Instant, f64),
+) -> Result<Option<PathBuf>> {
+    data.train.save_into(state);
+    state.elapsed_s = before + started.elapsed().as_secs_f64();
+    writer.save(model, &stepper.opt, state)
 }
 
 /// The run's first log line.
@@ -224,7 +227,7 @@ fn log_step<B: TrainBackend>(
     report: &StepReport,
     stepper: &Stepper<B>,
     state: &TrainerState,
-    data: &crate::data_setup::RunData,
+    data: &RunData,
 ) {
     let loss = report.loss;
     out.scalar(done, "train/loss", loss);
