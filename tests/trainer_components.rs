@@ -249,3 +249,49 @@ fn rank_one_of_two_writes_nothing() {
     assert!(outcomes[0].final_val_loss.is_some());
     assert_eq!(outcomes[0].final_val_loss, outcomes[1].final_val_loss);
 }
+
+/// Loads can take a subset of names: selected tensors are replaced, the
+/// others keep their values; a selected tensor missing, or a tensor no
+/// selected parameter takes, is an error naming it.
+#[test]
+fn loads_take_a_subset_of_names() {
+    use kiln_models::{load_named_tensors_where, Decoder};
+    let cfg = tiny_config("");
+    let dev = Default::default();
+    let model = Decoder::<Flex>::new(&cfg.model, &dev).expect("model");
+    let before = named_tensors::<Flex, _>(&model);
+    let attn = |n: &str| n.contains(".self_attn.");
+    let mut source = before.clone();
+    for (name, t) in source.iter_mut() {
+        t.data.iter_mut().for_each(|v| *v += 1.0);
+        assert!(name.contains('.'));
+    }
+    let only: std::collections::BTreeMap<_, _> = source
+        .iter()
+        .filter(|(n, _)| attn(n))
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    assert!(only.len() >= 8);
+    let loaded = load_named_tensors_where(model.clone(), &only, "subset", &attn).expect("subset");
+    let after = named_tensors::<Flex, _>(&loaded);
+    for (name, t) in &after {
+        let want = if attn(name) {
+            &source[name]
+        } else {
+            &before[name]
+        };
+        assert!(t == want, "{name}");
+    }
+    // The whole source under the same selection: the other tensors are extra.
+    let err = load_named_tensors_where(model.clone(), &source, "subset", &attn)
+        .expect_err("extra tensors");
+    assert!(
+        err.to_string().contains("model.embed_tokens.weight"),
+        "{err}"
+    );
+    let mut missing = only.clone();
+    let gone = missing.keys().next().cloned().expect("a name");
+    missing.remove(&gone);
+    let err = load_named_tensors_where(model, &missing, "subset", &attn).expect_err("missing");
+    assert!(err.to_string().contains(&gone), "{err}");
+}

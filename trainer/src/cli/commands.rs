@@ -108,14 +108,24 @@ pub fn train(
 /// `kiln config check`: validate and print the plan.
 pub fn config_check(path: &Path, set: &[String]) -> anyhow::Result<()> {
     let mut cfg = config::load(path, set)?;
-    if cfg.model.vocab_size == 0 {
+    let mut notes = Vec::new();
+    if let Some(init) = &cfg.init {
+        // Fine-tuning trains with the checkpoint's tokenizer (and architecture).
+        let ckpt = session::load_checkpoint(&init.from)?;
+        data_setup::resolve_vocab(&mut cfg, &ckpt.tokenizer)?;
+        notes.push(format!(
+            "init:               weights and tokenizer from {}",
+            ckpt.dir.display()
+        ));
+    } else if cfg.model.vocab_size == 0 {
         // The vocabulary comes from the tokenizer: build it to know the size.
         let tok = data_setup::plan_tokenizer(&cfg)?;
         data_setup::resolve_vocab(&mut cfg, &tok)?;
     }
     config::DeviceSpec::parse(&cfg.training.device)?;
     emit(&format!("{}: ok", path.display()))?;
-    emit(&plan::plan(&cfg).render())
+    emit(&plan::plan(&cfg).render())?;
+    notes.iter().try_for_each(|n| emit(n))
 }
 
 /// `kiln export CHECKPOINT --format hf|rwkv --out DIR`.
