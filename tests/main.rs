@@ -3,6 +3,7 @@
 
 mod common;
 
+mod autocast_reach;
 mod bad_input;
 mod cli;
 mod data;

@@ -17,11 +17,14 @@ use crate::config::{Arch, BlockKind};
 use crate::layers::{Attention, Embedding, KvCache, LayerNorm, Linear, RmsNorm, Rope, SwiGluMlp};
 use crate::mamba::{hf_param_name, MambaBlock, MambaState};
 use crate::ops::FusedOps;
-use crate::rwkv7::{orthogonal_linear, RwkvBlock, RwkvState};
+use crate::rwkv7::{orthogonal_linear, rwkv_param_name, RwkvBlock, RwkvState};
 use crate::{LanguageModel, ModelConfig, ModelError};
 
 /// One layer of the stack. (burn's enum modules add the variant name to the
 /// module path; `naming.rs` leaves it out of checkpoint names.)
+// The variants differ in size (an RWKV block holds 16 `Linear`s), but a model
+// holds a few blocks in one `Vec`, and burn has no `Module` for `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block<B: Backend> {
     Attention(AttentionBlock<B>),
@@ -335,7 +338,7 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
     }
 
     fn tensor_name(&self, path: &str) -> String {
-        let path = hf_param_name(path);
+        let path = rwkv_param_name(&hf_param_name(path));
         let path = path.as_str();
         if self.rwkv_names {
             // The official RWKV-7 .pth: emb, blocks.{i}.*, ln_out, head.

@@ -50,14 +50,6 @@ impl<B: Backend> CausalConv<B> {
     }
 }
 
-/// `dt_proj`: `R -> d_inner` with bias; weight stored `[R, d_inner]` (the
-/// transpose of PyTorch's, like [`Linear`]).
-#[derive(Module, Debug)]
-pub struct DtProj<B: Backend> {
-    pub weight: Param<Tensor<B, 2>>,
-    pub bias: Param<Tensor<B, 1>>,
-}
-
 /// Fields `a_log` and `d` are checkpoint tensors `A_log` and `D`
 /// ([`hf_param_name`]).
 #[derive(Module, Debug)]
@@ -65,7 +57,8 @@ pub struct MambaMixer<B: Backend> {
     pub in_proj: Linear<B>,
     pub conv1d: CausalConv<B>,
     pub x_proj: Linear<B>,
-    pub dt_proj: DtProj<B>,
+    /// `R -> d_inner`, with a bias.
+    pub dt_proj: Linear<B>,
     /// `[d_inner, N]`; `A = -exp(A_log)`.
     pub a_log: Param<Tensor<B, 2>>,
     /// `[d_inner]` skip connection.
@@ -97,12 +90,8 @@ fn uniform<B: Backend, const D: usize>(
     shape: [usize; D],
     bound: f64,
     device: &B::Device,
-) -> Param<Tensor<B, D>> {
-    Param::from_tensor(Tensor::random(
-        shape,
-        Distribution::Uniform(-bound, bound),
-        device,
-    ))
+) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Uniform(-bound, bound), device)
 }
 
 impl<B: Backend> MambaBlock<B> {
@@ -135,31 +124,19 @@ impl<B: Backend> MambaBlock<B> {
         Self {
             norm: RmsNorm::new(d, cfg.norm_eps, device),
             mixer: MambaMixer {
-                in_proj: Linear {
-                    weight: uniform([d, 2 * di], fan_in(d), device),
-                    fused: true,
-                },
+                in_proj: Linear::from_weight(uniform([d, 2 * di], fan_in(d), device)),
                 conv1d: CausalConv {
-                    weight: uniform([di, 1, k], fan_in(k), device),
-                    bias: uniform([di], fan_in(k), device),
+                    weight: Param::from_tensor(uniform([di, 1, k], fan_in(k), device)),
+                    bias: Param::from_tensor(uniform([di], fan_in(k), device)),
                 },
-                x_proj: Linear {
-                    weight: uniform([di, r + 2 * n], fan_in(di), device),
-                    fused: true,
-                },
-                dt_proj: DtProj {
-                    weight: uniform([r, di], fan_in(r), device),
-                    bias: Param::from_tensor(inv_dt),
-                },
+                x_proj: Linear::from_weight(uniform([di, r + 2 * n], fan_in(di), device)),
+                dt_proj: Linear::from_weight(uniform([r, di], fan_in(r), device)).with_bias(inv_dt),
                 a_log: Param::from_tensor(Tensor::from_data(
                     TensorData::new(a_log, [di, n]),
                     device,
                 )),
                 d: Param::from_tensor(Tensor::ones([di], device)),
-                out_proj: Linear {
-                    weight: uniform([di, d], out_scale, device),
-                    fused: true,
-                },
+                out_proj: Linear::from_weight(uniform([di, d], out_scale, device)),
                 dt_rank: r,
                 d_state: n,
                 fused: true,
@@ -173,6 +150,7 @@ impl<B: Backend> MambaBlock<B> {
         for p in [
             &mut self.mixer.in_proj,
             &mut self.mixer.x_proj,
+            &mut self.mixer.dt_proj,
             &mut self.mixer.out_proj,
         ] {
             p.fused = fused;
@@ -194,8 +172,8 @@ impl<B: FusedOps> MambaMixer<B> {
         let (r, n) = (self.dt_rank, self.d_state);
         // Splitting the weight, not the output: the activations stay
         // contiguous (a narrowed [b, t, 2 di] would be copied by every consumer).
-        let xs = project(&x, &self.in_proj, 0, di); // [b, t, di]
-        let z = project(&x, &self.in_proj, di, di); // [b, t, di]
+        let xs = self.in_proj.forward_cols(x.clone(), 0, di); // [b, t, di]
+        let z = self.in_proj.forward_cols(x, di, di); // [b, t, di]
         let k = self.conv1d.weight.dims()[2];
         let (conv, new_hist) = match state.as_deref() {
             None => (self.conv1d.forward(xs), None),
@@ -210,14 +188,10 @@ impl<B: FusedOps> MambaMixer<B> {
             }
         };
         let u = silu(conv); // [b, t, di]
-        let dt_low = project(&u, &self.x_proj, 0, r); // [b, t, R]
-        let bm = project(&u, &self.x_proj, r, n); // [b, t, N]
-        let cm = project(&u, &self.x_proj, r + n, n); // [b, t, N]
-        let dt = dt_low
-            .reshape([b * t, r])
-            .matmul(self.dt_proj.weight.val())
-            .reshape([b, t, di])
-            + self.dt_proj.bias.val().reshape([1, 1, di]); // [b, t, di], before softplus
+        let dt_low = self.x_proj.forward_cols(u.clone(), 0, r); // [b, t, R]
+        let bm = self.x_proj.forward_cols(u.clone(), r, n); // [b, t, N]
+        let cm = self.x_proj.forward_cols(u.clone(), r + n, n); // [b, t, N]
+        let dt = self.dt_proj.forward(dt_low); // [b, t, di], before softplus
         let a = self.a_log.val().exp().neg(); // [di, N]
         let y = match state {
             Some(s) => {
@@ -237,21 +211,6 @@ impl<B: FusedOps> MambaMixer<B> {
         }; // [b, t, di]
         self.out_proj.forward(gated)
     }
-}
-
-/// Output columns `start .. start + len` of `proj(x)`: `[b, t, d_in] -> [b, t, len]`.
-fn project<B: Backend>(
-    x: &Tensor<B, 3>,
-    proj: &Linear<B>,
-    start: usize,
-    len: usize,
-) -> Tensor<B, 3> {
-    let [b, t, d_in] = x.dims();
-    let w = proj.weight.val().narrow(1, start, len); // [d_in, len]
-    x.clone()
-        .reshape([b * t, d_in])
-        .matmul(w)
-        .reshape([b, t, len])
 }
 
 /// The Hugging Face name of a Mamba parameter path (`mixer.a_log` ->

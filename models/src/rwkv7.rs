@@ -26,7 +26,7 @@ use crate::hf::transpose;
 use crate::init::orthogonal;
 use crate::layers::layer_norm::group_norm;
 use crate::layers::{LayerNorm, Linear};
-use crate::ops::{composed, matmul, wkv7, FusedOps};
+use crate::ops::{composed, wkv7, FusedOps};
 use crate::{ModelConfig, NamedTensor};
 
 /// GroupNorm eps of `ln_x` (the reference's `64e-5`, fixed).
@@ -43,21 +43,23 @@ pub struct TimeMix<B: Backend> {
     pub x_v: Param<Tensor<B, 1>>,
     pub x_a: Param<Tensor<B, 1>>,
     pub x_g: Param<Tensor<B, 1>>,
-    /// Decay: bias `[C]` and LoRA `[C, Dw]`, `[Dw, C]` (stored as PyTorch's).
+    /// Decay: bias `[C]` and low-rank factors `C -> Dw -> C`, projections
+    /// whose weights are the checkpoint's `att.w1` / `att.w2` as they are
+    /// (`x @ W` in both; [`rwkv_param_name`]).
     pub w0: Param<Tensor<B, 1>>,
-    pub w1: Param<Tensor<B, 2>>,
-    pub w2: Param<Tensor<B, 2>>,
-    /// In-context learning rate `a`: bias and LoRA.
+    pub w1: Linear<B>,
+    pub w2: Linear<B>,
+    /// In-context learning rate `a`: bias and low-rank factors.
     pub a0: Param<Tensor<B, 1>>,
-    pub a1: Param<Tensor<B, 2>>,
-    pub a2: Param<Tensor<B, 2>>,
+    pub a1: Linear<B>,
+    pub a2: Linear<B>,
     /// Value residual gate: absent in the first RWKV block (it makes `v_first`).
     pub v0: Option<Param<Tensor<B, 1>>>,
-    pub v1: Option<Param<Tensor<B, 2>>>,
-    pub v2: Option<Param<Tensor<B, 2>>>,
-    /// Output gate LoRA.
-    pub g1: Param<Tensor<B, 2>>,
-    pub g2: Param<Tensor<B, 2>>,
+    pub v1: Option<Linear<B>>,
+    pub v2: Option<Linear<B>>,
+    /// Output gate low-rank factors.
+    pub g1: Linear<B>,
+    pub g2: Linear<B>,
     /// Key normalisation and replacement scales `[C]`, bonus `[H, N]`.
     pub k_k: Param<Tensor<B, 1>>,
     pub k_a: Param<Tensor<B, 1>>,
@@ -109,12 +111,10 @@ fn param<B: Backend, const D: usize>(
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
-/// The zero-initialised output projections (`att.output`, `ffn.value`).
+/// The zero-initialised projections (`att.output`, `ffn.value`, the first
+/// low-rank factors).
 fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
-    Linear {
-        weight: Param::from_tensor(Tensor::zeros([d_in, d_out], device)),
-        fused: true,
-    }
+    Linear::from_weight(Tensor::zeros([d_in, d_out], device))
 }
 
 /// A projection stored `[d_in, d_out]` with torch's orthogonal init of its
@@ -125,24 +125,17 @@ pub fn orthogonal_linear<B: Backend>(
     gain: f64,
     device: &B::Device,
 ) -> Linear<B> {
-    Linear {
-        weight: Param::from_tensor(orthogonal(d_in, d_out, gain, device)),
-        fused: true,
-    }
+    Linear::from_weight(orthogonal(d_in, d_out, gain, device))
 }
 
-/// train_temp's `ortho_init(x, scale)` of a LoRA factor `[rows, cols]`.
-fn lora_up<B: Backend>(rows: usize, cols: usize, device: &B::Device) -> Param<Tensor<B, 2>> {
+/// train_temp's `ortho_init(x, scale)` of a second low-rank factor `[rows, cols]`.
+fn lora_up<B: Backend>(rows: usize, cols: usize, device: &B::Device) -> Linear<B> {
     let gain = if rows > cols {
         (rows as f64 / cols as f64).sqrt()
     } else {
         1.0
     };
-    Param::from_tensor(orthogonal(rows, cols, gain * 0.1, device))
-}
-
-fn zeros2<B: Backend>(rows: usize, cols: usize, device: &B::Device) -> Param<Tensor<B, 2>> {
-    Param::from_tensor(Tensor::zeros([rows, cols], device))
+    orthogonal_linear(rows, cols, gain * 0.1, device)
 }
 
 impl<B: Backend> RwkvBlock<B> {
@@ -205,15 +198,15 @@ impl<B: Backend> RwkvBlock<B> {
             x_a: param(ramp(0.9), [c], device),
             x_g: param(ramp(0.2), [c], device),
             w0: param(w0, [c], device),
-            w1: zeros2(c, decay, device),
+            w1: zero_linear(c, decay, device),
             w2: lora_up(decay, c, device),
             a0: param(a0, [c], device),
-            a1: zeros2(c, aaa, device),
+            a1: zero_linear(c, aaa, device),
             a2: lora_up(aaa, c, device),
             v0: (!first).then(|| param(v0, [c], device)),
-            v1: (!first).then(|| zeros2(c, mv, device)),
+            v1: (!first).then(|| zero_linear(c, mv, device)),
             v2: (!first).then(|| lora_up(mv, c, device)),
-            g1: zeros2(c, gate, device),
+            g1: zero_linear(c, gate, device),
             g2: lora_up(gate, c, device),
             k_k: param(k_k, [c], device),
             k_a: param(vec![1.02; c], [c], device),
@@ -250,14 +243,24 @@ impl<B: Backend> RwkvBlock<B> {
     pub fn set_fused(&mut self, fused: bool) {
         let att = &mut self.att;
         att.fused = fused;
+        let gate = [att.v1.as_mut(), att.v2.as_mut()].into_iter().flatten();
         for p in [
             &mut att.receptance,
             &mut att.key,
             &mut att.value,
             &mut att.output,
+            &mut att.w1,
+            &mut att.w2,
+            &mut att.a1,
+            &mut att.a2,
+            &mut att.g1,
+            &mut att.g2,
             &mut self.ffn.key,
             &mut self.ffn.value,
-        ] {
+        ]
+        .into_iter()
+        .chain(gate)
+        {
             p.fused = fused;
         }
     }
@@ -282,15 +285,6 @@ fn token_shift<B: Backend>(
     (shifted - x.clone(), last)
 }
 
-/// `x [b, t, C] @ w [C, r]` as one 2-D GEMM (fused or burn's).
-fn lora<B: FusedOps>(x: Tensor<B, 3>, w: Tensor<B, 2>, fused: bool) -> Tensor<B, 3> {
-    let [b, t, c] = x.dims();
-    let r = w.dims()[1];
-    let x = x.reshape([b * t, c]);
-    let y = if fused { matmul(x, w) } else { x.matmul(w) };
-    y.reshape([b, t, r])
-}
-
 fn row<B: Backend>(p: &Param<Tensor<B, 1>>) -> Tensor<B, 3> {
     let c = p.dims()[0];
     p.val().reshape([1, 1, c])
@@ -308,7 +302,6 @@ impl<B: FusedOps> TimeMix<B> {
         let [bsz, t, c] = x.dims();
         let n = self.head_size;
         let h = c / n;
-        let fused = self.fused;
         let (xx, last) = token_shift(&x, state.as_ref().and_then(|s| s.att_x.clone()));
         let mix = |mu: &Param<Tensor<B, 1>>| x.clone() + xx.clone() * row(mu); // [b, t, C]
         let (xr, xw, xk, xv, xa, xg) = (
@@ -320,25 +313,20 @@ impl<B: FusedOps> TimeMix<B> {
             mix(&self.x_g),
         );
         let r = self.receptance.forward(xr); // [b, t, C]
-        let w_pre =
-            row(&self.w0) + lora(lora(xw, self.w1.val(), fused).tanh(), self.w2.val(), fused);
-        // w = -softplus(-w_pre) - 0.5, the soft clamp to (-inf, -0.5).
+        let w_pre = row(&self.w0) + self.w2.forward(self.w1.forward(xw).tanh()); // [b, t, C]
+                                                                                 // w = -softplus(-w_pre) - 0.5, the soft clamp to (-inf, -0.5).
         let w = composed::softplus(w_pre.neg()).neg().sub_scalar(0.5); // [b, t, C]
         let k = self.key.forward(xk); // [b, t, C]
         let mut v = self.value.forward(xv.clone()); // [b, t, C]
         match (&self.v0, &self.v1, &self.v2, v_first.as_ref()) {
             (Some(v0), Some(v1), Some(v2), Some(first)) => {
-                let gate = sigmoid(row(v0) + lora(lora(xv, v1.val(), fused), v2.val(), fused));
+                let gate = sigmoid(row(v0) + v2.forward(v1.forward(xv))); // [b, t, C]
                 v = v.clone() + (first.clone() - v) * gate;
             }
             _ => *v_first = Some(v.clone()),
         }
-        let a = sigmoid(row(&self.a0) + lora(lora(xa, self.a1.val(), fused), self.a2.val(), fused)); // [b, t, C]
-        let g = lora(
-            sigmoid(lora(xg, self.g1.val(), fused)),
-            self.g2.val(),
-            fused,
-        ); // [b, t, C]
+        let a = sigmoid(row(&self.a0) + self.a2.forward(self.a1.forward(xa))); // [b, t, C]
+        let g = self.g2.forward(sigmoid(self.g1.forward(xg))); // [b, t, C]
         let kk = (k.clone() * row(&self.k_k)).reshape([bsz, t, h, n]); // [b, t, H, N]
         let norm = kk
             .clone()
@@ -350,7 +338,7 @@ impl<B: FusedOps> TimeMix<B> {
         let k = k * (a.clone().sub_scalar(1.0) * row(&self.k_a)).add_scalar(1.0); // [b, t, C]
         let decay = w.exp().neg().exp(); // [b, t, C], in (0, 1)
         let (wa, wb) = (kk.clone().neg(), kk * a);
-        let y = if fused && state.is_none() {
+        let y = if self.fused && state.is_none() {
             wkv7(r.clone(), decay, k.clone(), v.clone(), wa, wb, n)
         } else {
             // Per-timestep tensor ops: the unfused path, and generation,
@@ -420,6 +408,22 @@ impl<B: FusedOps> RwkvBlock<B> {
                 .forward(self.ln1.forward(x), v_first, state.as_deref_mut());
         x.clone() + self.ffn.forward(self.ln2.forward(x), state)
     }
+}
+
+/// The low-rank factors are `Linear`s (so they multiply where every
+/// projection does) but checkpoint tensors without a `.weight` suffix, as in
+/// the official checkpoint: module path `att.w1.weight` -> `att.w1`. This
+/// also keeps them out of weight decay, which is by `.weight` name.
+pub fn rwkv_param_name(path: &str) -> String {
+    const FACTORS: [&str; 8] = ["w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2"];
+    if let Some(head) = path.strip_suffix(".weight") {
+        if let Some((_, factor)) = head.rsplit_once(".att.") {
+            if FACTORS.contains(&factor) {
+                return head.to_string();
+            }
+        }
+    }
+    path.to_string()
 }
 
 /// Tensors the official checkpoint stores `[1, 1, C]` (ours: `[C]`).

@@ -5,8 +5,8 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
-use crate::ops::precision::autocast_matmul;
-use crate::ops::{matmul, FusedOps};
+use super::Linear;
+use crate::ops::FusedOps;
 
 #[derive(Module, Debug)]
 pub struct Embedding<B: Backend> {
@@ -32,28 +32,24 @@ impl<B: Backend> Embedding<B> {
         let flat = tokens.reshape([b * t]); // [B*T]
         self.weight.val().select(0, flat).reshape([b, t, dim]) // [B, T, dim]
     }
+
+    /// The table as the tied head's projection, so the head multiplies in
+    /// `Linear::project` like every other projection. It shares the parameter
+    /// (same id and autodiff node: both uses' gradients add up) and reads
+    /// `[vocab, dim]` as `[d_out, d_in]` through a strided view, never a copy.
+    pub fn head(&self) -> Linear<B> {
+        Linear {
+            weight: self.weight.clone(),
+            bias: None,
+            fused: self.fused,
+            transposed: true,
+        }
+    }
 }
 
 impl<B: FusedOps> Embedding<B> {
     /// Tied output head: `[B, T, dim] -> [B, T, vocab]` as `h @ E^T`.
     pub fn attend(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, t, d] = h.dims();
-        let vocab = self.weight.dims()[0];
-        // One 2-D GEMM: the broadcast 3-D form costs ~1.7x more in backward.
-        let h = h.reshape([b * t, d]); // [B*T, dim]
-        let e_t = self.weight.val().transpose(); // [dim, vocab], a strided view
-        let fused = self.fused;
-        let logits = autocast_matmul(
-            h,
-            e_t,
-            |a, b| {
-                if fused {
-                    matmul(a, b)
-                } else {
-                    a.matmul(b)
-                }
-            },
-        ); // [B*T, vocab]
-        logits.reshape([b, t, vocab]) // [B, T, vocab]
+        self.head().forward(h)
     }
 }

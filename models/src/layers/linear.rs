@@ -1,6 +1,8 @@
-//! A bias-free projection. Every projection in the models goes through this
-//! type so that adapters (LoRA) and fake quantisation (QAT) have one place to
-//! hook in later.
+//! The one projection layer. Every projection of every architecture (attention
+//! q/k/v/o, SwiGLU, Mamba in/x/dt/out, RWKV-7 r/k/v/o and its low-rank
+//! factors, the output head tied or not) multiplies in [`Linear::project`],
+//! so precision (autocast), and later adapters (LoRA) and fake quantisation
+//! (QAT), act in one place and reach all of them.
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
@@ -12,50 +14,128 @@ use crate::ops::{matmul, FusedOps};
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// Stored `[d_in, d_out]` (burn's matmul-friendly layout), the transpose of
-    /// PyTorch/Hugging Face `[out, in]`: export and import transpose.
+    /// PyTorch/Hugging Face `[out, in]`: export and import transpose. With
+    /// `transposed`, stored `[d_out, d_in]` instead.
     pub weight: Param<Tensor<B, 2>>,
+    /// `[d_out]`, added after the multiply (Mamba's `dt_proj`); most
+    /// projections have none.
+    pub bias: Option<Param<Tensor<B, 1>>>,
     /// Multiply through `FusedOps::matmul` (on Flex: the same GEMM without
     /// burn's zero-fill and copy of the output); false = burn's matmul.
     pub fused: bool,
+    /// The weight is stored `[d_out, d_in]` and multiplied through a strided
+    /// transposed view, never copied: the tied output head over the
+    /// `[vocab, dim]` embedding table (see `Embedding::head`).
+    pub transposed: bool,
 }
 
 impl<B: Backend> Linear<B> {
     /// Normal(0, std) init, as Llama/MobileLLM do.
     pub fn new(d_in: usize, d_out: usize, std: f64, device: &B::Device) -> Self {
         let w = Tensor::random([d_in, d_out], Distribution::Normal(0.0, std), device);
+        Self::from_weight(w)
+    }
+
+    /// A bias-free projection with this `[d_in, d_out]` weight.
+    pub fn from_weight(weight: Tensor<B, 2>) -> Self {
         Self {
-            weight: Param::from_tensor(w),
+            weight: Param::from_tensor(weight),
+            bias: None,
             fused: true,
+            transposed: false,
+        }
+    }
+
+    /// The same projection plus a `[d_out]` bias.
+    pub fn with_bias(self, bias: Tensor<B, 1>) -> Self {
+        Self {
+            bias: Some(Param::from_tensor(bias)),
+            ..self
         }
     }
 
     pub fn d_in(&self) -> usize {
-        self.weight.dims()[0]
+        let [rows, cols] = self.weight.dims();
+        if self.transposed {
+            cols
+        } else {
+            rows
+        }
     }
 
     pub fn d_out(&self) -> usize {
-        self.weight.dims()[1]
+        let [rows, cols] = self.weight.dims();
+        if self.transposed {
+            rows
+        } else {
+            cols
+        }
     }
 }
 
 impl<B: FusedOps> Linear<B> {
     /// `[.., d_in] -> [.., d_out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_cols(x, 0, self.d_out())
+    }
+
+    /// Output columns `start .. start + len` of `forward(x)`:
+    /// `[.., d_in] -> [.., len]`. Narrowing the weight rather than the output
+    /// keeps the activations contiguous (Mamba splits `in_proj` and `x_proj`
+    /// this way; a narrowed output would be copied by every consumer).
+    pub fn forward_cols<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        start: usize,
+        len: usize,
+    ) -> Tensor<B, D> {
         // One 2-D GEMM over all leading dims: a broadcast batched matmul
         // would run many small GEMMs and reduce the weight gradient over them.
         let mut dims = x.dims();
         let d_in = dims[D - 1];
         let rows = x.shape().num_elements() / d_in.max(1);
-        let x = x.reshape([rows, d_in]); // [rows, d_in]
-        let fused = self.fused;
-        let y = autocast_matmul(x, self.weight.val(), |a, b| {
-            if fused {
-                matmul(a, b)
-            } else {
-                a.matmul(b)
-            }
-        }); // [rows, d_out]
-        dims[D - 1] = self.d_out();
+        let y = self.project(x.reshape([rows, d_in]), start, len); // [rows, len]
+        dims[D - 1] = len;
         y.reshape(dims)
+    }
+
+    /// `x [rows, d_in] -> [rows, len]`, output columns `start .. start + len`.
+    /// The single place a projection's weight is fetched and multiplied:
+    /// fake quantisation transforms `w` just before the multiply, and LoRA
+    /// adds `(x A) B[:, start..start + len]` to `y`, both here, so they reach
+    /// every projection (the tied head included) and respect column ranges.
+    fn project(&self, x: Tensor<B, 2>, start: usize, len: usize) -> Tensor<B, 2> {
+        let w = self.weight_cols(start, len); // [d_in, len], a strided view
+        let fused = self.fused;
+        let y = autocast_matmul(x, w, |a, b| if fused { matmul(a, b) } else { a.matmul(b) }); // [rows, len]
+        match &self.bias {
+            Some(bias) => y + narrowed(bias.val(), 0, start, len).reshape([1, len]), // [rows, len]
+            None => y,
+        }
+    }
+
+    /// The weight as `[d_in, len]` for output columns `start .. start + len`.
+    fn weight_cols(&self, start: usize, len: usize) -> Tensor<B, 2> {
+        let w = self.weight.val();
+        if self.transposed {
+            narrowed(w, 0, start, len).transpose() // [d_in, len]
+        } else {
+            narrowed(w, 1, start, len) // [d_in, len]
+        }
+    }
+}
+
+/// `t` narrowed to `start .. start + len` along `dim`, untouched when that is
+/// all of it (a full-range slice would still cost a scatter in backward).
+fn narrowed<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    dim: usize,
+    start: usize,
+    len: usize,
+) -> Tensor<B, D> {
+    if start == 0 && len == t.dims()[dim] {
+        t
+    } else {
+        t.narrow(dim, start, len)
     }
 }
