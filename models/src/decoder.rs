@@ -365,15 +365,4 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
             _ => format!("backbone.{path}"),
         }
     }
-
-    fn weight_decay(name: &str, rank: usize) -> bool {
-        // Decay only `.weight` matrices of projections: not norms, biases,
-        // embeddings, Mamba's A_log and D (mamba_ssm's `_no_weight_decay`),
-        // or RWKV-7's LoRA factors and r_k (train_temp decays 2-D `.weight`
-        // tensors only; it does decay its `emb.weight`, and so does this).
-        rank >= 2
-            && name.ends_with(".weight")
-            && !name.contains("embed_tokens")
-            && !name.contains("embeddings")
-    }
 }

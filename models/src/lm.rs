@@ -37,7 +37,4 @@ pub trait LanguageModel<B: FusedOps>: Module<B> {
     /// Checkpoint name of the parameter at module path `path`
     /// (e.g. `layers.0.self_attn.q_proj.weight` -> `model.layers.0...`).
     fn tensor_name(&self, path: &str) -> String;
-
-    /// Whether AdamW's decoupled weight decay applies to this parameter.
-    fn weight_decay(name: &str, rank: usize) -> bool;
 }

@@ -190,7 +190,7 @@ fn same_architecture(src: &RunConfig, cfg: &RunConfig, dir: &Path) -> Result<()>
     Err(TrainerError::invalid(
         format!("model.{key}"),
         format!(
-            "is {} here but {} in the init checkpoint {}: fine-tuning needs the same architecture (set it to {} or leave it out)",
+            "is {} here but {} in the init.from checkpoint {}: fine-tuning needs the checkpoint's [model] (set it to {} or leave it out)",
             show(&b),
             show(&a),
             dir.display(),
