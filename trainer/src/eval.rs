@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use kiln_data::{Batch, EvalBatch, WholeSplit};
 use kiln_models::{FusedOps, LanguageModel};
 
@@ -153,9 +153,12 @@ pub fn progress_bar(total: u64, progress: bool) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
     bar.set_style(
         ProgressStyle::with_template(
-            "eval {bar:30} {human_pos}/{human_len} tokens, {per_sec} [{elapsed_precise}<{eta_precise}]",
+            "eval {bar:30} {human_pos}/{human_len} tokens, {rate} [{elapsed_precise}<{eta_precise}]",
         )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0} tokens/s", s.per_sec());
+        }),
     );
     bar
 }

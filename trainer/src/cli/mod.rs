@@ -110,7 +110,7 @@ fn report(
         "tokens": r.tokens,
         "windows": r.windows,
         "seconds": (r.seconds * 1000.0).round() / 1000.0,
-        "tokens_per_s": r.tokens_per_s().round(),
+        "tokens_per_s": r.tokens_per_s().round() as u64,
     });
     if let Some(n) = split_tokens {
         v["split_tokens"] = n.into();
