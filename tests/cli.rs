@@ -4,7 +4,8 @@
 use std::process::Command;
 
 use crate::common::{
-    kiln, metric, python_with_tensorboard, repo_root, run, stderr, stdout, write_config, TINY,
+    kiln, metric, python_with_tensorboard, repo_root, run, shakespeare_set, stderr, stdout,
+    write_config, TINY,
 };
 
 #[test]
@@ -123,10 +124,14 @@ fn config_check_prints_published_parameter_counts() {
         );
     }
     for name in ["quickstart.toml", "shakespeare-char.toml", "bench-8m.toml"] {
-        let o = run(kiln()
-            .args(["config", "check"])
+        let mut cmd = kiln();
+        cmd.args(["config", "check"])
             .arg(repo_root().join("configs").join(name))
-            .current_dir(repo_root()));
+            .current_dir(repo_root());
+        if name.contains("shakespeare") {
+            cmd.arg("--set").arg(shakespeare_set());
+        }
+        let o = run(&mut cmd);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
     }
 }

@@ -11,6 +11,24 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The Shakespeare configs' corpus, to pass as `--set data.train=...`: the
+/// fetched copy in `data/corpora/` (README: "Data for the Shakespeare
+/// configs") if there is one, else the development copy beside the repo.
+pub fn tinyshakespeare() -> PathBuf {
+    let fetched = repo_root().join("data/corpora/tinyshakespeare.txt");
+    let path = if fetched.exists() {
+        fetched
+    } else {
+        repo_root().join("../shared/data/tinyshakespeare.txt")
+    };
+    std::fs::canonicalize(&path).unwrap_or(path)
+}
+
+/// `data.train=<tinyshakespeare()>` for `--set`.
+pub fn shakespeare_set() -> String {
+    format!("data.train={}", tinyshakespeare().display())
+}
+
 pub fn fixtures() -> PathBuf {
     repo_root().join("tests").join("fixtures")
 }

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use crate::common::{kiln, metric, repo_root, run, stderr, stdout, write_config, TINY};
+use crate::common::{
+    kiln, metric, repo_root, run, shakespeare_set, stderr, stdout, write_config, TINY,
+};
 
 /// TINY with a Mamba or hybrid `[model]` section.
 fn tiny_with(model: &str) -> String {
@@ -229,6 +231,8 @@ fn ssm_configs_print_their_parameter_counts() {
         let o = run(kiln()
             .args(["config", "check"])
             .arg(repo_root().join("configs").join(name))
+            .arg("--set")
+            .arg(shakespeare_set())
             .current_dir(repo_root()));
         assert!(o.status.success(), "{name}: {}", stderr(&o));
     }

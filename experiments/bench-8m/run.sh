@@ -9,5 +9,5 @@ ROUNDS=${ROUNDS:-3}
 cargo build --release --bin kiln >&2
 for round in $(seq 1 "$ROUNDS"); do
   echo "{\"round\": $round, \"kiln\": $(./target/release/kiln bench configs/bench-8m.toml --steps 20 --warmup 3)}"
-  echo "{\"round\": $round, \"torch\": $("$PY" ../shared/reference/torch_llama_bench.py --steps 20 --warmup 3)}"
+  echo "{\"round\": $round, \"torch\": $("$PY" experiments/bench-8m/torch_llama_bench.py --steps 20 --warmup 3)}"
 done
