@@ -32,8 +32,6 @@ pub enum TrainerError {
     /// A broken invariant of kiln itself, not of the input.
     #[error("internal error: {0} (please report this with the command you ran)")]
     Internal(String),
-    #[error("{0}")]
-    Run(String),
 }
 
 impl TrainerError {

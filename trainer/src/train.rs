@@ -23,8 +23,6 @@ use crate::session::{CONFIG_FILE, TOKENIZER_FILE};
 use crate::state::TrainerState;
 use crate::step::{StepOutcome, StepReport, Stepper};
 
-pub use crate::objective::batch_tensors;
-pub use crate::run::validation::evaluate;
 pub use crate::run::{Start, TrainOutcome, TrainRequest};
 pub use crate::step::apply_update;
 

@@ -55,9 +55,10 @@ impl BackendTask for EvalTask<'_> {
                     .flat_map(|v| v.batches)
                     .collect();
             if batches.is_empty() {
-                return Err(kiln_trainer::TrainerError::Run(format!(
-                    "the run's validation splits hold no window of {seq} + 1 tokens"
-                )));
+                return Err(kiln_trainer::TrainerError::invalid(
+                    "data.datasets",
+                    format!("the run's validation splits hold no window of {seq} + 1 tokens: evaluate on a file with --data"),
+                ));
             }
             let model = build_model::<B>(&ckpt, &device)?.valid();
             let r = evaluate_batches(&model, &batches, &device, fused, true);
@@ -75,11 +76,14 @@ impl BackendTask for EvalTask<'_> {
         };
         let split = WholeSplit::new(&tokens, seq, cfg.training.batch_size);
         if split.windows() == 0 {
-            return Err(kiln_trainer::TrainerError::Run(format!(
-                "the evaluation data has {} tokens, fewer than one window of {} + 1",
-                tokens.len(),
-                seq
-            )));
+            return Err(kiln_trainer::TrainerError::invalid(
+                if self.1.is_some() { "--data" } else { "data.val_fraction" },
+                format!(
+                    "the evaluation data has {} tokens, fewer than one window of {} + 1: give more text",
+                    tokens.len(),
+                    seq
+                ),
+            ));
         }
         eprintln!(
             "eval: {} tokens in {} windows of {seq}{}",
@@ -152,7 +156,7 @@ impl BackendTask for LogitsTask<'_> {
             .into_data()
             .convert::<f32>()
             .into_vec()
-            .map_err(|e| kiln_trainer::TrainerError::Run(format!("reading logits: {e:?}")))?;
+            .map_err(|e| kiln_trainer::TrainerError::Internal(format!("reading logits: {e:?}")))?;
         let v = model.vocab_size();
         let rows: Vec<&[f32]> = logits.chunks(v).collect();
         Ok(serde_json::json!({"tokens": [ids], "logits": [rows]}))

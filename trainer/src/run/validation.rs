@@ -2,39 +2,12 @@
 //! batches, pooled over domains and per domain.
 
 use burn::module::AutodiffModule;
-use burn::tensor::ElementConversion;
-use kiln_data::Batch;
-use kiln_models::{Decoder, FusedOps, LanguageModel, TrainBackend};
+use kiln_models::{Decoder, TrainBackend};
 
 use crate::data_setup::ValSet;
-use crate::loss::cross_entropy;
-use crate::objective::batch_tensors;
+use crate::eval::evaluate_batches;
 use crate::precision::PrecisionPolicy;
 use crate::run::output::RunOutput;
-
-/// Mean loss over fixed batches with the inference model.
-pub fn evaluate<B: FusedOps>(
-    model: &Decoder<B>,
-    batches: &[Batch],
-    device: &B::Device,
-    fused: bool,
-) -> f64 {
-    let mut total = 0.0;
-    let mut count = 0usize;
-    for b in batches {
-        let (x, y) = batch_tensors::<B>(b, device);
-        let loss: f32 = cross_entropy(model.forward(x), y, fused)
-            .into_scalar()
-            .elem();
-        total += loss as f64 * b.batch_size as f64;
-        count += b.batch_size;
-    }
-    if count == 0 {
-        f64::NAN
-    } else {
-        total / count as f64
-    }
-}
 
 /// Validation loss at `step`, logged (`val/loss`, `val/ppl`, `val/loss/<domain>`);
 /// None when there is nothing to evaluate.
@@ -53,7 +26,7 @@ pub fn validate<B: TrainBackend>(
     let (mut total, mut rows) = (0.0f64, 0usize);
     for set in sets {
         let n: usize = set.batches.iter().map(|b| b.batch_size).sum();
-        let loss = evaluate(&inner, &set.batches, device, fused);
+        let loss = evaluate_batches(&inner, &set.batches, device, fused, false).loss;
         if let (Some(domain), true) = (&set.domain, loss.is_finite()) {
             out.scalar(step, &format!("val/loss/{domain}"), loss);
         }
