@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::common::{
     kiln, metric, python_with_tensorboard, repo_root, run, shakespeare_set, stderr, stdout,
-    write_config, TINY,
+    train_tiny, write_config, TINY,
 };
 
 #[test]
@@ -50,14 +50,7 @@ fn quickstart_trains_checkpoints_logs_and_samples() {
 #[test]
 fn tensorboard_reads_the_same_scalars_as_metrics_jsonl() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(
-        tmp.path(),
-        "tiny.toml",
-        &TINY.replace("max_steps = 24", "max_steps = 8"),
-    );
-    let dir = tmp.path().join("run");
-    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = train_tiny(tmp.path(), 8);
     let py = python_with_tensorboard();
     let script = repo_root().join("tests/reference/check_tensorboard.py");
     let out = Command::new(&py)
@@ -142,14 +135,7 @@ fn config_check_prints_published_parameter_counts() {
 #[test]
 fn eval_scores_each_token_of_the_split_once() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(
-        tmp.path(),
-        "tiny.toml",
-        &TINY.replace("max_steps = 24", "max_steps = 8"),
-    );
-    let dir = tmp.path().join("run");
-    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = train_tiny(tmp.path(), 8);
     let eval = |extra: &[&std::ffi::OsStr]| {
         let o = run(kiln().arg("eval").arg(&dir).args(extra));
         assert!(o.status.success(), "{}", stderr(&o));

@@ -5,19 +5,7 @@
 use std::io::Read;
 use std::process::Stdio;
 
-use crate::common::{ckpt, fails_with, kiln, metric, run, stderr, write_config, TINY};
-
-fn tiny_run(tmp: &std::path::Path, steps: u64) -> std::path::PathBuf {
-    let cfg = write_config(
-        tmp,
-        "tiny.toml",
-        &TINY.replace("max_steps = 24", &format!("max_steps = {steps}")),
-    );
-    let dir = tmp.join("run");
-    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
-    assert!(o.status.success(), "{}", stderr(&o));
-    dir
-}
+use crate::common::{ckpt, fails_with, kiln, metric, run, stderr, train_tiny, write_config, TINY};
 
 /// Extending a finished run with `--resume RUN --set training.max_steps=N`
 /// trains the extra steps and records the new length in the run's config;
@@ -25,7 +13,7 @@ fn tiny_run(tmp: &std::path::Path, steps: u64) -> std::path::PathBuf {
 #[test]
 fn resume_applies_max_steps_and_refuses_other_keys() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tiny_run(tmp.path(), 8);
+    let dir = train_tiny(tmp.path(), 8);
     let o = run(kiln().args(["train", "--resume"]).arg(&dir).args([
         "--set",
         "training.max_steps=12",
@@ -67,7 +55,7 @@ fn resume_applies_max_steps_and_refuses_other_keys() {
 #[test]
 fn fine_tuning_on_new_text_takes_the_checkpoints_tokenizer() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tiny_run(tmp.path(), 4);
+    let dir = train_tiny(tmp.path(), 4);
     // A subset of the stories: fewer distinct characters than the base run saw.
     let text = "the cat sat on the mat. the dog ran to the cat.\n".repeat(40);
     let data = tmp.path().join("new.txt");

@@ -85,6 +85,16 @@ keep_last = 10
 sample_tokens = 20
 "#;
 
+/// TINY trained for `steps` steps in `tmp/run`; returns the run directory.
+pub fn train_tiny(tmp: &Path, steps: u64) -> PathBuf {
+    let text = TINY.replace("max_steps = 24", &format!("max_steps = {steps}"));
+    let cfg = write_config(tmp, "tiny.toml", &text);
+    let dir = tmp.join("run");
+    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    dir
+}
+
 pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write config");

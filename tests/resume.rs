@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::{ckpt, kiln, metric, run, stderr, wait_for, write_config, TINY};
+use crate::common::{ckpt, kiln, metric, run, stderr, train_tiny, wait_for, write_config, TINY};
 
 #[test]
 fn resume_after_kill_9_is_bitwise_exact() {
@@ -217,14 +217,7 @@ fn kill_9_during_saves_leaves_the_last_checkpoint_loadable() {
 #[test]
 fn an_interrupted_save_is_ignored_and_a_corrupt_file_is_named() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(
-        tmp.path(),
-        "tiny.toml",
-        &TINY.replace("max_steps = 24", "max_steps = 8"),
-    );
-    let dir = tmp.path().join("run");
-    let o = run(kiln().arg("train").arg(&cfg).arg("--run-dir").arg(&dir));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = train_tiny(tmp.path(), 8);
     // What a crash mid-save leaves: a temp dir with a torn file.
     let torn = dir.join("checkpoints").join(".tmp-step-00000016-999");
     std::fs::create_dir_all(&torn).expect("mkdir");
