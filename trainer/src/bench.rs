@@ -213,7 +213,7 @@ pub fn bench<B: TrainBackend>(
             .valid()
             .norm
             .weight()
-            .slice([0..1])
+            .narrow(0, 0, 1)
             .into_scalar()
             .elem();
         let mut phases = report.times;

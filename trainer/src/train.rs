@@ -63,15 +63,10 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         writer.tokenizer_json.as_bytes(),
     )?;
     out.line(&headline(&cfg, &run_dir, state.step));
-    notes.iter().for_each(|n| out.line(n));
-    // The resolved plan, saved with the run and shown once.
-    let plan = format!(
-        "{}\n{}\n",
-        crate::plan::plan(&cfg).render(),
-        notes.join("\n")
-    );
+    // The resolved plan and where the run starts from: shown, and saved with the run.
+    let plan = format!("{}\n{}", crate::plan::plan(&cfg).render(), notes.join("\n"));
     out.shared_file(&run_dir.join("plan.txt"), plan.trim_end().as_bytes())?;
-    plan.lines().for_each(|l| out.file_line(l));
+    plan.trim_end().lines().for_each(|l| out.line(l));
 
     let clock = (Instant::now(), state.elapsed_s);
     let mut window = (Instant::now(), 0u64);

@@ -18,6 +18,8 @@ use crate::session::LoadedCheckpoint;
 use crate::world::Collective;
 
 /// Where a run starts.
+// One per run: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Start {
     /// A new run from a config (with `[init] from`: fine-tuning).
     Fresh(RunConfig),
