@@ -18,6 +18,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod corpus;
+pub mod curate;
 pub mod dataset;
 pub mod error;
 pub mod loader;
