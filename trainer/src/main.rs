@@ -9,7 +9,7 @@ use clap::Parser;
 mod cli;
 
 use cli::args::{Cli, Command, ConfigAction, DataAction, TokenizerAction};
-use cli::commands::{self as cmd, emit, ClosedPipe};
+use cli::commands::{self as cmd, ClosedPipe};
 
 // Large activation tensors are freed and re-allocated every step; glibc
 // returns them to the OS and page-faults them back in, mimalloc (tuned in
@@ -19,95 +19,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train {
-            config,
-            set,
-            run_dir,
-            resume,
-        } => cmd::train(config, set, run_dir, resume),
+        Command::Train(a) => cmd::train(a),
         Command::Config {
-            action: ConfigAction::Check { config, set },
-        } => cmd::config_check(&config, &set),
-        Command::Generate {
-            checkpoint,
-            prompt,
-            max_new_tokens,
-            temperature,
-            top_k,
-            seed,
-            device,
-        } => {
-            let opts = kiln_trainer::generate::SampleOptions {
-                max_new_tokens,
-                temperature,
-                top_k,
-                seed,
-            };
-            emit(&cli::generate(&checkpoint, &prompt, &opts, device)?)
-        }
-        Command::Eval {
-            checkpoint,
-            data,
-            text,
-            logits_out,
-            device,
-        } => match (text, logits_out) {
-            (Some(text), Some(out)) => {
-                cli::dump_logits(&checkpoint, &text, &out, device)?;
-                emit(&format!("wrote {}", out.display()))
-            }
-            _ => emit(&cli::eval(&checkpoint, data.as_deref(), device)?.to_string()),
-        },
-        Command::Export {
-            checkpoint,
-            format,
-            out,
-        } => cmd::export(&checkpoint, &format, &out),
+            action: ConfigAction::Check(a),
+        } => cmd::config_check(a),
+        Command::Generate(a) => cmd::generate(a),
+        Command::Eval(a) => cmd::eval(a),
+        Command::Export(a) => cmd::export(a),
         Command::Data {
-            action:
-                DataAction::Prepare {
-                    spec,
-                    out,
-                    tokenizer,
-                    skip_bad,
-                    force,
-                },
-        } => {
-            let opts = kiln_data::PrepareOptions { skip_bad, force };
-            let report = cli::data::data_prepare(&spec, out, tokenizer, &opts)?;
-            emit(report.render().trim_end())?;
-            emit(&format!("wrote {}", report.out.display()))
-        }
+            action: DataAction::Prepare(a),
+        } => cmd::data_prepare(a),
         Command::Data {
-            action: DataAction::Stories { docs, seed, out },
-        } => {
-            let bytes = cli::data::write_stories(&out, seed, docs)?;
-            emit(&format!(
-                "wrote {} ({docs} stories, {bytes} bytes)",
-                out.display()
-            ))
-        }
+            action: DataAction::Stories(a),
+        } => cmd::stories(a),
         Command::Tokenizer {
-            action:
-                TokenizerAction::Train {
-                    spec,
-                    vocab_size,
-                    out,
-                    kind,
-                    max_bytes,
-                },
-        } => {
-            let tok = cli::data::tokenizer_train(&spec, &kind, vocab_size, max_bytes, &out)?;
-            let (n, kind) = (tok.vocab_size(), tok.kind());
-            emit(&format!("wrote {} ({n} tokens, {kind:?})", out.display()))
-        }
-        Command::Bench {
-            config,
-            set,
-            steps,
-            warmup,
-            data,
-        } => cmd::bench(&config, &set, steps, warmup, &data),
+            action: TokenizerAction::Train(a),
+        } => cmd::tokenizer_train(a),
+        Command::Bench(a) => cmd::bench(a),
     }
 }
 

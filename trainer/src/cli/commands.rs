@@ -12,9 +12,15 @@ use kiln_models::TrainBackend;
 use kiln_trainer::backend::{dispatch, BackendTask};
 use kiln_trainer::bench::{self, BenchData};
 use kiln_trainer::config::{self, RunConfig};
+use kiln_trainer::generate::SampleOptions;
 use kiln_trainer::run::setup::single_process;
 use kiln_trainer::train::{train as run_training, Start, TrainOutcome, TrainRequest};
 use kiln_trainer::{data_setup, export, plan, session};
+
+use super::args::{
+    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, PrepareArgs, StoriesArgs,
+    TokenizerTrainArgs, TrainArgs,
+};
 
 /// Stdout went away (e.g. `kiln ... | head`): stop printing, exit quietly.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +69,13 @@ impl BackendTask for TrainTask {
 }
 
 /// `kiln train CONFIG [--set k=v] [--run-dir DIR]` or `kiln train --resume RUN [--set k=v]`.
-pub fn train(
-    config: Option<PathBuf>,
-    set: Vec<String>,
-    run_dir: Option<PathBuf>,
-    resume: Option<PathBuf>,
-) -> anyhow::Result<()> {
+pub fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let TrainArgs {
+        config,
+        set,
+        run_dir,
+        resume,
+    } = args;
     let (start, run_dir, device) = match (resume, config) {
         (Some(dir), _) => {
             // Loaded and verified once; the run continues from it.
@@ -106,8 +113,9 @@ pub fn train(
 }
 
 /// `kiln config check`: validate and print the plan.
-pub fn config_check(path: &Path, set: &[String]) -> anyhow::Result<()> {
-    let mut cfg = config::load(path, set)?;
+pub fn config_check(args: CheckArgs) -> anyhow::Result<()> {
+    let path = &args.config;
+    let mut cfg = config::load(path, &args.set)?;
     let mut notes = Vec::new();
     if let Some(init) = &cfg.init {
         // Fine-tuning trains with the checkpoint's tokenizer (and architecture).
@@ -129,7 +137,8 @@ pub fn config_check(path: &Path, set: &[String]) -> anyhow::Result<()> {
 }
 
 /// `kiln export CHECKPOINT --format hf|rwkv --out DIR`.
-pub fn export(checkpoint: &Path, format: &str, out: &Path) -> anyhow::Result<()> {
+pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let (checkpoint, format, out) = (&args.checkpoint, args.format.as_str(), &args.out);
     if format != "hf" && format != "rwkv" {
         bail!(
             "--format {format}: use \"hf\" (Hugging Face transformers) or \"rwkv\" (RWKV-7 .pth)"
@@ -161,25 +170,76 @@ impl BackendTask for BenchTask {
 }
 
 /// `kiln bench CONFIG`: one JSON line.
-pub fn bench(
-    config: &Path,
-    set: &[String],
-    steps: usize,
-    warmup: usize,
-    data: &str,
-) -> anyhow::Result<()> {
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs {
+        config,
+        set,
+        steps,
+        warmup,
+        data,
+    } = args;
     if steps == 0 {
         bail!("--steps 0: bench needs at least one timed step");
     }
-    let data = match data {
+    let data = match data.as_str() {
         "random" => BenchData::Random,
         "run" => BenchData::Run,
         other => {
             bail!("--data {other}: use \"random\" (random tokens) or \"run\" (the run's own data)")
         }
     };
-    let cfg = config::load(config, set)?;
+    let cfg = config::load(&config, &set)?;
     let device = cfg.training.device.clone();
     let report = dispatch(&device, BenchTask(cfg, steps, warmup, data))?;
     emit(&serde_json::to_string(&report)?)
+}
+
+/// `kiln generate CHECKPOINT --prompt ...`.
+pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let opts = SampleOptions {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
+    emit(&super::generate(&a.checkpoint, &a.prompt, &opts, a.device)?)
+}
+
+/// `kiln eval CHECKPOINT [--data FILE | --text T --logits-out F]`.
+pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    match (a.text, a.logits_out) {
+        (Some(text), Some(out)) => {
+            super::dump_logits(&a.checkpoint, &text, &out, a.device)?;
+            emit(&format!("wrote {}", out.display()))
+        }
+        _ => emit(&super::eval(&a.checkpoint, a.data.as_deref(), a.device)?.to_string()),
+    }
+}
+
+/// `kiln data prepare DATA.toml`.
+pub fn data_prepare(a: PrepareArgs) -> anyhow::Result<()> {
+    let opts = kiln_data::PrepareOptions {
+        skip_bad: a.skip_bad,
+        force: a.force,
+    };
+    let report = super::data::data_prepare(&a.spec, a.out, a.tokenizer, &opts)?;
+    emit(report.render().trim_end())?;
+    emit(&format!("wrote {}", report.out.display()))
+}
+
+/// `kiln data stories --docs N --out FILE`.
+pub fn stories(a: StoriesArgs) -> anyhow::Result<()> {
+    let bytes = super::data::write_stories(&a.out, a.seed, a.docs)?;
+    emit(&format!(
+        "wrote {} ({} stories, {bytes} bytes)",
+        a.out.display(),
+        a.docs
+    ))
+}
+
+/// `kiln tokenizer train DATA.toml --vocab-size N --out FILE`.
+pub fn tokenizer_train(a: TokenizerTrainArgs) -> anyhow::Result<()> {
+    let tok = super::data::tokenizer_train(&a.spec, &a.kind, a.vocab_size, a.max_bytes, &a.out)?;
+    let (n, kind) = (tok.vocab_size(), tok.kind());
+    emit(&format!("wrote {} ({n} tokens, {kind:?})", a.out.display()))
 }
