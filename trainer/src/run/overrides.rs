@@ -101,8 +101,9 @@ pub fn apply_on_resume(
     );
     if step < t.max_steps && before != after {
         notes.push(format!(
-            "resume: the learning rate at step {step} is now {after:.3e} (it was {before:.3e}): the {:?} schedule is stretched to {} steps",
-            cfg.schedule.kind, t.max_steps
+            "resume: the learning rate at step {step} is now {after:.3e} (it was {before:.3e}): the {} schedule is stretched to {} steps",
+            format!("{:?}", cfg.schedule.kind).to_lowercase(),
+            t.max_steps
         ));
     }
     Ok((cfg, notes))
