@@ -1,3 +1,5 @@
 //! Data curation (issue 16): per-document quality filters and near-duplicate
 //! detection over the documents the corpus readers stream. No model here:
 //! what needs one (perplexity scoring, DoReMi) lives in the trainer.
+
+pub mod minhash;
