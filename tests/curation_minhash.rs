@@ -6,6 +6,7 @@
 //! 10N documents.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::Command;
 
 use kiln_data::curate::minhash::{dedup, simplify_text, DedupIndex, MinHasher, MinhashConfig};
@@ -96,11 +97,13 @@ fn planted_pair(h: &MinHasher, rng: &mut Rng, len: usize, target: f64) -> (Strin
 /// sh = s.get_shingles(text); sig = s.get_signature(sh)
 /// print(simplify_text(text), sh[:3, 0].tolist(), sig[0][:3], sig[13][-1])
 /// ```
+/// (text, simplified, first 3 shingles, band 0's first 3 minimums, last minimum)
+type DatatroveCase = (&'static str, &'static str, [u64; 3], [u64; 3], u64);
+
 #[test]
 fn signatures_match_datatrove() {
     let h = hasher();
-    // (text, simplified, first 3 shingles, band 0's first 3 minimums, last minimum)
-    let cases: [(&str, &str, [u64; 3], [u64; 3], u64); 3] = [
+    let cases: [DatatroveCase; 3] = [
         (
             "The quick brown fox jumps over the lazy dog, again and again in 1999!",
             "the quick brown fox jumps over the lazy dog again and again in 0",
@@ -326,19 +329,29 @@ fn edge_case_text_never_panics_and_clusters_sensibly() {
     assert_eq!(clusters.root(docs.len() as u32), None);
 }
 
-/// Corpus for the memory test: `n` documents of 60 random words, 10% of them
-/// exact copies of an earlier one, generated on the fly (the corpus itself is
-/// never held).
-fn index_corpus(n: usize) -> (DedupIndex, usize) {
+/// Corpus for the memory tests: `n` documents of 60 random words, 10% of
+/// them exact copies of an earlier one and every 50th a near copy of the one
+/// before (one word changed), generated on the fly (the corpus itself is never
+/// held). `spill`: (directory, entries per stream in memory).
+fn index_corpus(n: usize, spill: Option<(&Path, usize)>) -> (DedupIndex, usize) {
     let h = hasher();
     let mut rng = Rng(42);
-    let mut index = DedupIndex::new(h.config().num_buckets);
+    let bands = h.config().num_buckets;
+    let mut index = match spill {
+        Some((dir, max)) => DedupIndex::with_spill(bands, dir, max),
+        None => DedupIndex::new(bands),
+    };
+    let mut prev: Vec<String> = Vec::new();
     let mut dups = Vec::new();
     for i in 0..n {
         let text = if i % 10 == 9 {
             dups.pop().unwrap_or_default()
+        } else if i % 50 == 1 && !prev.is_empty() {
+            prev[59] = rng.word();
+            prev.join(" ")
         } else {
-            rng.words(60).join(" ")
+            prev = rng.words(60);
+            prev.join(" ")
         };
         if i % 10 == 0 {
             dups.push(text.clone());
@@ -354,8 +367,8 @@ fn index_corpus(n: usize) -> (DedupIndex, usize) {
 #[test]
 fn index_bytes_per_document_constant_from_n_to_10n() {
     let n = 2_000;
-    let (_, small) = index_corpus(n);
-    let (index, large) = index_corpus(10 * n);
+    let (_, small) = index_corpus(n, None);
+    let (index, large) = index_corpus(10 * n, None);
     let (per_small, per_large) = (small as f64 / n as f64, large as f64 / (10 * n) as f64);
     println!(
         "index heap: {n} docs {per_small:.0} B/doc, {} docs {per_large:.0} B/doc",
@@ -368,11 +381,50 @@ fn index_bytes_per_document_constant_from_n_to_10n() {
         per_small <= 400.0 && per_large <= 400.0,
         "{per_small} / {per_large} B/doc"
     );
-    let report = index.resolve().report();
+    let report = index.resolve().expect("in memory").report();
     assert_eq!(report.removed_exact, 10 * n / 10, "{report:?}");
 }
 
+#[test]
+fn spilled_index_resolves_like_in_memory() {
+    let n = 5_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let memory = index_corpus(n, None).0.resolve().expect("in memory");
+    // 333 entries per stream: 15 runs per stream plus an in-memory tail.
+    let (spilled, _) = index_corpus(n, Some((dir.path(), 333)));
+    let runs = std::fs::read_dir(dir.path()).expect("spill dir").count();
+    assert_eq!(runs, 15 * (n / 333), "one run per full buffer per stream");
+    let spilled = spilled.resolve().expect("spilled");
+    let report = memory.report();
+    println!("{report:?}");
+    assert!(
+        report.removed_fuzzy >= n / 50 - 5,
+        "near copies found: {report:?}"
+    );
+    assert_eq!(spilled.report(), report);
+    for doc in 0..n as u32 {
+        assert_eq!(spilled.root(doc), memory.root(doc), "doc {doc}");
+    }
+    let left = std::fs::read_dir(dir.path()).expect("spill dir").count();
+    assert_eq!(left, 0, "run files are removed once merged");
+}
+
+#[test]
+fn spill_to_missing_directory_is_an_error_naming_it() {
+    let missing = Path::new("/nonexistent/kiln-minhash-spill");
+    let mut index = DedupIndex::with_spill(14, missing, 1);
+    let err = index
+        .insert(&hasher().sketch("one two three four five six"))
+        .expect_err("cannot write a run");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/nonexistent/kiln-minhash-spill") && msg.contains("writable"),
+        "{msg}"
+    );
+}
+
 const CHILD_DOCS: &str = "KILN_MINHASH_MEMORY_DOCS";
+const CHILD_SPILL: &str = "KILN_MINHASH_MEMORY_SPILL";
 
 fn peak_rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -391,8 +443,10 @@ fn memory_child() {
     let Some(n) = std::env::var(CHILD_DOCS).ok().and_then(|v| v.parse().ok()) else {
         return;
     };
-    let (index, _) = index_corpus(n);
-    let report = index.resolve().report();
+    let spill = std::env::var(CHILD_SPILL).ok();
+    let spill = spill.as_deref().map(|d| (Path::new(d), 4096));
+    let (index, _) = index_corpus(n, spill);
+    let report = index.resolve().expect("resolve").report();
     println!(
         "MINHASH_CHILD docs={} kept={} vmhwm_kb={}",
         n,
@@ -401,9 +455,13 @@ fn memory_child() {
     );
 }
 
-fn child_peak_kb(n: usize) -> u64 {
+fn child_peak_kb(n: usize, spill: Option<&Path>) -> u64 {
     let exe = std::env::current_exe().expect("test binary path");
-    let out = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if let Some(dir) = spill {
+        cmd.env(CHILD_SPILL, dir);
+    }
+    let out = cmd
         .args([
             "--ignored",
             "--exact",
@@ -435,17 +493,34 @@ fn peak_rss_linear_from_n_to_10n() {
         return;
     }
     let n = 20_000;
-    let small = child_peak_kb(n);
-    let large = child_peak_kb(10 * n);
-    let per_doc = (large.saturating_sub(small) * 1024) as f64 / (9 * n) as f64;
-    println!(
-        "peak RSS: {n} docs {small} kB, {} docs {large} kB: {per_doc:.0} B/doc",
-        10 * n
-    );
-    // Index 180 B/doc + Vec slack + union-find and report 8 B/doc; a
-    // quadratic structure would be thousands of bytes per doc at 200k docs.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut per_doc = Vec::new();
+    for spill in [None, Some(dir.path())] {
+        let small = child_peak_kb(n, spill);
+        let large = child_peak_kb(10 * n, spill);
+        let growth = (large.saturating_sub(small) * 1024) as f64 / (9 * n) as f64;
+        println!(
+            "peak RSS ({}): {n} docs {small} kB, {} docs {large} kB: {growth:.0} B/doc",
+            if spill.is_some() {
+                "spill, 4096 entries/stream"
+            } else {
+                "in memory"
+            },
+            10 * n
+        );
+        per_doc.push(growth);
+    }
+    // In memory: index 180 B/doc + Vec slack + union-find and report 8 B/doc;
+    // a quadratic structure would be thousands of bytes per doc at 200k docs.
     assert!(
-        per_doc < 600.0,
-        "peak memory grows {per_doc:.0} B per document"
+        per_doc[0] < 600.0,
+        "peak memory grows {:.0} B per document",
+        per_doc[0]
+    );
+    // Spilled: only the union-find parents and the report's sizes stay.
+    assert!(
+        per_doc[1] < 40.0,
+        "spilled peak grows {:.0} B per document",
+        per_doc[1]
     );
 }

@@ -18,57 +18,87 @@
 //! datatrove keeps one document per cluster).
 //!
 //! Memory: 14 bands * 12 bytes + 12 (exact) + 4 (union-find parent) =
-//! 184 bytes per document at the default config, plus `Vec` slack. At one
-//! billion documents that is ~184 GB: past one machine's RAM, each band's
-//! vector is the unit to write to its own file and sort externally (the
-//! datatrove layout); the resolve loop below only needs each band's sorted
-//! stream in turn, so that change stays inside `resolve`.
+//! 184 bytes per document at the default config, plus `Vec` slack. Past one
+//! machine's RAM (~184 GB at a billion documents), [`DedupIndex::with_spill`]
+//! bounds each stream's buffer: a full buffer is sorted and written as a run
+//! file, and resolving k-way merges each stream's runs (external sort, the
+//! datatrove layout of one sorted file set per band). Then memory is the
+//! buffers plus 4 bytes per document for the union-find.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use rayon::slice::ParallelSliceMut;
 
 use super::signature::DocSketch;
+use super::spill;
 use super::MinhashError;
 
 /// One bucket membership. Packed to 12 bytes: this is the per-document cost
 /// that dominates the index.
 #[repr(C, packed(4))]
 #[derive(Clone, Copy)]
-struct Entry {
-    key: u64,
-    doc: u32,
+pub(super) struct Entry {
+    pub(super) key: u64,
+    pub(super) doc: u32,
+}
+
+/// Where full buffers go when the index spills.
+struct Spill {
+    dir: PathBuf,
+    /// Entries a stream buffers before it writes a sorted run.
+    max_entries: usize,
+    /// `[1 + bands][runs]`: run files per stream (0 = exact).
+    runs: Vec<Vec<PathBuf>>,
 }
 
 /// Documents added so far, by band; turn into [`Clusters`] with
 /// [`DedupIndex::resolve`].
 pub struct DedupIndex {
     num_bands: usize,
+    docs: usize,
     exact: Vec<Entry>,
     bands: Vec<Vec<Entry>>,
+    spill: Option<Spill>,
 }
 
 impl DedupIndex {
     pub fn new(num_bands: usize) -> Self {
         Self {
             num_bands,
+            docs: 0,
             exact: Vec::new(),
             bands: (0..num_bands).map(|_| Vec::new()).collect(),
+            spill: None,
         }
+    }
+
+    /// An index that holds at most `max_entries` per stream (exact + each
+    /// band) in memory and writes sorted runs to `dir` beyond that; the
+    /// caller owns `dir` (a temporary directory). Run files are removed as
+    /// they are merged.
+    pub fn with_spill(num_bands: usize, dir: &Path, max_entries: usize) -> Self {
+        let mut index = Self::new(num_bands);
+        index.spill = Some(Spill {
+            dir: dir.to_path_buf(),
+            max_entries: max_entries.max(1),
+            runs: (0..=num_bands).map(|_| Vec::new()).collect(),
+        });
+        index
     }
 
     /// Number of documents inserted.
     pub fn len(&self) -> usize {
-        self.exact.len()
+        self.docs
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty()
+        self.docs == 0
     }
 
     /// Add the next document; its id is the insertion order.
     pub fn insert(&mut self, sketch: &DocSketch) -> Result<u32, MinhashError> {
-        let doc = u32::try_from(self.exact.len()).map_err(|_| MinhashError::TooManyDocuments)?;
+        let doc = u32::try_from(self.docs).map_err(|_| MinhashError::TooManyDocuments)?;
         if !sketch.band_keys.is_empty() && sketch.band_keys.len() != self.num_bands {
             return Err(MinhashError::BandMismatch {
                 expected: self.num_bands,
@@ -81,6 +111,15 @@ impl DedupIndex {
         });
         for (band, &key) in self.bands.iter_mut().zip(&sketch.band_keys) {
             band.push(Entry { key, doc });
+        }
+        self.docs += 1;
+        if let Some(spill) = &mut self.spill {
+            let streams = std::iter::once(&mut self.exact).chain(self.bands.iter_mut());
+            for ((stream, buf), runs) in streams.enumerate().zip(&mut spill.runs) {
+                if buf.len() >= spill.max_entries {
+                    runs.push(spill::write_run(&spill.dir, stream, runs.len(), buf)?);
+                }
+            }
         }
         Ok(doc)
     }
@@ -97,19 +136,28 @@ impl DedupIndex {
 
     /// Union documents sharing the exact hash or any band key; one band at a
     /// time, each freed after use, so the peak is the index itself plus the
-    /// union-find parents (4 bytes per document).
-    pub fn resolve(self) -> Clusters {
-        let mut uf = UnionFind::new(self.exact.len());
-        let merged_exact = union_runs(self.exact, &mut uf);
-        let mut merged_fuzzy = 0;
-        for band in self.bands {
-            merged_fuzzy += union_runs(band, &mut uf);
+    /// union-find parents (4 bytes per document). A spilled stream is merged
+    /// from its run files and its in-memory tail.
+    pub fn resolve(self) -> Result<Clusters, MinhashError> {
+        let mut uf = UnionFind::new(self.docs);
+        let mut runs = match self.spill {
+            Some(spill) => spill.runs,
+            None => (0..=self.num_bands).map(|_| Vec::new()).collect(),
+        };
+        let streams = std::iter::once(self.exact).chain(self.bands);
+        let mut merged = Vec::with_capacity(runs.len());
+        for (buf, files) in streams.zip(runs.iter_mut()) {
+            merged.push(if files.is_empty() {
+                union_runs(buf, &mut uf)
+            } else {
+                spill::merge_union(buf, std::mem::take(files), &mut uf)?
+            });
         }
-        Clusters {
+        Ok(Clusters {
             root: uf.into_roots(),
-            merged_exact,
-            merged_fuzzy,
-        }
+            merged_exact: merged.first().copied().unwrap_or(0),
+            merged_fuzzy: merged.iter().skip(1).sum(),
+        })
     }
 }
 
@@ -135,7 +183,7 @@ fn union_runs(mut entries: Vec<Entry>, uf: &mut UnionFind) -> usize {
 
 /// Union-find whose root is always the lowest id in the set (so the kept
 /// document is the first one seen), with path halving.
-struct UnionFind {
+pub(super) struct UnionFind {
     /// `[docs]`: parent id; a root points at itself.
     parent: Vec<u32>,
 }
@@ -158,7 +206,7 @@ impl UnionFind {
     }
 
     /// True when a and b were in different sets.
-    fn union(&mut self, a: u32, b: u32) -> bool {
+    pub(super) fn union(&mut self, a: u32, b: u32) -> bool {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra == rb {
             return false;

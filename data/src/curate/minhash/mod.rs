@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Use: `MinHasher::sketch` is pure and can run in parallel over documents;
-//! `DedupIndex::insert` takes the sketches in document order.
+//! `DedupIndex::insert` takes the sketches in document order;
+//! `DedupIndex::with_spill` bounds memory with sorted run files on disk.
 //!
 //! Documents with fewer than `n_grams` words get no signature (datatrove
 //! writes none either), so only the exact hash can match them.
@@ -25,6 +26,7 @@ mod lsh;
 mod mt19937;
 mod normalize;
 mod signature;
+mod spill;
 
 pub use lsh::{ClusterReport, Clusters, DedupIndex};
 pub use normalize::simplify_text;
@@ -47,6 +49,17 @@ pub enum MinhashError {
          sketches and index from the same MinhashConfig"
     )]
     BandMismatch { expected: usize, got: usize },
+
+    #[error(
+        "minhash spill file {}: {source}: check the spill directory exists, is writable and \
+         has room for about 12 bytes per document per band",
+        path.display()
+    )]
+    Spill {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// datatrove's `MinhashConfig` (its field names), with its defaults.
@@ -111,5 +124,5 @@ pub fn dedup<S: AsRef<str> + Sync>(
     for sketch in &sketches {
         index.insert(sketch)?;
     }
-    Ok(index.resolve())
+    index.resolve()
 }
