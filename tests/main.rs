@@ -7,6 +7,7 @@ mod autocast_reach;
 mod bad_input;
 mod cli;
 mod cli_regressions;
+mod curation_filters;
 mod curation_minhash;
 mod data;
 mod data_bad_input;

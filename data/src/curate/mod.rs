@@ -2,4 +2,5 @@
 //! detection over the documents the corpus readers stream. No model here:
 //! what needs one (perplexity scoring, DoReMi) lives in the trainer.
 
+pub mod filters;
 pub mod minhash;
