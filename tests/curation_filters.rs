@@ -227,6 +227,9 @@ fn curation_filters_never_panic_on_odd_text() {
     odd.push("the and of ".repeat(40_000));
     odd.push("word\n".repeat(10_000));
     odd.push(".".repeat(10_000));
+    // One long chunk of affixes: spaCy peels one per step; we must stay linear.
+    odd.push("!".repeat(200_000));
+    odd.push("(\"".repeat(100_000));
     odd.push("a-".repeat(5_000));
     // Every char class next to every other: catches slicing at non-boundaries.
     let pieces = [

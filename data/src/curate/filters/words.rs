@@ -97,6 +97,13 @@ fn is_special(s: &str) -> bool {
     special(s).is_some()
 }
 
+/// Whether some exception key starts with `s` (the matcher stops growing a
+/// span once none does, which keeps long runs of punctuation linear).
+fn is_key_prefix(s: &str) -> bool {
+    let i = EXCEPTIONS.partition_point(|(k, _)| k.as_bytes() < s.as_bytes());
+    EXCEPTIONS.get(i).is_some_and(|(k, _)| k.starts_with(s))
+}
+
 /// spaCy's `URL_MATCH`, approximated: a scheme ("http://") or "www." start
 /// keeps the rest of the chunk (affixes already peeled) as one token.
 fn is_url(s: &str) -> bool {
@@ -176,15 +183,25 @@ fn is_suffix(before: &[char], tail: &str) -> bool {
 }
 
 /// Length in bytes of the suffix: the leftmost position whose tail matches,
-/// as Python's `re.search` over `alt1$|alt2$|...` finds it.
+/// as Python's `re.search` over `alt1$|alt2$|...` finds it. Only a trailing
+/// run of dots can be long; every other alternative spans at most 4
+/// characters ("km/h") with at most 2 of lookbehind, so only the last 8
+/// characters are examined: a chunk of 100,000 "!" stays linear, not quadratic.
 fn suffix_len(s: &str) -> usize {
-    let chars: Vec<char> = s.chars().collect();
-    let mut byte = 0;
-    for (i, c) in chars.iter().enumerate() {
-        if is_suffix(&chars[..i], &s[byte..]) {
+    let dots = s.len() - s.trim_end_matches('.').len();
+    if dots >= 2 {
+        return dots;
+    }
+    let mut window: Vec<(usize, char)> = s.char_indices().rev().take(8).collect();
+    window.reverse();
+    let whole = window.first().is_some_and(|&(b, _)| b == 0);
+    let chars: Vec<char> = window.iter().map(|&(_, c)| c).collect();
+    // Without the whole string, the first two positions lack their lookbehind.
+    let first = if whole { 0 } else { 2 };
+    for (k, &(byte, _)) in window.iter().enumerate().skip(first) {
+        if is_suffix(&chars[..k], &s[byte..]) {
             return s.len() - byte;
         }
-        byte += c.len_utf8();
     }
     0
 }
@@ -301,7 +318,7 @@ fn push_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>) {
     for i in 0..toks.len() {
         for j in (i + 2)..=toks.len().min(i + MAX_SPECIAL_TOKENS) {
             let text = &s[starts[i]..starts[j]];
-            if text.len() > MAX_SPECIAL_BYTES {
+            if text.len() > MAX_SPECIAL_BYTES || !is_key_prefix(text) {
                 break;
             }
             if is_special(text) {
