@@ -212,4 +212,8 @@ pub enum DataError {
 
     #[error("data.mixture: {reason}")]
     BadWeights { reason: String },
+
+    /// Near-duplicate detection (`curate::minhash`) failed.
+    #[error(transparent)]
+    Minhash(#[from] crate::curate::minhash::MinhashError),
 }
