@@ -94,19 +94,29 @@ fn planted_pair(h: &MinHasher, rng: &mut Rng, len: usize, target: f64) -> (Strin
 /// ```text
 /// s = MinhashDedupSignature(output_folder="/tmp/x", config=MinhashConfig())
 /// s._hash_func = lambda t: xxhash.xxh64_intdigest(t.encode("utf-8"))
+/// simple = simplify_text(text); words = s.word_tokenizer.word_tokenize(simple)
 /// sh = s.get_shingles(text); sig = s.get_signature(sh)
-/// print(simplify_text(text), sh[:3, 0].tolist(), sig[0][:3], sig[13][-1])
+/// print(simple, len(words), sh[:3, 0].tolist(), sig[0][:3], sig[13][-1])
 /// ```
-/// (text, simplified, first 3 shingles, band 0's first 3 minimums, last minimum)
-type DatatroveCase = (&'static str, &'static str, [u64; 3], [u64; 3], u64);
+/// (text, simplified, spaCy word count, first 3 shingles, band 0's first 3
+/// minimums, last minimum). datatrove shingles `word_tokenize(simplify_text(
+/// text))`, spaCy's blank English tokenizer; the last four texts are ones
+/// where it splits the simplified text into more words than whitespace does
+/// ("cannot" -> "can" "not", "gonna" -> "gon" "na", "dont" -> "do" "nt",
+/// "im" -> "i" "m", "€0" -> "€" "0", "0km" -> "0" "km", emoji split off).
+/// Simplification has already removed apostrophes ("don't" -> "don t") and
+/// periods ("e.g." -> "e g"), and of the emoticons only letters, digits and
+/// emoji survive (":)" and "^_^" vanish, "<3" -> "0", "xD" -> "xd").
+type DatatroveCase = (&'static str, &'static str, usize, [u64; 3], [u64; 3], u64);
 
 #[test]
 fn signatures_match_datatrove() {
     let h = hasher();
-    let cases: [DatatroveCase; 3] = [
+    let cases: [DatatroveCase; 7] = [
         (
             "The quick brown fox jumps over the lazy dog, again and again in 1999!",
             "the quick brown fox jumps over the lazy dog again and again in 0",
+            14,
             [
                 7797000677988824208,
                 4793414983259776074,
@@ -118,6 +128,7 @@ fn signatures_match_datatrove() {
         (
             "Crème brûlée is a naïve café dessert; 3.14 pies cost $2,50 today — or not?",
             "creme brulee is a naive cafe dessert 0 pies cost 0 today or not",
+            14,
             [6734408159510499579, 1419694879024475421, 501893207474958421],
             [117584285985231471, 184578531461894667, 238678295374050453],
             109784962180921969,
@@ -125,6 +136,7 @@ fn signatures_match_datatrove() {
         (
             "Hello world\n\nthis   is a  TEST of the emergency broadcast system",
             "hello world this is a test of the emergency broadcast system",
+            11,
             [
                 5996669178479991792,
                 9306432731031033663,
@@ -133,9 +145,43 @@ fn signatures_match_datatrove() {
             [609658897838363815, 180163350025226086, 19639726526895597],
             231396092378927692,
         ),
+        (
+            "I don't think we can't go, they're gonna say it cannot be, dont worry!",
+            "i don t think we can t go they re gonna say it cannot be dont worry",
+            20,
+            [9701055864264144449, 15449609492634484410, 2177576431801797056],
+            [18291306693145962, 62512423698686520, 5653487627729253],
+            56857268441901959,
+        ),
+        (
+            "Im sure youre right: wont you come? Lemme know, e.g. by 5pm, i.e. soon :) <3",
+            "im sure youre right wont you come lemme know e g by 0pm i e soon 0",
+            20,
+            [18108705866610420975, 1861644441516356109, 3436334800587526358],
+            [93046627631456276, 75091167463761651, 261464096017003331],
+            421504283024887637,
+        ),
+        (
+            "Prices: €10 or £20, 5km away, 100% sure; hi😀there and 10kg #hashtag @user",
+            "prices €0 or £0 0km away 0 sure hi😀there and 0kg hashtag user",
+            19,
+            [5452601554367629528, 8416580101707417052, 14031055843919964315],
+            [18540422891378630, 5435350261501382, 79349575228148513],
+            79341785002036617,
+        ),
+        (
+            "Emoticons :) :-( ;) <3 xD ^_^ o.O and 😀😀 survive? Let's see: gotta wanna gimme ain't.",
+            "emoticons 0 xd o o and 😀😀 survive let s see gotta wanna gimme ain t",
+            18,
+            [13889441702607175972, 1682609878234622393, 2309205383887401073],
+            [17379952194211558, 158313900690817712, 125199998209813809],
+            264310983310616736,
+        ),
     ];
-    for (text, simple, shingles, band0, last) in cases {
+    for (text, simple, words, shingles, band0, last) in cases {
         assert_eq!(simplify_text(text), simple);
+        // One shingle per 5-word window of the spaCy words.
+        assert_eq!(h.shingles(text).len(), words - 4, "{text}");
         assert_eq!(h.shingles(text)[..3], shingles, "{text}");
         let sig = h.signature(text).expect("at least 5 words");
         assert_eq!(sig.len(), 112);

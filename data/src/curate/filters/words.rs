@@ -93,7 +93,7 @@ fn special(s: &str) -> Option<&'static [&'static str]> {
         .map(|i| EXCEPTIONS[i].1)
 }
 
-fn is_special(s: &str) -> bool {
+pub(crate) fn is_special(s: &str) -> bool {
     special(s).is_some()
 }
 

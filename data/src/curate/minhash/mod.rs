@@ -9,7 +9,7 @@
 //! their true similarity, as datatrove does.
 //!
 //! ```text
-//! text --simplify--> words --5-grams--> xxh64 shingles --112 permutations-->
+//! text --simplify--> spaCy en words --5-grams--> xxh64 shingles --112 perms-->
 //!   signature [14 bands x 8 mins] --xxh3 per band--> band keys [14]
 //! DedupIndex: per band Vec<(key, doc)>; resolve: sort per band, union runs
 //! Clusters: [docs] -> root (lowest id, the kept one); report of sizes
