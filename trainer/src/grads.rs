@@ -125,7 +125,9 @@ impl<B: Backend> GradStore<B> {
             .into_data()
             .convert::<f32>()
             .into_vec()
-            .map_err(|e| TrainerError::Internal(format!("reading gradients for the reduce: {e:?}")))?;
+            .map_err(|e| {
+                TrainerError::Internal(format!("reading gradients for the reduce: {e:?}"))
+            })?;
         collective.all_reduce_sum(&mut flat)?;
         let inv = 1.0 / size as f32;
         let mut offset = 0;

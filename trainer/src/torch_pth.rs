@@ -150,8 +150,8 @@ pub fn pth_bytes(
 
 /// Writes `tensors` as a `.pth` at `path`, atomically.
 pub fn save_pth(path: &Path, tensors: &BTreeMap<String, NamedTensor>) -> Result<()> {
-    let bytes =
-        pth_bytes(tensors).map_err(|e| TrainerError::Internal(format!("{}: {e}", path.display())))?;
+    let bytes = pth_bytes(tensors)
+        .map_err(|e| TrainerError::Internal(format!("{}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
 
