@@ -8,12 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::ElementConversion;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use kiln_data::{Batch, EvalBatch, WholeSplit};
 use kiln_models::{FusedOps, LanguageModel};
 
 use crate::loss::token_nll;
+use crate::objective::batch_tensors;
 
 /// Evaluations shorter than this draw no bar (it would only flicker).
 const QUIET_FOR: Duration = Duration::from_secs(1);
@@ -111,7 +112,7 @@ fn eval_loop<B: FusedOps, M: LanguageModel<B>>(
         if rows == 0 || scored == 0 {
             continue;
         }
-        let (x, y) = ids::<B>(&eb.batch, device);
+        let (x, y) = batch_tensors::<B>(&eb.batch, device);
         let nll = token_nll(model.forward(x), y, fused); // [B, T]
         let nll = if scored < seq {
             nll.slice([0..rows, seq - scored..seq]) // [B, scored]
@@ -161,14 +162,4 @@ pub fn progress_bar(total: u64, progress: bool) -> ProgressBar {
         }),
     );
     bar
-}
-
-/// `[B, T]` inputs and targets of a batch.
-fn ids<B: FusedOps>(batch: &Batch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    let shape = [batch.batch_size, batch.seq_len];
-    let to = |v: &[u32]| {
-        let ids: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-        Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), device)
-    };
-    (to(&batch.inputs), to(&batch.targets))
 }

@@ -29,8 +29,8 @@ pub struct TrainerState {
 }
 
 impl TrainerState {
-    /// The state of a run at step 0 (`loss_scaler`: fp16's initial scale).
-    pub fn fresh(loss_scaler: Option<crate::precision::LossScaler>) -> Self {
+    /// The state of a run at step 0.
+    pub fn fresh() -> Self {
         Self {
             step: 0,
             optimizer_updates: 0,
@@ -41,7 +41,7 @@ impl TrainerState {
             consecutive_nonfinite: 0,
             best_val_loss: None,
             best_step: None,
-            loss_scaler,
+            loss_scaler: None,
             elapsed_s: 0.0,
         }
     }

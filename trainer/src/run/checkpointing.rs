@@ -16,12 +16,6 @@ use crate::state::TrainerState;
 use crate::weights;
 use crate::world::World;
 
-/// One file of a checkpoint.
-pub struct Part {
-    pub file: &'static str,
-    pub bytes: Vec<u8>,
-}
-
 pub struct CheckpointWriter {
     pub run_dir: PathBuf,
     pub world: World,
@@ -34,38 +28,26 @@ pub struct CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// The parts of a checkpoint of this run's content.
+    /// The files (name, bytes) of a checkpoint of this run's content.
     pub fn parts<B: TrainBackend>(
         &self,
         model: &Decoder<B>,
         opt: &Optimizer<B::InnerBackend>,
         state: &TrainerState,
-    ) -> Result<Vec<Part>> {
+    ) -> Result<Vec<(&'static str, Vec<u8>)>> {
         let model_tensors = named_tensors::<B::InnerBackend, _>(&model.valid());
         let state_bytes = serde_json::to_vec_pretty(state).map_err(|e| {
             TrainerError::checkpoint(Path::new(STATE_FILE), format!("cannot encode: {e}"))
         })?;
         Ok(vec![
-            Part {
-                file: MODEL_FILE,
-                bytes: weights::to_bytes(&model_tensors, None)?,
-            },
-            Part {
-                file: OPTIMIZER_FILE,
-                bytes: weights::to_bytes(&opt.export_state(), None)?,
-            },
-            Part {
-                file: STATE_FILE,
-                bytes: state_bytes,
-            },
-            Part {
-                file: CONFIG_FILE,
-                bytes: self.cfg_toml.as_bytes().to_vec(),
-            },
-            Part {
-                file: TOKENIZER_FILE,
-                bytes: self.tokenizer_json.as_bytes().to_vec(),
-            },
+            (MODEL_FILE, weights::to_bytes(&model_tensors, None)?),
+            (
+                OPTIMIZER_FILE,
+                weights::to_bytes(&opt.export_state(), None)?,
+            ),
+            (STATE_FILE, state_bytes),
+            (CONFIG_FILE, self.cfg_toml.as_bytes().to_vec()),
+            (TOKENIZER_FILE, self.tokenizer_json.as_bytes().to_vec()),
         ])
     }
 
@@ -80,8 +62,7 @@ impl CheckpointWriter {
         if self.content == Content::Full && !self.world.is_leader() {
             return Ok(None);
         }
-        let parts = self.parts(model, opt, state)?;
-        let files: Vec<(&str, Vec<u8>)> = parts.into_iter().map(|p| (p.file, p.bytes)).collect();
+        let files = self.parts(model, opt, state)?;
         let dir = checkpoint::save(&self.run_dir, state.step, &self.content, &files)?;
         let keep = if self.keep_best {
             state.best_step

@@ -58,7 +58,7 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
             ckpt.tokenizer.vocab_size()
         ));
     }
-    let data = rank_ordered(req.collective.as_ref(), || {
+    let mut data = rank_ordered(req.collective.as_ref(), || {
         load_rank_data(&mut cfg, run_dir, from.map(|c| &c.tokenizer), world)
     })?;
     if let Some(ckpt) = init.as_ref() {
@@ -69,18 +69,17 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         optimizer: resumed.as_ref().and_then(|r| r.optimizer.as_ref()),
         source: c.dir.join(MODEL_FILE).display().to_string(),
     });
-    let (model, stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
+    let (model, mut stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
     let mut state = match &resumed {
         Some(ckpt) => ckpt.state.clone(),
-        None => TrainerState::fresh(stepper.precision.initial_loss_scaler()),
+        None => TrainerState::fresh(),
     };
-    let mut data = data;
     match &resumed {
         Some(_) => data.train.restore(&state)?,
         None => data.train.save_into(&mut state),
     }
-    let mut stepper = stepper;
     stepper.opt.set_updates(state.optimizer_updates);
+    // fp16 starts its loss scale here; a resumed run keeps its own.
     if state.loss_scaler.is_none() {
         state.loss_scaler = stepper.precision.initial_loss_scaler();
     }
