@@ -157,6 +157,10 @@ pub const COLORS: &[&str] = &[
     "striped",
 ];
 
+/// The [`COLORS`] that name a colour ("big" and "striped" do not), which a
+/// "what colour" question may ask about.
+pub const HUES: &[&str] = &["red", "blue", "green", "yellow", "pink", "purple", "orange"];
+
 /// Where a lost thing turns up.
 pub const HIDING_SPOTS: &[&str] = &[
     "under a big tree",
