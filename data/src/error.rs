@@ -216,4 +216,8 @@ pub enum DataError {
     /// Near-duplicate detection (`curate::minhash`) failed.
     #[error(transparent)]
     Minhash(#[from] crate::curate::minhash::MinhashError),
+
+    /// Instruction data (`instruct`): reading, templates, encoding, sampling.
+    #[error(transparent)]
+    Instruct(#[from] crate::instruct::InstructError),
 }

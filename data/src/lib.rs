@@ -21,6 +21,7 @@ pub mod corpus;
 pub mod curate;
 pub mod dataset;
 pub mod error;
+pub mod instruct;
 pub mod loader;
 pub mod mixture;
 pub mod prepare;
