@@ -12,6 +12,7 @@ mod curation_minhash;
 mod data;
 mod data_bad_input;
 mod fused_ops;
+mod lora;
 mod mamba;
 mod optim_model_parity;
 mod optim_parity;

@@ -23,7 +23,7 @@ fn model_config(toml_text: &str) -> ModelConfig {
     toml::from_str(toml_text).expect("model config")
 }
 
-fn config_from_hf(hf: &serde_json::Value) -> ModelConfig {
+pub(crate) fn config_from_hf(hf: &serde_json::Value) -> ModelConfig {
     let get = |k: &str| {
         hf[k]
             .as_u64()

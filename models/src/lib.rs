@@ -1,6 +1,7 @@
 //! Kiln's model architectures, generic over burn's `Backend`. Models never
 //! name a backend or dtype: the trainer picks them.
 
+pub mod adapters;
 pub mod config;
 pub mod decoder;
 pub mod error;
@@ -13,9 +14,11 @@ pub mod naming;
 pub mod ops;
 pub mod rwkv7;
 
+pub use adapters::{is_adapter_name, ProjectionName};
 pub use config::{Arch, BlockKind, ModelConfig};
 pub use decoder::{Decoder, DecoderCache};
 pub use error::ModelError;
+pub use layers::{LoraInit, LoraSpec};
 pub use lm::{LanguageModel, TrainBackend};
 pub use naming::{
     load_named_tensors, load_named_tensors_where, named_tensors, param_infos, NamedTensor,

@@ -45,6 +45,16 @@ pub enum Content {
     Shard { rank: usize, world_size: usize },
 }
 
+impl Content {
+    /// The base hash of an adapter checkpoint.
+    pub fn base_sha256(&self) -> Option<&str> {
+        match self {
+            Content::Adapters { base_sha256 } => Some(base_sha256),
+            _ => None,
+        }
+    }
+}
+
 /// SHA-256 over the names, shapes and f32 values (little-endian) of a set of
 /// tensors in name order: the identity of a base model's weights.
 pub fn tensors_sha256(tensors: &BTreeMap<String, kiln_models::NamedTensor>) -> String {

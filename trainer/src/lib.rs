@@ -2,6 +2,7 @@
 //! metrics, generation, evaluation, export and benchmarks. Generic over
 //! burn's `AutodiffBackend`; the `kiln` binary picks the backend.
 
+pub mod adapter;
 pub mod allocator;
 pub mod backend;
 pub mod bench;
@@ -11,6 +12,7 @@ pub mod data_setup;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod export_peft;
 pub mod fsutil;
 pub mod generate;
 pub mod grads;

@@ -26,6 +26,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => cmd::generate(a),
         Command::Eval(a) => cmd::eval(a),
         Command::Export(a) => cmd::export(a),
+        Command::Merge(a) => cmd::merge(a),
         Command::Data {
             action: DataAction::Prepare(a),
         } => cmd::data_prepare(a),

@@ -5,10 +5,12 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use kiln_data::instruct::IGNORE;
 use kiln_data::Batch;
+use kiln_models::ops::IGNORE_INDEX;
 use kiln_models::{Decoder, FusedOps, LanguageModel};
 
-use crate::loss::cross_entropy;
+use crate::loss::{masked_mean, token_nll};
 
 /// The loss of one micro-batch under a model.
 pub trait Objective<B: FusedOps> {
@@ -16,7 +18,8 @@ pub trait Objective<B: FusedOps> {
     fn loss(&self, model: &Decoder<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1>;
 }
 
-/// Mean next-token cross-entropy over every position.
+/// Mean next-token cross-entropy over the positions that take loss (all of
+/// them, except [`IGNORE`] targets: prompts and padding of instruction data).
 #[derive(Debug, Clone, Copy)]
 pub struct NextToken {
     /// The fused one-pass cross-entropy kernel; false = composed ops.
@@ -26,18 +29,28 @@ pub struct NextToken {
 impl<B: FusedOps> Objective<B> for NextToken {
     fn loss(&self, model: &Decoder<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
         let (x, y) = batch_tensors::<B>(batch, device); // [B, T], [B, T]
-        cross_entropy(model.forward(x), y, self.fused)
+        let nll = token_nll(model.forward(x), y, self.fused); // [B, T]
+        masked_mean(nll, scored_targets(batch))
     }
 }
 
-/// `[B, T]` ids of a batch as tensors.
+/// Targets of a batch that take loss.
+pub fn scored_targets(batch: &Batch) -> usize {
+    batch.targets.iter().filter(|&&t| t != IGNORE).count()
+}
+
+/// `[B, T]` ids of a batch as tensors; [`IGNORE`] targets become the loss's
+/// `IGNORE_INDEX`.
 pub fn batch_tensors<B: Backend>(
     batch: &Batch,
     device: &B::Device,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let shape = [batch.batch_size, batch.seq_len];
     let to = |v: &[u32]| {
-        let ids: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        let ids: Vec<i64> = v
+            .iter()
+            .map(|&x| if x == IGNORE { IGNORE_INDEX } else { x as i64 })
+            .collect();
         Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), device)
     };
     (to(&batch.inputs), to(&batch.targets))

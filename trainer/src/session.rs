@@ -80,9 +80,14 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
 }
 
 /// A model of the checkpoint's config on `device` holding its weights.
+/// An adapter checkpoint is built over its base (verified by hash).
 pub fn build_model<B: FusedOps>(ckpt: &LoadedCheckpoint, device: &B::Device) -> Result<Decoder<B>> {
-    let model =
+    let mut model =
         Decoder::new(&ckpt.config.model, device)?.with_fused(ckpt.config.training.fused_ops);
+    if let Some(a) = &ckpt.config.adapter {
+        model = crate::adapter::attach(model, a)?;
+    }
+    let (weights, _) = crate::adapter::full_weights(ckpt)?;
     let source = ckpt.dir.join(MODEL_FILE).display().to_string();
-    Ok(load_named_tensors(model, &ckpt.model, &source)?)
+    Ok(load_named_tensors(model, &weights, &source)?)
 }

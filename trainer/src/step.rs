@@ -68,8 +68,13 @@ pub struct Stepper<B: TrainBackend> {
     pub grad_clip: f64,
     /// Fused kernels for Sophia's sampled-label pass.
     pub fused: bool,
-    /// Seed of Sophia's label sampling.
+    /// Seed of Sophia's label sampling (and of per-step reseeding).
     pub seed: u64,
+    /// Reseed the backend's RNG from (seed, step) before each step, so that
+    /// random ops in the forward (LoRA dropout) replay exactly on resume.
+    pub reseed_each_step: bool,
+    /// Steps taken so far (the run's step counter; restored on resume).
+    pub steps_taken: u64,
     pub device: B::Device,
 }
 
@@ -85,6 +90,11 @@ impl<B: TrainBackend> Stepper<B> {
         scaler: Option<&mut LossScaler>,
     ) -> Result<(Decoder<B>, StepReport)> {
         let mut times = PhaseTimes::default();
+        self.steps_taken += 1;
+        if self.reseed_each_step {
+            let mix = self.steps_taken.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            B::seed(&self.device, self.seed ^ mix);
+        }
         let autocast = self.precision.autocast_scope();
         let loss_scale = self.precision.loss_scale(scaler.as_deref());
         let mut grads = GradStore::<B::InnerBackend>::default();

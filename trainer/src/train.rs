@@ -36,6 +36,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         mut model,
         mut stepper,
         mut state,
+        content,
         notes,
     } = prepare::<B>(req, &device)?;
     let t = cfg.training.clone();
@@ -51,7 +52,9 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     let writer = CheckpointWriter {
         run_dir: run_dir.clone(),
         world,
-        content: Content::Full,
+        saved_names: matches!(content, Content::Adapters { .. })
+            .then(|| stepper.table.infos.iter().map(|p| p.name.clone()).collect()),
+        content,
         cfg_toml: cfg.to_toml()?,
         tokenizer_json: tokenizer.to_json()?,
         keep_last: cfg.checkpoint.keep_last,

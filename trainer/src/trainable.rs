@@ -1,16 +1,18 @@
 //! Which parameters train. A frozen parameter gets no gradient (burn does
 //! not track it), no optimizer state, no share of the clipping norm, and
-//! stays frozen in every precision mode. Today the set comes from
-//! `training.freeze` (checkpoint-name globs); adapters (LoRA) will freeze
-//! the whole base the same way.
+//! stays frozen in every precision mode. The set comes from
+//! `training.freeze` (checkpoint-name globs) and, in a LoRA run, from
+//! `[adapter]`: the whole base is frozen but the adapters and the
+//! `adapter.trainable` globs.
 
 use std::collections::HashSet;
 
 use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
-use kiln_models::{param_infos, FusedOps, LanguageModel};
+use kiln_models::{is_adapter_name, param_infos, FusedOps, LanguageModel};
 
+use crate::config::RunConfig;
 use crate::error::{Result, TrainerError};
 use crate::grads::ParamTable;
 use crate::optim::groups::glob_match;
@@ -19,17 +21,34 @@ use crate::optim::groups::glob_match;
 pub struct TrainableSet {
     /// Globs over checkpoint names (`*` matches any run of characters).
     pub freeze: Vec<String>,
+    /// A LoRA run: only adapters and tensors matching these globs train.
+    pub adapters_plus: Option<Vec<String>>,
 }
 
 impl TrainableSet {
     pub fn freezing(globs: &[String]) -> Self {
         Self {
             freeze: globs.to_vec(),
+            adapters_plus: None,
+        }
+    }
+
+    /// The set a run config asks for.
+    pub fn of_run(cfg: &RunConfig) -> Self {
+        Self {
+            freeze: cfg.training.freeze.clone(),
+            adapters_plus: cfg.adapter.as_ref().map(|a| a.trainable.clone()),
         }
     }
 
     pub fn is_frozen(&self, name: &str) -> bool {
-        self.freeze.iter().any(|g| glob_match(g, name))
+        if self.freeze.iter().any(|g| glob_match(g, name)) {
+            return true;
+        }
+        match &self.adapters_plus {
+            Some(globs) => !is_adapter_name(name) && !globs.iter().any(|g| glob_match(g, name)),
+            None => false,
+        }
     }
 
     /// The parameter table of `model` under this set. A glob matching no
@@ -44,6 +63,14 @@ impl TrainableSet {
                         "{glob:?} matches no parameter; names look like \"{}\" (`*` matches any run of characters)",
                         infos.first().map_or("model.embed_tokens.weight", |p| p.name.as_str())
                     ),
+                ));
+            }
+        }
+        for (i, glob) in self.adapters_plus.iter().flatten().enumerate() {
+            if !infos.iter().any(|p| glob_match(glob, &p.name)) {
+                return Err(TrainerError::invalid(
+                    format!("adapter.trainable[{i}]"),
+                    format!("{glob:?} matches no parameter; names look like \"model.embed_tokens.weight\""),
                 ));
             }
         }

@@ -43,6 +43,8 @@ impl<B: Backend> Embedding<B> {
             bias: None,
             fused: self.fused,
             transposed: true,
+            // The tied head is rebuilt each forward: no adapter of its own.
+            lora: None,
         }
     }
 }

@@ -8,7 +8,8 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
-use crate::ops::precision::autocast_matmul;
+use super::lora::{LoraAdapter, LoraSpec};
+use crate::ops::precision::{autocast_matmul, cast_to};
 use crate::ops::{matmul, FusedOps};
 
 #[derive(Module, Debug)]
@@ -27,6 +28,8 @@ pub struct Linear<B: Backend> {
     /// transposed view, never copied: the tied output head over the
     /// `[vocab, dim]` embedding table (see `Embedding::head`).
     pub transposed: bool,
+    /// A LoRA adapter adding `s (x A) B` to the output (fine-tuning).
+    pub lora: Option<LoraAdapter<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -43,6 +46,7 @@ impl<B: Backend> Linear<B> {
             bias: None,
             fused: true,
             transposed: false,
+            lora: None,
         }
     }
 
@@ -50,6 +54,42 @@ impl<B: Backend> Linear<B> {
     pub fn with_bias(self, bias: Tensor<B, 1>) -> Self {
         Self {
             bias: Some(Param::from_tensor(bias)),
+            ..self
+        }
+    }
+
+    /// This projection with a fresh adapter (replacing any it had).
+    pub fn with_lora(self, spec: &LoraSpec) -> Self {
+        let device = self.weight.device();
+        let lora = LoraAdapter::new(self.d_in(), self.d_out(), spec, &device);
+        Self {
+            lora: Some(lora),
+            ..self
+        }
+    }
+
+    /// The adapter folded into the weight in f32 (`W + s A B`, stored back
+    /// in the weight's dtype) and removed; untouched without one.
+    pub fn merged(self) -> Self {
+        let Some(lora) = self.lora else {
+            return self;
+        };
+        let w = self.weight.val();
+        let dtype = w.dtype();
+        let (w, _) = crate::ops::precision::to_f32(w);
+        let (a, _) = crate::ops::precision::to_f32(lora.a.val()); // [d_in, r]
+        let (b, _) = crate::ops::precision::to_f32(lora.b.val()); // [r, d_out]
+        let delta = a.matmul(b).mul_scalar(lora.scale); // [d_in, d_out]
+        let delta = if self.transposed {
+            delta.transpose() // [d_out, d_in]
+        } else {
+            delta
+        };
+        let (id, _, mapper) = self.weight.consume();
+        let merged = cast_to(w + delta, dtype);
+        Self {
+            weight: Param::from_mapped_value(id, merged, mapper),
+            lora: None,
             ..self
         }
     }
@@ -107,7 +147,14 @@ impl<B: FusedOps> Linear<B> {
     fn project(&self, x: Tensor<B, 2>, start: usize, len: usize) -> Tensor<B, 2> {
         let w = self.weight_cols(start, len); // [d_in, len], a strided view
         let fused = self.fused;
-        let y = autocast_matmul(x, w, |a, b| if fused { matmul(a, b) } else { a.matmul(b) }); // [rows, len]
+        let mm = |a: Tensor<B, 2>, b: Tensor<B, 2>| if fused { matmul(a, b) } else { a.matmul(b) };
+        let y = match &self.lora {
+            Some(lora) => {
+                autocast_matmul(x.clone(), w, mm) + lora_delta(lora, x, start, len, mm)
+                // [rows, len]
+            }
+            None => autocast_matmul(x, w, mm), // [rows, len]
+        };
         match &self.bias {
             Some(bias) => y + narrowed(bias.val(), 0, start, len).reshape([1, len]), // [rows, len]
             None => y,
@@ -123,6 +170,24 @@ impl<B: FusedOps> Linear<B> {
             narrowed(w, 1, start, len) // [d_in, len]
         }
     }
+}
+
+/// The adapter's share of output columns `start .. start + len`:
+/// `s (x A) B[:, start..start + len]`, `[rows, d_in] -> [rows, len]`. Two thin
+/// GEMMs; the adapter is cast to the activations' dtype (a bf16 base may
+/// carry f32 adapters) and the matmuls follow autocast like the base's.
+fn lora_delta<B: FusedOps>(
+    lora: &LoraAdapter<B>,
+    x: Tensor<B, 2>,
+    start: usize,
+    len: usize,
+    mm: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2> + Copy,
+) -> Tensor<B, 2> {
+    let dtype = x.dtype();
+    let a = cast_to(lora.a.val(), dtype); // [d_in, r]
+    let b = narrowed(cast_to(lora.b.val(), dtype), 1, start, len); // [r, len]
+    let xa = autocast_matmul(lora.dropped(x), a, mm); // [rows, r]
+    autocast_matmul(xa, b, mm).mul_scalar(lora.scale) // [rows, len]
 }
 
 /// `t` narrowed to `start .. start + len` along `dim`, untouched when that is

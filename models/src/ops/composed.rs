@@ -80,13 +80,23 @@ pub fn cross_entropy_fwd<B: Backend>(
     let logits = wrap::<B, 2>(logits);
     let targets = Tensor::<B, 1, Int>::from_primitive(targets);
     let n = logits.dims()[0];
+    let (targets, keep) = ignoring(targets); // [n], [n, 1]
     let max = logits.clone().max_dim(1); // [n, 1]
     let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max; // [n, 1]
     let picked = logits.gather(1, targets.reshape([n, 1])); // [n, 1]
     (
-        unwrap((lse.clone() - picked).reshape([n])),
+        unwrap(((lse.clone() - picked) * keep).reshape([n])),
         unwrap(lse.reshape([n])),
     )
+}
+
+/// Targets with [`IGNORE_INDEX`] replaced by 0 (any valid index) and the
+/// `[n, 1]` mask (1 = takes loss) that zeroes their loss and gradient.
+fn ignoring<B: Backend>(targets: Tensor<B, 1, Int>) -> (Tensor<B, 1, Int>, Tensor<B, 2>) {
+    let n = targets.dims()[0];
+    let ignored = targets.clone().equal_elem(IGNORE_INDEX); // [n]
+    let keep = ignored.clone().bool_not().float().reshape([n, 1]); // [n, 1]
+    (targets.mask_fill(ignored, 0), keep)
 }
 
 /// `dlogits = grad * (softmax(logits) - onehot(targets))`.
@@ -99,9 +109,10 @@ pub fn cross_entropy_bwd<B: Backend>(
     let logits = wrap::<B, 2>(logits);
     let [n, v] = logits.dims();
     let targets = Tensor::<B, 1, Int>::from_primitive(targets);
+    let (targets, keep) = ignoring(targets); // [n], [n, 1]
     let (lse, grad) = (
         wrap::<B, 1>(lse).reshape([n, 1]),
-        wrap::<B, 1>(grad).reshape([n, 1]),
+        wrap::<B, 1>(grad).reshape([n, 1]) * keep,
     );
     let cols = Tensor::<B, 1, Int>::arange(0..v as i64, &logits.device())
         .reshape([1, v])

@@ -24,6 +24,11 @@ use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 use precision::{cast_to, to_f32};
 
+/// A target that takes no loss (PyTorch's `ignore_index` default): its row
+/// has loss 0 and a gradient of exactly zero (the fused kernel does not
+/// even read it). Instruction tuning marks prompt tokens and padding so.
+pub const IGNORE_INDEX: i64 = -100;
+
 fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }

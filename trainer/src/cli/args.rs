@@ -28,9 +28,13 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Loss and perplexity of a checkpoint on its validation split or --data.
     Eval(EvalArgs),
-    /// Export a checkpoint: `hf` (a Hugging Face folder: llama, mamba) or
-    /// `rwkv` (the official RWKV-7 `model.pth` the `rwkv` package loads).
+    /// Export a checkpoint: `hf` (a Hugging Face folder: llama, mamba),
+    /// `rwkv` (the official RWKV-7 `model.pth` the `rwkv` package loads) or
+    /// `peft` (a LoRA run's adapters, for `PeftModel.from_pretrained`).
     Export(ExportArgs),
+    /// Fold a LoRA checkpoint's adapters into its base (f32) and write a full
+    /// checkpoint into the run directory --out.
+    Merge(MergeArgs),
     /// Raw corpora to packed token shards.
     Data {
         #[command(subcommand)]
@@ -120,13 +124,23 @@ pub struct EvalArgs {
     pub device: Option<String>,
 }
 
-/// Export a checkpoint: `hf` (a Hugging Face folder: llama, mamba) or
-/// `rwkv` (the official RWKV-7 `model.pth` the `rwkv` package loads).
+/// Export a checkpoint: `hf` (a Hugging Face folder: llama, mamba),
+/// `rwkv` (the official RWKV-7 `model.pth`) or `peft` (LoRA adapters).
 #[derive(Args)]
 pub struct ExportArgs {
     pub checkpoint: PathBuf,
     #[arg(long, default_value = "hf")]
     pub format: String,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Fold a LoRA checkpoint's adapters into its base and save a full checkpoint.
+#[derive(Args)]
+pub struct MergeArgs {
+    /// A LoRA run directory (its latest checkpoint) or checkpoint directory.
+    pub checkpoint: PathBuf,
+    /// A new run directory; the merged checkpoint goes to OUT/checkpoints/step-N.
     #[arg(long)]
     pub out: PathBuf,
 }

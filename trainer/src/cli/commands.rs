@@ -15,10 +15,10 @@ use kiln_trainer::config::{self, RunConfig};
 use kiln_trainer::generate::SampleOptions;
 use kiln_trainer::run::setup::single_process;
 use kiln_trainer::train::{train as run_training, Start, TrainOutcome, TrainRequest};
-use kiln_trainer::{data_setup, export, plan, session};
+use kiln_trainer::{adapter, data_setup, export, plan, session};
 
 use super::args::{
-    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, PrepareArgs, StoriesArgs,
+    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs, StoriesArgs,
     TokenizerTrainArgs, TrainArgs,
 };
 
@@ -139,12 +139,25 @@ pub fn config_check(args: CheckArgs) -> anyhow::Result<()> {
 /// `kiln export CHECKPOINT --format hf|rwkv --out DIR`.
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let (checkpoint, format, out) = (&args.checkpoint, args.format.as_str(), &args.out);
-    if format != "hf" && format != "rwkv" {
+    if !["hf", "rwkv", "peft"].contains(&format) {
         bail!(
-            "--format {format}: use \"hf\" (Hugging Face transformers) or \"rwkv\" (RWKV-7 .pth)"
+            "--format {format}: use \"hf\" (Hugging Face transformers), \"rwkv\" (RWKV-7 .pth) or \"peft\" (LoRA adapters)"
         );
     }
     let ckpt = session::load_checkpoint(checkpoint)?;
+    if format == "peft" {
+        kiln_trainer::export_peft::export_peft(&ckpt, out)?;
+        return emit(&format!(
+            "exported the adapters of {} to {}",
+            ckpt.dir.display(),
+            out.display()
+        ));
+    }
+    // A LoRA checkpoint exports as its merged model.
+    let ckpt = match ckpt.config.adapter {
+        Some(_) => adapter::merged(&ckpt)?,
+        None => ckpt,
+    };
     if format == "rwkv" {
         export::export_rwkv(&ckpt, out)?;
     } else {
@@ -154,6 +167,18 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         "exported {} to {}",
         ckpt.dir.display(),
         out.display()
+    ))
+}
+
+/// `kiln merge CHECKPOINT --out RUN_DIR`.
+pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
+    let ckpt = session::load_checkpoint(&args.checkpoint)?;
+    let merged = adapter::merged(&ckpt)?;
+    let dir = adapter::save_full(&merged, &args.out)?;
+    emit(&format!(
+        "merged the adapters of {} into {}",
+        ckpt.dir.display(),
+        dir.display()
     ))
 }
 

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainerError};
 
+mod adapter;
 mod validate;
+
+pub use adapter::{short_target, AdapterConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +35,9 @@ pub struct RunConfig {
     /// Full fine-tuning: start from a checkpoint's weights (fresh optimizer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<InitConfig>,
+    /// LoRA fine-tuning over the `[init]` checkpoint, which stays frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -196,6 +196,15 @@ impl RunConfig {
         if self.model.vocab_size > 0 {
             self.model.validate()?;
         }
+        if let Some(a) = &self.adapter {
+            a.validate()?;
+            if self.init.is_none() {
+                return Err(TrainerError::invalid(
+                    "adapter",
+                    "needs a base to adapt: add [init] from = \"RUN_DIR/checkpoints/step-N\"",
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -81,6 +81,11 @@ impl ParamGroups {
 /// RWKV-7's LoRA factors and `r_k` (train_temp decays 2-D `.weight` tensors
 /// only; it does decay its `emb.weight`, and so does this).
 pub fn default_decay(name: &str, rank: usize) -> bool {
+    // LoRA factors decay like the projections they adapt (as torch's AdamW
+    // over peft's parameters does).
+    if kiln_models::is_adapter_name(name) {
+        return true;
+    }
     rank >= 2
         && name.ends_with(".weight")
         && !name.contains("embed_tokens")

@@ -25,6 +25,9 @@ pub struct CheckpointWriter {
     pub tokenizer_json: String,
     pub keep_last: usize,
     pub keep_best: bool,
+    /// Adapter checkpoints: the tensors saved (adapters and the other
+    /// trainable ones); the frozen base is named by hash, not copied.
+    pub saved_names: Option<std::collections::BTreeSet<String>>,
 }
 
 impl CheckpointWriter {
@@ -35,7 +38,10 @@ impl CheckpointWriter {
         opt: &Optimizer<B::InnerBackend>,
         state: &TrainerState,
     ) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        let model_tensors = named_tensors::<B::InnerBackend, _>(&model.valid());
+        let mut model_tensors = named_tensors::<B::InnerBackend, _>(&model.valid());
+        if let Some(keep) = &self.saved_names {
+            model_tensors.retain(|name, _| keep.contains(name));
+        }
         let state_bytes = serde_json::to_vec_pretty(state).map_err(|e| {
             TrainerError::checkpoint(Path::new(STATE_FILE), format!("cannot encode: {e}"))
         })?;

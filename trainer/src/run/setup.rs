@@ -8,11 +8,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_data::Tokenizer;
-use kiln_models::{load_named_tensors, Decoder, NamedTensor, TrainBackend};
+use kiln_models::{
+    is_adapter_name, load_named_tensors, load_named_tensors_where, Decoder, NamedTensor,
+    TrainBackend,
+};
 
 use super::overrides::apply_on_resume;
 use super::{Start, TrainRequest};
-use crate::checkpoint;
+use crate::adapter;
+use crate::checkpoint::{self, Content};
 use crate::config::RunConfig;
 use crate::data_setup::{load_rank_data, RunData};
 use crate::error::{Result, TrainerError};
@@ -34,6 +38,8 @@ pub struct PreparedRun<B: TrainBackend> {
     pub model: Decoder<B>,
     pub stepper: Stepper<B>,
     pub state: TrainerState,
+    /// What the run's checkpoints hold (the whole model, or adapters over a base).
+    pub content: Content,
     /// Lines for the log: where the run starts from, its tokenizer, overrides.
     pub notes: Vec<String>,
 }
@@ -64,8 +70,29 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
     if let Some(ckpt) = init.as_ref() {
         same_architecture(&ckpt.config, &cfg, &ckpt.dir)?;
     }
-    let weights = from.map(|c| StartWeights {
-        model: &c.model,
+    // An adapter checkpoint holds only what trained; the rest is its base's.
+    let (full, base_sha) = match from {
+        Some(c) => {
+            let (w, sha) = adapter::full_weights(c)?;
+            (Some(w), sha)
+        }
+        None => (None, None),
+    };
+    let content = match (&base_sha, init.as_ref()) {
+        (Some(sha), _) => Content::Adapters {
+            base_sha256: sha.clone(),
+        },
+        (None, Some(base)) => adapter::run_content(&cfg, Some(&base.model)),
+        (None, None) => Content::Full,
+    };
+    if let (Some(sha), Some(base)) = (content.base_sha256(), init.as_ref()) {
+        notes.push(format!(
+            "adapter: over base {} (weights SHA-256 {sha})",
+            base.dir.display()
+        ));
+    }
+    let weights = from.zip(full.as_ref()).map(|(c, model)| StartWeights {
+        model,
         optimizer: resumed.as_ref().and_then(|r| r.optimizer.as_ref()),
         source: c.dir.join(MODEL_FILE).display().to_string(),
     });
@@ -79,6 +106,7 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         None => data.train.save_into(&mut state),
     }
     stepper.opt.set_updates(state.optimizer_updates);
+    stepper.steps_taken = state.step;
     // fp16 starts its loss scale here; a resumed run keeps its own.
     if state.loss_scaler.is_none() {
         state.loss_scaler = stepper.precision.initial_loss_scaler();
@@ -97,6 +125,7 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         model,
         stepper,
         state,
+        content,
         notes,
     })
 }
@@ -210,10 +239,20 @@ pub fn build_parts<B: TrainBackend>(
     let t = &cfg.training;
     B::seed(device, t.seed);
     let mut model: Decoder<B> = Decoder::new(&cfg.model, device)?.with_fused(t.fused_ops);
-    if let Some(w) = &weights {
-        model = load_named_tensors(model, w.model, &w.source)?;
+    if let Some(a) = &cfg.adapter {
+        model = adapter::attach(model, a)?;
     }
-    let trainable = TrainableSet::freezing(&t.freeze);
+    if let Some(w) = &weights {
+        model = if cfg.adapter.is_some() {
+            // A fresh LoRA run starts its adapters from their init; a resumed
+            // one finds them all in the checkpoint.
+            let has = |n: &str| !is_adapter_name(n) || w.model.contains_key(n);
+            load_named_tensors_where(model, w.model, &w.source, &has)?
+        } else {
+            load_named_tensors(model, w.model, &w.source)?
+        };
+    }
+    let trainable = TrainableSet::of_run(cfg);
     let table = trainable.table::<B, _>(&model)?;
     let model = TrainableSet::apply(model, &table);
     let precision = PrecisionPolicy::new(t.precision, t.seed);
@@ -233,6 +272,8 @@ pub fn build_parts<B: TrainBackend>(
         grad_clip: cfg.optimizer.grad_clip,
         fused: t.fused_ops,
         seed: t.seed,
+        reseed_each_step: cfg.adapter.as_ref().is_some_and(|a| a.dropout > 0.0),
+        steps_taken: 0,
         device: device.clone(),
     };
     Ok((model, stepper))

@@ -13,6 +13,8 @@ use rayon::prelude::*;
 /// Elements of logits per rayon task (fixed, independent of the thread count).
 const TASK_ELEMS: usize = 1 << 15;
 
+pub use crate::ops::IGNORE_INDEX;
+
 fn rows_per_task(v: usize) -> usize {
     (TASK_ELEMS / v.max(1)).max(1)
 }
@@ -53,6 +55,11 @@ impl SimdKernel for FwdRows<'_> {
             .zip(self.loss.iter_mut())
             .zip(self.lse.iter_mut())
         {
+            if t == IGNORE_INDEX {
+                *lse = 0.0;
+                *loss = 0.0;
+                continue;
+            }
             let l = row_lse::<I>(row);
             // Targets were validated by the caller.
             let xt = row[t as usize];
@@ -63,7 +70,8 @@ impl SimdKernel for FwdRows<'_> {
 }
 
 /// Per-row cross-entropy: loss_i = lse_i - logits[i, target_i]. logits [n, v] row-major,
-/// targets [n] (each < v; out-of-range targets are a caller bug: return Err(index)).
+/// targets [n] (each < v, or [`IGNORE_INDEX`]: loss 0; out-of-range targets are a caller
+/// bug: return Err(index)).
 /// Returns (loss [n], lse [n]). Parallel over row chunks.
 ///
 /// `Err(i)` carries the row index `i` of the first target outside `0..v`.
@@ -94,7 +102,10 @@ fn forward_at(
         n,
         "cross_entropy_forward: targets.len() != n"
     );
-    if let Some(i) = targets.iter().position(|&t| t < 0 || t as u64 >= v as u64) {
+    if let Some(i) = targets
+        .iter()
+        .position(|&t| t != IGNORE_INDEX && (t < 0 || t as u64 >= v as u64))
+    {
         return Err(i);
     }
     let mut loss = vec![0f32; n];
@@ -155,6 +166,10 @@ impl SimdKernel for BwdRows<'_> {
             .chunks_exact(v)
             .zip(self.out.chunks_exact_mut(v));
         for ((((row, out), &t), &l), &g) in rows.zip(self.targets).zip(self.lse).zip(self.grad) {
+            if t == IGNORE_INDEX {
+                out.fill(0.0);
+                continue;
+            }
             for (o, &x) in out.iter_mut().zip(row) {
                 *o = g * exp_g::<I>(x - l);
             }
@@ -180,6 +195,10 @@ impl SimdKernel for BwdRowsInplace<'_> {
         let v = self.v;
         let rows = self.buf.chunks_exact_mut(v);
         for (((row, &t), &l), &g) in rows.zip(self.targets).zip(self.lse).zip(self.grad) {
+            if t == IGNORE_INDEX {
+                row.fill(0.0);
+                continue;
+            }
             let t = t as usize;
             let xt = row[t];
             for x in row.iter_mut() {
@@ -211,7 +230,9 @@ fn check_backward_args(
     assert_eq!(lse.len(), n, "cross_entropy_backward: lse.len() != n");
     assert_eq!(grad.len(), n, "cross_entropy_backward: grad.len() != n");
     assert!(
-        targets.iter().all(|&t| t >= 0 && (t as u64) < v as u64),
+        targets
+            .iter()
+            .all(|&t| t == IGNORE_INDEX || (t >= 0 && (t as u64) < v as u64)),
         "cross_entropy_backward: target out of range 0..{v}"
     );
 }
