@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_data::dataset::DomainData;
+use kiln_data::instruct::InstructSampler;
 use kiln_data::mixture::{eval_batches_from_stream, MixtureDomain};
 use kiln_data::{
     eval_batches, generate_corpus, prepare, read_documents_counted, tokenizer_hash, Batch,
@@ -106,6 +107,8 @@ pub fn token_split(cfg: &RunConfig, tokenizer: &Tokenizer, docs: &[String]) -> R
 pub enum TrainStream {
     Tokens(BatchSampler),
     Mixture(MixtureSampler),
+    /// Instruction examples, one per padded row (`[data.instruct]`).
+    Instruct(InstructSampler),
 }
 
 impl TrainStream {
@@ -113,6 +116,7 @@ impl TrainStream {
         match self {
             TrainStream::Tokens(s) => s.next_batch(),
             TrainStream::Mixture(s) => s.next_batch(),
+            TrainStream::Instruct(s) => s.next_batch(),
         }
     }
 
@@ -120,7 +124,7 @@ impl TrainStream {
     /// ranks), for the `data/share/<domain>` metric; empty for in-memory text.
     pub fn domain_shares(&self) -> Vec<(String, f64)> {
         match self {
-            TrainStream::Tokens(_) => Vec::new(),
+            TrainStream::Tokens(_) | TrainStream::Instruct(_) => Vec::new(),
             TrainStream::Mixture(s) => {
                 let st = s.state();
                 let n = st.samples.max(1) as f64;
@@ -138,18 +142,20 @@ impl TrainStream {
         match self {
             TrainStream::Tokens(s) => state.sampler = Some(s.state()),
             TrainStream::Mixture(s) => state.mixture = Some(s.state()),
+            TrainStream::Instruct(s) => state.instruct = Some(s.state()),
         }
     }
 
     /// Continues from a checkpoint's sampler state.
     pub fn restore(&mut self, state: &TrainerState) -> Result<()> {
-        match (self, &state.sampler, &state.mixture) {
-            (TrainStream::Tokens(s), Some(saved), _) => Ok(s.restore(saved)?),
-            (TrainStream::Mixture(s), _, Some(saved)) => Ok(s.restore(saved)?),
+        match (self, &state.sampler, &state.mixture, &state.instruct) {
+            (TrainStream::Tokens(s), Some(saved), _, _) => Ok(s.restore(saved)?),
+            (TrainStream::Mixture(s), _, Some(saved), _) => Ok(s.restore(saved)?),
+            (TrainStream::Instruct(s), _, _, Some(saved)) => Ok(s.restore(saved)?),
             _ => Err(TrainerError::invalid(
                 "data",
                 "the checkpoint's data sampler is of another kind than this run's [data] \
-                 (in-memory text vs prepared shards): resume with the same config",
+                 (in-memory text, prepared shards or instruction data): resume with the same config",
             )),
         }
     }
@@ -192,6 +198,9 @@ pub fn load_rank_data(
     let (rank, size) = (world.rank, world.size);
     let t = cfg.training.clone();
     let seq_len = cfg.seq_len();
+    if let Some(icfg) = cfg.data.instruct.clone() {
+        return crate::data_instruct::load_instruct(cfg, &icfg, resumed_tokenizer, world);
+    }
     if !cfg.data.uses_shards() {
         let docs = train_documents(cfg)?;
         let tokenizer = match resumed_tokenizer {

@@ -58,3 +58,9 @@ impl TrainerError {
 }
 
 pub type Result<T, E = TrainerError> = std::result::Result<T, E>;
+
+impl From<kiln_data::instruct::InstructError> for TrainerError {
+    fn from(e: kiln_data::instruct::InstructError) -> Self {
+        TrainerError::Data(kiln_data::DataError::Instruct(e))
+    }
+}

@@ -6,6 +6,7 @@
 //! The loss is averaged over scored tokens, so a split's end-aligned window,
 //! which scores fewer targets than a full one, weighs by what it scores.
 
+use kiln_data::instruct::IGNORE;
 use std::time::{Duration, Instant};
 
 use burn::tensor::ElementConversion;
@@ -119,11 +120,23 @@ fn eval_loop<B: FusedOps, M: LanguageModel<B>>(
         } else {
             nll
         };
-        // Mean in the backend (as the training loop's estimate), then
-        // weighted by the targets it covers in f64.
-        let mean: f32 = nll.mean().into_scalar().elem();
-        nll_sum += mean as f64 * (rows * scored) as f64;
-        tokens += rows * scored;
+        // Targets that take loss (instruction data ignores prompts and padding).
+        let counted = eb
+            .batch
+            .targets
+            .chunks(seq)
+            .map(|row| row[seq - scored..].iter().filter(|&&t| t != IGNORE).count())
+            .sum::<usize>();
+        if counted == rows * scored {
+            // Mean in the backend (as the training loop's estimate), then
+            // weighted by the targets it covers in f64.
+            let mean: f32 = nll.mean().into_scalar().elem();
+            nll_sum += mean as f64 * (rows * scored) as f64;
+        } else {
+            let sum: f32 = nll.sum().into_scalar().elem(); // ignored targets hold 0
+            nll_sum += sum as f64;
+        }
+        tokens += counted;
         windows += rows;
         bar.inc((rows * scored) as u64);
         if !shown && started.elapsed() >= QUIET_FOR {

@@ -33,6 +33,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data {
             action: DataAction::Stories(a),
         } => cmd::stories(a),
+        Command::Data {
+            action: DataAction::StoriesQa(a),
+        } => cmd::stories_qa(a),
         Command::Tokenizer {
             action: TokenizerAction::Train(a),
         } => cmd::tokenizer_train(a),

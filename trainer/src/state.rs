@@ -17,6 +17,9 @@ pub struct TrainerState {
     /// Mixture sampler (cursors per domain) of a run on prepared shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mixture: Option<MixtureState>,
+    /// The instruction-data sampler (`[data.instruct]` runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruct: Option<kiln_data::instruct::InstructSamplerState>,
     pub skipped_steps: u64,
     pub consecutive_nonfinite: u64,
     pub best_val_loss: Option<f64>,
@@ -37,6 +40,7 @@ impl TrainerState {
             tokens_seen: 0,
             sampler: None,
             mixture: None,
+            instruct: None,
             skipped_steps: 0,
             consecutive_nonfinite: 0,
             best_val_loss: None,

@@ -55,6 +55,10 @@ pub enum DataAction {
     Prepare(PrepareArgs),
     /// Write N built-in generated stories as JSONL (a corpus of any size).
     Stories(StoriesArgs),
+    /// Question/answer pairs about generated stories (who, what, colour,
+    /// where, which came first) as instruction JSONL: OUT/train.jsonl and a
+    /// disjoint OUT/eval.jsonl.
+    StoriesQa(StoriesQaArgs),
 }
 
 #[derive(Subcommand)]
@@ -120,6 +124,14 @@ pub struct EvalArgs {
     pub text: Option<String>,
     #[arg(long, requires = "text")]
     pub logits_out: Option<PathBuf>,
+    /// Instead of loss: exact-match accuracy of greedy answers on this
+    /// instruction file (e.g. `kiln data stories-qa` output), rendered with
+    /// the checkpoint's [data.instruct] template (default "plain").
+    #[arg(long, conflicts_with_all = ["data", "text"])]
+    pub qa: Option<PathBuf>,
+    /// --qa: most tokens generated per answer.
+    #[arg(long, default_value_t = 24)]
+    pub max_new_tokens: usize,
     #[arg(long)]
     pub device: Option<String>,
 }
@@ -186,6 +198,25 @@ pub struct StoriesArgs {
     pub docs: u64,
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Story question/answer pairs, train and disjoint eval.
+#[derive(Args)]
+pub struct StoriesQaArgs {
+    /// Stories whose questions form the training set.
+    #[arg(long)]
+    pub train_stories: usize,
+    /// Further stories (none equal to a training story) for evaluation.
+    #[arg(long)]
+    pub eval_stories: usize,
+    /// Questions per story (of different kinds).
+    #[arg(long, default_value_t = 2)]
+    pub per_story: usize,
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// A directory: train.jsonl and eval.jsonl are written there.
     #[arg(long)]
     pub out: PathBuf,
 }

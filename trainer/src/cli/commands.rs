@@ -19,7 +19,7 @@ use kiln_trainer::{adapter, data_setup, export, plan, session};
 
 use super::args::{
     BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs, StoriesArgs,
-    TokenizerTrainArgs, TrainArgs,
+    StoriesQaArgs, TokenizerTrainArgs, TrainArgs,
 };
 
 /// Stdout went away (e.g. `kiln ... | head`): stop printing, exit quietly.
@@ -237,7 +237,12 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
             super::dump_logits(&a.checkpoint, &text, &out, a.device)?;
             emit(&format!("wrote {}", out.display()))
         }
-        _ => emit(&super::eval(&a.checkpoint, a.data.as_deref(), a.device)?.to_string()),
+        _ => match &a.qa {
+            Some(qa) => {
+                emit(&super::eval_qa(&a.checkpoint, qa, a.max_new_tokens, a.device)?.to_string())
+            }
+            None => emit(&super::eval(&a.checkpoint, a.data.as_deref(), a.device)?.to_string()),
+        },
     }
 }
 
@@ -259,6 +264,22 @@ pub fn stories(a: StoriesArgs) -> anyhow::Result<()> {
         "wrote {} ({} stories, {bytes} bytes)",
         a.out.display(),
         a.docs
+    ))
+}
+
+/// `kiln data stories-qa --train-stories N --eval-stories M --out DIR`.
+pub fn stories_qa(a: StoriesQaArgs) -> anyhow::Result<()> {
+    use kiln_data::stories::{qa_split, qa_to_jsonl};
+    let (train, eval) = qa_split(a.seed, a.train_stories, a.eval_stories, a.per_story);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    for (name, set) in [("train.jsonl", &train), ("eval.jsonl", &eval)] {
+        kiln_trainer::fsutil::write_atomic(&a.out.join(name), qa_to_jsonl(set).as_bytes())?;
+    }
+    emit(&format!(
+        "wrote {} ({} train and {} eval questions)",
+        a.out.display(),
+        train.len(),
+        eval.len()
     ))
 }
 

@@ -132,6 +132,47 @@ pub fn eval(
     Ok(dispatch(&device, EvalTask(ckpt, data))?)
 }
 
+/// `kiln eval CHECKPOINT --qa FILE`: exact-match accuracy of greedy answers.
+pub fn eval_qa(
+    path: &Path,
+    qa: &Path,
+    max_new: usize,
+    device: Option<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let ckpt = load_checkpoint(path)?;
+    let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
+    let examples = kiln_data::instruct::read_examples(qa)?;
+    Ok(dispatch(&device, QaTask(ckpt, examples, max_new))?)
+}
+
+struct QaTask(LoadedCheckpoint, Vec<kiln_data::instruct::Example>, usize);
+impl BackendTask for QaTask {
+    type Output = serde_json::Value;
+    fn run<B: TrainBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
+        let QaTask(ckpt, examples, max_new) = self;
+        let template = ckpt
+            .config
+            .data
+            .instruct
+            .clone()
+            .unwrap_or_default()
+            .template()?;
+        let model = build_model::<B::InnerBackend>(&ckpt, &device)?;
+        let r = kiln_trainer::qa_eval::exact_match(
+            &model,
+            &ckpt.tokenizer,
+            &template,
+            &examples,
+            max_new,
+            &device,
+        )?;
+        let mut v = serde_json::to_value(&r)
+            .map_err(|e| kiln_trainer::TrainerError::Internal(e.to_string()))?;
+        v["checkpoint"] = serde_json::json!(ckpt.dir);
+        Ok(v)
+    }
+}
+
 struct LogitsTask<'a>(LoadedCheckpoint, &'a str);
 impl BackendTask for LogitsTask<'_> {
     type Output = serde_json::Value;

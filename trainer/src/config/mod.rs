@@ -67,6 +67,10 @@ pub struct DataConfig {
     /// `RUN_DIR/data` when the run starts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spec: Option<PathBuf>,
+    /// Instruction tuning: `data.train` (and `data.val`) are instruction
+    /// files rendered with this template, loss on the trained roles only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instruct: Option<kiln_data::instruct::InstructConfig>,
     /// Sampling weight per domain; empty: proportional to train tokens.
     /// (Last: TOML writes tables after plain keys.)
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -93,6 +97,7 @@ impl Default for DataConfig {
             stories_seed: 1234,
             datasets: Vec::new(),
             spec: None,
+            instruct: None,
             mixture: BTreeMap::new(),
         }
     }
