@@ -13,6 +13,7 @@ mod data;
 mod data_bad_input;
 mod fused_ops;
 mod lora;
+mod lora_cli;
 mod mamba;
 mod optim_model_parity;
 mod optim_parity;

@@ -1,0 +1,345 @@
+//! LoRA and instruction tuning end to end through `kiln`: exact resume of an
+//! adapter run after kill -9 (dropout on, instruction data), adapter-only
+//! checkpoints over a base named by hash, merge and peft export, the masked
+//! loss's zero gradient, and every bad input as one line with exit 2.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use kiln_models::ops::IGNORE_INDEX;
+use kiln_trainer::loss::{masked_mean, token_nll};
+
+use crate::common::{
+    ckpt, fails_with, kiln, metric, run, stderr, train_tiny, wait_for, write_config,
+};
+
+const LORA: &str = r#"
+[model]
+dim = 32
+n_layers = 2
+n_heads = 4
+n_kv_heads = 2
+ffn_dim = 64
+max_seq_len = 32
+
+[init]
+from = "run"
+
+[data]
+train = "inst.jsonl"
+seq_len = 32
+
+[data.instruct]
+template = "plain"
+overflow = "truncate"
+
+[adapter]
+r = 4
+alpha = 8
+dropout = 0.1
+targets = ["q", "v", "gate", "down"]
+
+[optimizer]
+lr = 3e-3
+
+[training]
+max_steps = 24
+batch_size = 4
+eval_every = 8
+eval_batches = 2
+log_every = 1
+seed = 7
+
+[checkpoint]
+every = 8
+keep_last = 10
+"#;
+
+const NAMES: [&str; 6] = ["tom", "lily", "max", "anna", "ben", "mia"];
+const ANIMALS: [&str; 4] = ["cat", "dog", "bird", "fish"];
+
+/// 48 short examples in the three layouts, in the tiny base's characters.
+fn instruction_file(dir: &Path) {
+    let mut lines = Vec::new();
+    for i in 0..48 {
+        let (n, a) = (NAMES[i % 6], ANIMALS[(i / 6) % 4]);
+        lines.push(match i % 3 {
+            0 => serde_json::json!({"prompt": format!("what has {n}?"), "response": format!("a {a}.")}),
+            1 => serde_json::json!({"instruction": format!("name the pet of {n}."), "input": "", "output": format!("the {a}.")}),
+            _ => serde_json::json!({"messages": [
+                {"role": "user", "content": format!("who has a {a}?")},
+                {"role": "assistant", "content": format!("{n} does.")}
+            ]}),
+        });
+    }
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(dir.join("inst.jsonl"), text.join("\n") + "\n").expect("write");
+}
+
+/// A base run (`tmp/run`), the instruction file and the LoRA config.
+fn setup(tmp: &Path, lora: &str) -> std::path::PathBuf {
+    train_tiny(tmp, 4);
+    instruction_file(tmp);
+    write_config(tmp, "lora.toml", lora)
+}
+
+fn train_in(tmp: &Path, cfg: &Path, run_dir: &str) {
+    let o = run(kiln()
+        .arg("train")
+        .arg(cfg)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn lora_instruct_resume_after_kill_9_is_bitwise_exact() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    let cfg = setup(tmp, LORA);
+    train_in(tmp, &cfg, "full");
+    let full = tmp.join("full");
+
+    let cut = tmp.join("cut");
+    let mut child = kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&cut)
+        .current_dir(tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_for(
+            &ckpt(&cut, 8).join("manifest.json"),
+            Duration::from_secs(120)
+        ),
+        "no step-8 checkpoint"
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(!ckpt(&cut, 24).exists(), "finished before the kill");
+    let o = run(kiln()
+        .arg("train")
+        .arg("--resume")
+        .arg(&cut)
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(ckpt(&full, 24).join(file)).expect("full");
+        let b = std::fs::read(ckpt(&cut, 24).join(file)).expect("resumed");
+        assert!(a == b, "{file} after resume differs");
+    }
+    let (la, lb) = (metric(&full, "train/loss"), metric(&cut, "train/loss"));
+    assert_eq!(la.len(), 24);
+    assert_eq!(la, lb, "logged losses differ after resume");
+    assert_eq!(metric(&full, "val/loss"), metric(&cut, "val/loss"));
+
+    // The checkpoint holds adapters only, over the base named by hash.
+    let saved =
+        kiln_trainer::weights::load(&ckpt(&full, 24).join("model.safetensors")).expect("adapters");
+    assert!(!saved.is_empty());
+    assert!(
+        saved.keys().all(|k| kiln_models::is_adapter_name(k)),
+        "{:?}",
+        saved.keys()
+    );
+    let manifest = std::fs::read_to_string(ckpt(&full, 24).join("manifest.json")).expect("m");
+    assert!(manifest.contains("\"adapters\"") && manifest.contains("base_sha256"));
+
+    merge_and_export(tmp);
+}
+
+/// Merged logits equal the adapter model's; the peft export has peft's names
+/// and shapes; loading over a different base names both hashes.
+fn merge_and_export(tmp: &Path) {
+    let logits = |ckpt: &str, out: &str| -> Vec<f32> {
+        let o = run(kiln()
+            .args(["eval", ckpt, "--text", "what has tom?", "--logits-out", out])
+            .current_dir(tmp));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tmp.join(out)).expect("logits")).expect("json");
+        let rows: Vec<Vec<Vec<f32>>> = serde_json::from_value(v["logits"].clone()).expect("rows");
+        rows.concat().concat()
+    };
+    let o = run(kiln()
+        .args(["merge", "full", "--out", "merged"])
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, m) = (logits("full", "a.json"), logits("merged", "m.json"));
+    let worst = a
+        .iter()
+        .zip(&m)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "merged vs adapters: {worst}");
+    fails_with(
+        &["merge", "merged", "--out", "again"],
+        tmp,
+        &["no adapters"],
+    );
+
+    let o = run(kiln()
+        .args(["export", "full", "--format", "peft", "--out", "peft"])
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = kiln_trainer::weights::load(&tmp.join("peft/adapter_model.safetensors")).expect("peft");
+    let a = &t["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"];
+    let b = &t["base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"];
+    assert_eq!(
+        (a.shape.clone(), b.shape.clone()),
+        (vec![4, 32], vec![32, 4])
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.join("peft/adapter_config.json")).expect("config"),
+    )
+    .expect("json");
+    assert_eq!(
+        (cfg["r"].as_u64(), cfg["peft_type"].as_str()),
+        (Some(4), Some("LORA"))
+    );
+
+    // Another base at the same path: the adapters refuse it, naming both hashes.
+    std::fs::rename(tmp.join("run"), tmp.join("run-orig")).expect("move");
+    let other = write_config(
+        tmp,
+        "other.toml",
+        &crate::common::TINY
+            .replace("max_steps = 24", "max_steps = 4")
+            .replace("seed = 7", "seed = 8"),
+    );
+    train_in(tmp, &other, "run");
+    let line = fails_with(
+        &["eval", "full", "--text", "a", "--logits-out", "x.json"],
+        tmp,
+        &["SHA-256"],
+    );
+    assert_eq!(line.matches("SHA-256").count(), 1, "{line}");
+    assert!(
+        line.split_whitespace().filter(|w| w.len() >= 64).count() >= 2,
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_adapter_and_instruction_input_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    setup(tmp, LORA);
+    let case = |name: &str, cfg: String, expect: &[&str]| {
+        write_config(tmp, name, &cfg);
+        fails_with(
+            &["train", name, "--run-dir", &format!("r-{name}")],
+            tmp,
+            expect,
+        );
+    };
+    case("r0.toml", LORA.replace("r = 4", "r = 0"), &["adapter.r"]);
+    case(
+        "alpha.toml",
+        LORA.replace("alpha = 8", "alpha = 0"),
+        &["adapter.alpha"],
+    );
+    case(
+        "target.toml",
+        LORA.replace(
+            r#"targets = ["q", "v", "gate", "down"]"#,
+            r#"targets = ["q", "nope"]"#,
+        ),
+        &["adapter.targets[1]", "nope"],
+    );
+    case(
+        "noinit.toml",
+        LORA.replace("[init]\nfrom = \"run\"\n", ""),
+        &["adapter", "[init]"],
+    );
+    fails_with(&["merge", "run", "--out", "m"], tmp, &["no adapters"]);
+
+    // Instruction files.
+    let data_case = |name: &str, line: &str, cfg: &str, expect: &[&str]| {
+        // Three copies, so that one can be held out for validation.
+        std::fs::write(tmp.join(name), format!("{line}\n{line}\n{line}\n")).expect("write");
+        let text = cfg.replace("train = \"inst.jsonl\"", &format!("train = \"{name}\""));
+        write_config(tmp, "d.toml", &text);
+        fails_with(
+            &["train", "d.toml", "--run-dir", &format!("r-{name}")],
+            tmp,
+            expect,
+        );
+    };
+    data_case(
+        "noresp.jsonl",
+        r#"{"prompt": "what has tom?"}"#,
+        LORA,
+        &["noresp.jsonl:1", "response"],
+    );
+    data_case(
+        "role.jsonl",
+        r#"{"messages": [{"role": "tool", "content": "a"}, {"role": "assistant", "content": "b"}]}"#,
+        LORA,
+        &["tool"],
+    );
+    let long = format!(
+        r#"{{"prompt": "{}", "response": "a cat."}}"#,
+        "a ".repeat(40)
+    );
+    data_case(
+        "long.jsonl",
+        &long,
+        &LORA.replace("overflow = \"truncate\"", "overflow = \"drop\""),
+        &["all 2 examples", "seq_len"],
+    );
+}
+
+/// Ignored targets (prompt tokens, padding) get a gradient of exactly zero
+/// through the fused kernel and the composed ops alike, and the loss is the
+/// mean over the others.
+#[test]
+fn masked_targets_have_exactly_zero_gradient() {
+    type AB = Autodiff<Flex>;
+    let dev = Default::default();
+    for fused in [true, false] {
+        let logits =
+            Tensor::<AB, 3>::random([2, 5, 7], Distribution::Normal(0.0, 2.0), &dev).require_grad();
+        let t: Vec<i64> = vec![
+            3,
+            IGNORE_INDEX,
+            1,
+            IGNORE_INDEX,
+            6,
+            IGNORE_INDEX,
+            2,
+            0,
+            5,
+            IGNORE_INDEX,
+        ];
+        let targets = Tensor::<AB, 2, Int>::from_data(TensorData::new(t.clone(), [2, 5]), &dev);
+        let loss = masked_mean(token_nll(logits.clone(), targets, fused), 6);
+        let grads = loss.backward();
+        let g: Vec<f32> = logits
+            .grad(&grads)
+            .expect("grad")
+            .into_data()
+            .into_vec()
+            .expect("f32");
+        for (row, &target) in g.chunks(7).zip(&t) {
+            if target == IGNORE_INDEX {
+                assert!(row.iter().all(|&x| x == 0.0), "fused={fused}: {row:?}");
+            } else {
+                assert!(
+                    row.iter().any(|&x| x != 0.0),
+                    "fused={fused}: scored row is zero"
+                );
+                let sum: f32 = row.iter().sum();
+                assert!(sum.abs() < 1e-6, "softmax - onehot sums to 0: {sum}");
+            }
+        }
+    }
+}
