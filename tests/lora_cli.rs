@@ -343,3 +343,120 @@ fn masked_targets_have_exactly_zero_gradient() {
         }
     }
 }
+
+/// `[model]` of TINY for another architecture.
+fn base_of(tmp: &Path, name: &str, model: &str) {
+    let text = crate::common::TINY.replace("max_steps = 24", "max_steps = 4");
+    let start = text.find("[model]").expect("model");
+    let end = text.find("[data]").expect("data");
+    let text = format!("{}{model}\n\n{}", &text[..start], &text[end..]);
+    let cfg = write_config(tmp, &format!("{name}.toml"), &text);
+    train_in(tmp, &cfg, name);
+}
+
+/// A LoRA run of 3 steps over `base` with `sets`; its final val loss.
+fn lora_run(tmp: &Path, base: &str, model: &str, targets: &str, sets: &[&str]) -> f64 {
+    let text = LORA
+        .replace("from = \"run\"", &format!("from = \"{base}\""))
+        .replace(
+            r#"targets = ["q", "v", "gate", "down"]"#,
+            &format!("targets = {targets}"),
+        )
+        .replace("max_steps = 24", "max_steps = 3");
+    let start = text.find("[model]").expect("model");
+    let end = text.find("[init]").expect("init");
+    let text = format!("{}{model}\n\n{}", &text[..start], &text[end..]);
+    let tag: String = sets
+        .concat()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let name = format!("lora-{base}-{tag}");
+    let cfg = write_config(tmp, &format!("{name}.toml"), &text);
+    let mut cmd = kiln();
+    cmd.arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&name)
+        .current_dir(tmp);
+    for s in sets {
+        cmd.arg("--set").arg(s);
+    }
+    let o = run(&mut cmd);
+    assert!(o.status.success(), "{base} {sets:?}: {}", stderr(&o));
+    let saved = kiln_trainer::weights::load(&ckpt(&tmp.join(&name), 3).join("model.safetensors"))
+        .expect("adapters");
+    assert!(
+        saved.keys().all(|k| kiln_models::is_adapter_name(k)),
+        "{base}: {:?}",
+        saved.keys()
+    );
+    let val = metric(&tmp.join(&name), "val/loss");
+    let last = val.last().expect("val loss").1;
+    assert!(last.is_finite(), "{base} {sets:?}: val loss {last}");
+    last
+}
+
+/// LoRA on Mamba and RWKV-7 blocks, and on a Llama in every precision mode.
+#[test]
+fn lora_trains_every_architecture_and_precision() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    setup(tmp, LORA);
+    let llama = "[model]\ndim = 32\nn_layers = 2\nn_heads = 4\nn_kv_heads = 2\nffn_dim = 64\nmax_seq_len = 32";
+    let mamba = "[model]\narch = \"mamba\"\ndim = 32\nn_layers = 2\nd_state = 4\nmax_seq_len = 32";
+    let rwkv = "[model]\narch = \"rwkv7\"\ndim = 32\nn_layers = 2\nhead_size = 8\nmax_seq_len = 32";
+    base_of(tmp, "mamba", mamba);
+    base_of(tmp, "rwkv", rwkv);
+    lora_run(
+        tmp,
+        "mamba",
+        mamba,
+        r#"["in_proj", "x_proj", "dt_proj", "out_proj"]"#,
+        &[],
+    );
+    lora_run(
+        tmp,
+        "rwkv",
+        rwkv,
+        r#"["receptance", "key", "value", "output"]"#,
+        &[],
+    );
+    for p in ["bf16-mixed", "fp16-mixed", "bf16-pure"] {
+        let set = format!("training.precision=\"{p}\"");
+        lora_run(tmp, "run", llama, r#"["q", "v"]"#, &[&set]);
+    }
+}
+
+/// bf16-pure LoRA: the frozen base is stored in bf16, the adapters in f32.
+#[test]
+fn bf16_pure_keeps_f32_adapters_over_a_bf16_base() {
+    use burn::tensor::DType;
+    let text = LORA
+        .replace("max_seq_len = 32", "max_seq_len = 32\nvocab_size = 40")
+        .replace("seed = 7", "seed = 7\nprecision = \"bf16-pure\"");
+    let cfg: kiln_trainer::config::RunConfig = toml::from_str(&text).expect("config");
+    let dev = Default::default();
+    let (mut model, stepper) = kiln_trainer::run::setup::build_parts::<Autodiff<Flex>>(
+        &cfg,
+        &dev,
+        None,
+        kiln_trainer::run::setup::single_process(),
+    )
+    .expect("parts");
+    assert!(stepper
+        .table
+        .infos
+        .iter()
+        .all(|p| kiln_models::is_adapter_name(&p.name)));
+    let mut adapted = 0;
+    for (path, l) in model.linears_mut() {
+        assert_eq!(l.weight.val().dtype(), DType::BF16, "{path} base");
+        if let Some(lora) = &l.lora {
+            assert_eq!(lora.a.val().dtype(), DType::F32, "{path} A");
+            assert_eq!(lora.b.val().dtype(), DType::F32, "{path} B");
+            adapted += 1;
+        }
+    }
+    assert_eq!(adapted, 8, "q, v, gate, down in 2 layers");
+}

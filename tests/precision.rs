@@ -127,7 +127,7 @@ fn fp16_overflow_skips_the_step_and_halves_the_scale() {
 #[test]
 fn bf16_pure_weights_stay_bf16_and_move() {
     let (model, table, mut opt) = tiny();
-    let model = cast_trainable(model, FloatDType::BF16);
+    let model = cast_trainable(model, FloatDType::BF16, false);
     let before = named_tensors::<Flex, _>(&model.valid());
     let (g, loss) = grads_of(&model, &table, 1.0);
     let policy = PrecisionPolicy::new(Precision::Bf16Pure, 0);

@@ -84,6 +84,8 @@ pub fn cast_params<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M 
 
 struct CastLeaves {
     dtype: FloatDType,
+    /// Leave trainable leaves as they are (f32 adapters over a bf16 base).
+    frozen_only: bool,
 }
 
 impl<AB: AutodiffBackend> ModuleMapper<AB> for CastLeaves {
@@ -92,6 +94,9 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for CastLeaves {
         // A new leaf in `dtype`, not a tracked cast of the old one; a frozen
         // parameter stays frozen (no `require_grad`).
         let trainable = tensor.is_require_grad();
+        if trainable && self.frozen_only {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
         let cast = Tensor::from_inner(tensor.inner().cast(self.dtype));
         let cast = if trainable { cast.require_grad() } else { cast };
         Param::from_mapped_value(id, cast, mapper)
@@ -100,6 +105,11 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for CastLeaves {
 
 /// Every parameter of a trainable module stored as `dtype` (new leaves);
 /// frozen parameters are cast too and stay frozen.
-pub fn cast_trainable<AB: AutodiffBackend, M: Module<AB>>(module: M, dtype: FloatDType) -> M {
-    module.map(&mut CastLeaves { dtype })
+/// Every parameter as a fresh leaf in `dtype` (`frozen_only`: the frozen ones).
+pub fn cast_trainable<AB: AutodiffBackend, M: Module<AB>>(
+    module: M,
+    dtype: FloatDType,
+    frozen_only: bool,
+) -> M {
+    module.map(&mut CastLeaves { dtype, frozen_only })
 }

@@ -18,6 +18,9 @@ pub struct PrecisionPolicy {
     pub mode: Precision,
     /// How the optimizer stores updated weights (bf16-pure: stochastic rounding).
     pub write_back: WriteBack,
+    /// bf16-pure with adapters: only the frozen base is stored in bf16; the
+    /// (small) trainable adapters stay f32, as QLoRA-style recipes keep them.
+    pub trainable_in_f32: bool,
 }
 
 impl PrecisionPolicy {
@@ -26,6 +29,7 @@ impl PrecisionPolicy {
         Self {
             mode,
             write_back: WriteBack { seed },
+            trainable_in_f32: false,
         }
     }
 
@@ -39,7 +43,7 @@ impl PrecisionPolicy {
     /// dtype (bf16-pure: bf16 leaves; frozen parameters stay frozen).
     pub fn prepare_trainable<AB: AutodiffBackend, M: AutodiffModule<AB>>(&self, model: M) -> M {
         match self.mode.param_dtype() {
-            Some(dtype) => cast_trainable(model, dtype),
+            Some(dtype) => cast_trainable(model, dtype, self.trainable_in_f32),
             None => model,
         }
     }

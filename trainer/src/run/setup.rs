@@ -255,7 +255,8 @@ pub fn build_parts<B: TrainBackend>(
     let trainable = TrainableSet::of_run(cfg);
     let table = trainable.table::<B, _>(&model)?;
     let model = TrainableSet::apply(model, &table);
-    let precision = PrecisionPolicy::new(t.precision, t.seed);
+    let mut precision = PrecisionPolicy::new(t.precision, t.seed);
+    precision.trainable_in_f32 = cfg.adapter.is_some();
     let model = precision.prepare_trainable(model);
     let groups = ParamGroups::build(&cfg.optimizer, &table, default_decay)?;
     let mut opt = Optimizer::new(&cfg.optimizer, groups, cfg.tokens_per_step());
