@@ -167,5 +167,26 @@ fn placeholder<B: Backend>(l: &Linear<B>) -> Linear<B> {
         fused: l.fused,
         transposed: l.transposed,
         lora: None,
+        quant: None,
+    }
+}
+
+impl<B: crate::FusedOps> Decoder<B> {
+    /// Fake quantisation (`Some`) or none on the projections `select` picks;
+    /// returns how many it set.
+    pub fn set_quant(
+        &mut self,
+        spec: Option<crate::quant::QuantSpec>,
+        select: &dyn Fn(&ProjectionName) -> bool,
+    ) -> usize {
+        let names = self.projection_names();
+        let mut n = 0;
+        for ((_, linear), pn) in self.linears_mut().into_iter().zip(&names) {
+            if select(pn) {
+                linear.quant = spec;
+                n += 1;
+            }
+        }
+        n
     }
 }

@@ -12,6 +12,7 @@ pub mod lm;
 pub mod mamba;
 pub mod naming;
 pub mod ops;
+pub mod quant;
 pub mod rwkv7;
 
 pub use adapters::{is_adapter_name, ProjectionName};

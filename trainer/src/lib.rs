@@ -24,6 +24,7 @@ pub mod optim;
 pub mod plan;
 pub mod precision;
 pub mod qa_eval;
+pub mod quantize;
 pub mod run;
 pub mod schedule;
 pub mod session;

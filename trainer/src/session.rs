@@ -89,5 +89,10 @@ pub fn build_model<B: FusedOps>(ckpt: &LoadedCheckpoint, device: &B::Device) -> 
     }
     let (weights, _) = crate::adapter::full_weights(ckpt)?;
     let source = ckpt.dir.join(MODEL_FILE).display().to_string();
-    Ok(load_named_tensors(model, &weights, &source)?)
+    let model = load_named_tensors(model, &weights, &source)?;
+    // A QAT run is evaluated (and sampled) as it trained: quantised.
+    match &ckpt.config.quantize {
+        Some(q) => crate::quantize::apply(model, q),
+        None => Ok(model),
+    }
 }

@@ -74,9 +74,23 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     let clock = (Instant::now(), state.elapsed_s);
     let mut window = (Instant::now(), 0u64);
     let (mut interrupted, mut final_val) = (false, None);
+    let step0 = state.step;
     while state.step < t.max_steps {
         let step = state.step;
         let lr = lr_at(&cfg.schedule, cfg.optimizer.lr, step, t.max_steps);
+        if let Some(q) = cfg
+            .quantize
+            .as_ref()
+            .filter(|q| state.step == q.start_step.max(step0))
+        {
+            // QAT from its start step (or from the resume step past it).
+            model = crate::quantize::apply(model, q)?;
+            out.line(&format!(
+                "quantize: fake {:?} from step {}",
+                q.weights,
+                state.step + 1
+            ));
+        }
         let micro: Vec<Batch> = (0..t.grad_accum).map(|_| data.train.next_batch()).collect();
         let (updated, report) = stepper.step(model, &micro, lr, state.loss_scaler.as_mut())?;
         model = updated;

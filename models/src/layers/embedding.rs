@@ -45,6 +45,7 @@ impl<B: Backend> Embedding<B> {
             transposed: true,
             // The tied head is rebuilt each forward: no adapter of its own.
             lora: None,
+            quant: None,
         }
     }
 }

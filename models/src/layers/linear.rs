@@ -8,9 +8,11 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
+use super::fake_quant::{fake_quant_input, fake_quant_weight};
 use super::lora::{LoraAdapter, LoraSpec};
 use crate::ops::precision::{autocast_matmul, cast_to};
 use crate::ops::{matmul, FusedOps};
+use crate::quant::QuantSpec;
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -30,6 +32,10 @@ pub struct Linear<B: Backend> {
     pub transposed: bool,
     /// A LoRA adapter adding `s (x A) B` to the output (fine-tuning).
     pub lora: Option<LoraAdapter<B>>,
+    /// Fake quantisation of the weight (and input) in the forward (QAT,
+    /// and evaluating a quantised export). Not a parameter: set per run.
+    #[module(skip)]
+    pub quant: Option<QuantSpec>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -47,6 +53,7 @@ impl<B: Backend> Linear<B> {
             fused: true,
             transposed: false,
             lora: None,
+            quant: None,
         }
     }
 
@@ -146,6 +153,12 @@ impl<B: FusedOps> Linear<B> {
     /// every projection (the tied head included) and respect column ranges.
     fn project(&self, x: Tensor<B, 2>, start: usize, len: usize) -> Tensor<B, 2> {
         let w = self.weight_cols(start, len); // [d_in, len], a strided view
+                                              // Groups run along d_in within each column: narrowing columns first
+                                              // quantises exactly as the whole weight would.
+        let (x, w) = match &self.quant {
+            Some(q) => (fake_quant_input(x, q), fake_quant_weight(w, q)),
+            None => (x, w),
+        };
         let fused = self.fused;
         let mm = |a: Tensor<B, 2>, b: Tensor<B, 2>| if fused { matmul(a, b) } else { a.matmul(b) };
         let y = match &self.lora {

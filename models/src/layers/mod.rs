@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod embedding;
+pub mod fake_quant;
 pub mod layer_norm;
 pub mod linear;
 pub mod lora;

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainerError};
 
 mod adapter;
+mod quantize;
 mod validate;
 
 pub use adapter::{short_target, AdapterConfig};
+pub use quantize::QuantizeConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +40,9 @@ pub struct RunConfig {
     /// LoRA fine-tuning over the `[init]` checkpoint, which stays frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<AdapterConfig>,
+    /// Quantisation-aware training / quantised evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<QuantizeConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

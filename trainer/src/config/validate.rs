@@ -196,6 +196,9 @@ impl RunConfig {
         if self.model.vocab_size > 0 {
             self.model.validate()?;
         }
+        if let Some(q) = &self.quantize {
+            q.validate()?;
+        }
         if let Some(a) = &self.adapter {
             a.validate()?;
             if self.init.is_none() {

@@ -1,0 +1,72 @@
+//! Fake quantisation of a projection's weight (and optionally its input)
+//! with a straight-through estimator: the forward sees exactly the values a
+//! quantised deployment computes with (`quant.rs`), the backward passes the
+//! gradient through where the value was inside the code range and zeroes it
+//! where it was clamped.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::quant::{
+    fake_quant_rows, fake_quant_token_int8, transposed, ActFormat, QuantSpec, WeightFormat,
+    GGUF_BLOCK,
+};
+
+fn host<B: Backend>(t: &Tensor<B, 2>) -> Vec<f32> {
+    t.clone()
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// `fq` in place of `x`, with the gradient of `x` times `mask` (None = 1):
+/// `(x - detach(x)) * mask + fq`, whose value is exactly `fq`.
+fn straight_through<B: Backend>(
+    x: Tensor<B, 2>,
+    fq: Vec<f32>,
+    mask: Option<Vec<f32>>,
+) -> Tensor<B, 2> {
+    let (shape, device, dtype) = (x.dims(), x.device(), x.dtype());
+    let fq = Tensor::<B, 2>::from_data(TensorData::new(fq, shape), &device).cast(dtype);
+    if !B::ad_enabled(&device) {
+        return fq;
+    }
+    let delta = x.clone() - x.detach(); // [.., ..], zeros tracking x
+    let delta = match mask {
+        Some(m) => {
+            delta * Tensor::<B, 2>::from_data(TensorData::new(m, shape), &device).cast(dtype)
+        }
+        None => delta,
+    };
+    delta + fq
+}
+
+/// `w [d_in, len]`, each column quantised in groups along `d_in`.
+pub fn fake_quant_weight<B: Backend>(w: Tensor<B, 2>, spec: &QuantSpec) -> Tensor<B, 2> {
+    let [n_in, n_out] = w.dims();
+    let rows = transposed(&host(&w), n_in, n_out); // [d_out, d_in]
+    let (fq, mask, clamped) = fake_quant_rows(spec.weights, &rows, n_in, spec.group_len(n_in));
+    let fq = transposed(&fq, n_out, n_in); // [d_in, d_out]
+    let mask = clamped.then(|| transposed(&mask, n_out, n_in));
+    straight_through(w, fq, mask)
+}
+
+/// `x [rows, d_in]` quantised per token as `spec.activations` says.
+pub fn fake_quant_input<B: Backend>(x: Tensor<B, 2>, spec: &QuantSpec) -> Tensor<B, 2> {
+    let [_, d] = x.dims();
+    let values = host(&x);
+    let fq = match spec.activations {
+        ActFormat::None => return x,
+        ActFormat::Int8Token => {
+            let mut out = vec![0f32; values.len()];
+            for (o, row) in out.chunks_mut(d.max(1)).zip(values.chunks(d.max(1))) {
+                fake_quant_token_int8(row, o);
+            }
+            out
+        }
+        ActFormat::Q8_0 => fake_quant_rows(WeightFormat::Q8_0, &values, d, GGUF_BLOCK).0,
+    };
+    // Scales come from each row's own maximum: nothing is ever clamped.
+    straight_through(x, fq, None)
+}

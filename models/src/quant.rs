@@ -1,0 +1,236 @@
+//! Quantisation arithmetic shared by fake quantisation (QAT, `Linear`) and
+//! the GGUF writer: symmetric int8 / int4 with per-channel or per-group
+//! scales (as `torch.fake_quantize_per_channel_affine`), and llama.cpp's q8_0
+//! and q4_0 blocks of 32 (ggml's `quantize_row_q8_0_ref` / `q4_0_ref`, whose
+//! scale is stored as f16 and used as such when dequantising).
+//!
+//! Groups run along the input dimension of a projection: in Kiln's
+//! `[d_in, d_out]` layout, down each column; in PyTorch's / GGUF's
+//! `[out, in]` rows, along each row.
+
+use burn::tensor::f16;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// GGUF's block size for q8_0 and q4_0.
+pub const GGUF_BLOCK: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    Int8,
+    Int4,
+    /// llama.cpp's q8_0: blocks of 32, `d = amax / 127`, `q = roundf(x / d)`.
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// llama.cpp's q4_0: blocks of 32, `d = max / -8`, `q = min(15, trunc(x / d + 8.5))`.
+    #[serde(rename = "q4_0")]
+    Q4_0,
+}
+
+impl WeightFormat {
+    pub fn bits(self) -> u32 {
+        match self {
+            WeightFormat::Int8 | WeightFormat::Q8_0 => 8,
+            WeightFormat::Int4 | WeightFormat::Q4_0 => 4,
+        }
+    }
+
+    pub fn is_gguf_block(self) -> bool {
+        matches!(self, WeightFormat::Q8_0 | WeightFormat::Q4_0)
+    }
+}
+
+/// Dynamic fake quantisation of a projection's input, per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ActFormat {
+    #[default]
+    None,
+    /// Symmetric int8 per token (row): `s = amax / 127`, round half to even
+    /// (torchao's "8da4w" activations, made symmetric).
+    #[serde(rename = "int8_token")]
+    Int8Token,
+    /// llama.cpp's CPU path: activations as q8_0 blocks of 32 along the row.
+    #[serde(rename = "q8_0")]
+    Q8_0,
+}
+
+/// How one projection is fake-quantised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantSpec {
+    pub weights: WeightFormat,
+    /// Elements per scale along the input dimension; `None` = the whole
+    /// input dimension (per output channel). GGUF formats always use 32.
+    pub group: Option<usize>,
+    pub activations: ActFormat,
+}
+
+impl QuantSpec {
+    /// The group length over an input dimension of `n_in`.
+    pub fn group_len(&self, n_in: usize) -> usize {
+        if self.weights.is_gguf_block() {
+            GGUF_BLOCK
+        } else {
+            self.group.unwrap_or(n_in)
+        }
+    }
+}
+
+/// Quantise-dequantise one group of `x` into `out`, and write the
+/// straight-through mask (1 where the rounded value was inside the range, 0
+/// where it was clamped) into `mask`. Returns whether anything was clamped.
+pub fn fake_quant_group(
+    format: WeightFormat,
+    x: &[f32],
+    out: &mut [f32],
+    mask: &mut [f32],
+) -> bool {
+    match format {
+        WeightFormat::Int8 | WeightFormat::Int4 => {
+            let qmax = ((1i32 << (format.bits() - 1)) - 1) as f32;
+            let qmin = -qmax - 1.0;
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if amax == 0.0 { 1.0 } else { amax / qmax };
+            affine_group(x, s, qmin, qmax, out, mask)
+        }
+        WeightFormat::Q8_0 => {
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let dh = f16::from_f32(d).to_f32();
+            for ((o, m), &v) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
+                // C `roundf`: half away from zero (Rust's `round`).
+                *o = (v * id).round() * dh;
+                *m = 1.0;
+            }
+            false
+        }
+        WeightFormat::Q4_0 => {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in x {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let d = max / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let dh = f16::from_f32(d).to_f32();
+            let mut clamped = false;
+            for ((o, m), &v) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
+                // `(int8_t)(x * id + 8.5f)`: truncation toward zero.
+                let q = (v * id + 8.5).trunc();
+                let inside = q <= 15.0;
+                clamped |= !inside;
+                *o = (q.min(15.0) - 8.0) * dh;
+                *m = if inside { 1.0 } else { 0.0 };
+            }
+            clamped
+        }
+    }
+}
+
+/// `torch.fake_quantize_per_channel_affine` with zero point 0 on one group.
+fn affine_group(
+    x: &[f32],
+    s: f32,
+    qmin: f32,
+    qmax: f32,
+    out: &mut [f32],
+    mask: &mut [f32],
+) -> bool {
+    let inv = 1.0 / s;
+    let mut clamped = false;
+    for ((o, m), &v) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
+        let q = (v * inv).round_ties_even();
+        let inside = (qmin..=qmax).contains(&q);
+        clamped |= !inside;
+        *o = q.clamp(qmin, qmax) * s;
+        *m = if inside { 1.0 } else { 0.0 };
+    }
+    clamped
+}
+
+/// Fake quantisation of rows of `x` (`[rows, len]`, groups of `group`
+/// along each row): `(values, mask, any clamped)`.
+pub fn fake_quant_rows(
+    format: WeightFormat,
+    x: &[f32],
+    len: usize,
+    group: usize,
+) -> (Vec<f32>, Vec<f32>, bool) {
+    let mut out = vec![0f32; x.len()];
+    let mut mask = vec![0f32; x.len()];
+    let group = group.clamp(1, len.max(1));
+    let clamped = out
+        .par_chunks_mut(len.max(1))
+        .zip(mask.par_chunks_mut(len.max(1)))
+        .zip(x.par_chunks(len.max(1)))
+        .map(|((o, m), row)| {
+            let mut any = false;
+            for ((og, mg), xg) in o
+                .chunks_mut(group)
+                .zip(m.chunks_mut(group))
+                .zip(row.chunks(group))
+            {
+                any |= fake_quant_group(format, xg, og, mg);
+            }
+            any
+        })
+        .reduce(|| false, |a, b| a || b);
+    (out, mask, clamped)
+}
+
+/// Per-token symmetric int8 of one row (activations).
+pub fn fake_quant_token_int8(row: &[f32], out: &mut [f32]) {
+    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let s = if amax == 0.0 { 1.0 } else { amax / 127.0 };
+    let inv = 1.0 / s;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = (v * inv).round_ties_even().clamp(-128.0, 127.0) * s;
+    }
+}
+
+/// `[r, c]` row-major -> `[c, r]`.
+pub fn transposed(x: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = x[i * c + j];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_0_extremes_map_to_the_ends_of_the_code_range() {
+        // The signed max (-2) becomes q = 0 -> -8 d = -2; +2 would be q = 16,
+        // clamped to 15, so its straight-through gradient is zero.
+        let x = [-2.0f32, 1.0, 0.0, 2.0];
+        let (mut out, mut mask) = ([0f32; 4], [0f32; 4]);
+        assert!(fake_quant_group(
+            WeightFormat::Q4_0,
+            &x,
+            &mut out,
+            &mut mask
+        ));
+        assert_eq!(out[0], -2.0);
+        assert_eq!(mask, [1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(out[3], 7.0 * 0.25);
+    }
+
+    #[test]
+    fn int_formats_use_ties_to_even_and_q8_0_half_away() {
+        let x = [127.0f32, 0.5, 1.5, -2.5];
+        let (mut out, mut mask) = ([0f32; 4], [0f32; 4]);
+        fake_quant_group(WeightFormat::Int8, &x, &mut out, &mut mask);
+        assert_eq!(out, [127.0, 0.0, 2.0, -2.0]);
+        fake_quant_group(WeightFormat::Q8_0, &x, &mut out, &mut mask);
+        assert_eq!(out, [127.0, 1.0, 2.0, -3.0]);
+    }
+}
