@@ -192,6 +192,42 @@ pub fn fake_quant_token_int8(row: &[f32], out: &mut [f32]) {
     }
 }
 
+/// One row (a multiple of 32 values) as GGUF q8_0 blocks: per block the
+/// f16 scale `d` (little-endian) and 32 `i8` codes; 34 bytes a block.
+pub fn encode_q8_0(row: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(row.len() / GGUF_BLOCK * 34);
+    for x in row.chunks(GGUF_BLOCK) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend(x.iter().map(|&v| ((v * id).round() as i8) as u8));
+    }
+    out
+}
+
+/// One row as GGUF q4_0 blocks: the f16 scale, then 16 bytes whose low
+/// nibble holds code `j` and high nibble code `j + 16`; 18 bytes a block.
+pub fn encode_q4_0(row: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(row.len() / GGUF_BLOCK * 18);
+    for x in row.chunks(GGUF_BLOCK) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        let code = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+        let half = GGUF_BLOCK / 2;
+        out.extend((0..half).map(|j| code(x[j]) | (code(x[j + half]) << 4)));
+    }
+    out
+}
+
 /// `[r, c]` row-major -> `[c, r]`.
 pub fn transposed(x: &[f32], r: usize, c: usize) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];

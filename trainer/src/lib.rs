@@ -16,6 +16,7 @@ pub mod export;
 pub mod export_peft;
 pub mod fsutil;
 pub mod generate;
+pub mod gguf;
 pub mod grads;
 pub mod loss;
 pub mod metrics;

@@ -32,6 +32,9 @@ pub enum Command {
     /// `rwkv` (the official RWKV-7 `model.pth` the `rwkv` package loads) or
     /// `peft` (a LoRA run's adapters, for `PeftModel.from_pretrained`).
     Export(ExportArgs),
+    /// Write a GGUF file llama.cpp runs: q8_0 / q4_0 (post-training
+    /// quantisation, or the format a QAT run trained for), f16 or f32.
+    Quantize(QuantizeArgs),
     /// Fold a LoRA checkpoint's adapters into its base (f32) and write a full
     /// checkpoint into the run directory --out.
     Merge(MergeArgs),
@@ -132,6 +135,16 @@ pub struct EvalArgs {
     /// --qa: most tokens generated per answer.
     #[arg(long, default_value_t = 24)]
     pub max_new_tokens: usize,
+    /// Evaluate with fake-quantised projections (post-training quantisation):
+    /// int8, int4, q8_0 or q4_0 (overrides the checkpoint's [quantize]).
+    #[arg(long)]
+    pub quantize: Option<String>,
+    /// With --quantize: int8/int4 group size (absent: per channel).
+    #[arg(long, requires = "quantize")]
+    pub group: Option<usize>,
+    /// With --quantize: activations as none, int8_token or q8_0 (llama.cpp's CPU path).
+    #[arg(long, requires = "quantize")]
+    pub activations: Option<String>,
     #[arg(long)]
     pub device: Option<String>,
 }
@@ -142,6 +155,17 @@ pub struct EvalArgs {
 pub struct ExportArgs {
     pub checkpoint: PathBuf,
     #[arg(long, default_value = "hf")]
+    pub format: String,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// A checkpoint as a GGUF file for llama.cpp.
+#[derive(Args)]
+pub struct QuantizeArgs {
+    pub checkpoint: PathBuf,
+    /// q8_0, q4_0, f16 or f32.
+    #[arg(long)]
     pub format: String,
     #[arg(long)]
     pub out: PathBuf,

@@ -18,8 +18,8 @@ use kiln_trainer::train::{train as run_training, Start, TrainOutcome, TrainReque
 use kiln_trainer::{adapter, data_setup, export, plan, session};
 
 use super::args::{
-    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs, StoriesArgs,
-    StoriesQaArgs, TokenizerTrainArgs, TrainArgs,
+    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs, QuantizeArgs,
+    StoriesArgs, StoriesQaArgs, TokenizerTrainArgs, TrainArgs,
 };
 
 /// Stdout went away (e.g. `kiln ... | head`): stop printing, exit quietly.
@@ -170,6 +170,35 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     ))
 }
 
+/// `kiln quantize CHECKPOINT --format q8_0|q4_0|f16|f32 --out FILE.gguf`.
+pub fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
+    use kiln_trainer::gguf::{write_gguf, GgufFormat};
+    let Some(format) = GgufFormat::parse(&a.format) else {
+        bail!("--format {}: use q8_0, q4_0, f16 or f32", a.format);
+    };
+    let ckpt = session::load_checkpoint(&a.checkpoint)?;
+    let ckpt = match ckpt.config.adapter {
+        Some(_) => adapter::merged(&ckpt)?,
+        None => ckpt,
+    };
+    if let Some(q) = &ckpt.config.quantize {
+        let trained = format!("{:?}", q.weights).to_lowercase();
+        if trained != a.format {
+            eprintln!(
+                "warning: {} trained with fake {trained} weights; --format {} quantises differently",
+                ckpt.dir.display(),
+                a.format
+            );
+        }
+    }
+    let bytes = write_gguf(&ckpt, format, &a.out)?;
+    emit(&format!(
+        "wrote {} ({bytes} bytes, {})",
+        a.out.display(),
+        a.format
+    ))
+}
+
 /// `kiln merge CHECKPOINT --out RUN_DIR`.
 pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
     let ckpt = session::load_checkpoint(&args.checkpoint)?;
@@ -232,18 +261,42 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
 
 /// `kiln eval CHECKPOINT [--data FILE | --text T --logits-out F]`.
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let quant = eval_quant(&a)?;
+    let q = quant.as_ref();
     match (a.text, a.logits_out) {
         (Some(text), Some(out)) => {
-            super::dump_logits(&a.checkpoint, &text, &out, a.device)?;
+            super::dump_logits(&a.checkpoint, &text, &out, a.device, q)?;
             emit(&format!("wrote {}", out.display()))
         }
         _ => match &a.qa {
             Some(qa) => {
-                emit(&super::eval_qa(&a.checkpoint, qa, a.max_new_tokens, a.device)?.to_string())
+                emit(&super::eval_qa(&a.checkpoint, qa, a.max_new_tokens, a.device, q)?.to_string())
             }
-            None => emit(&super::eval(&a.checkpoint, a.data.as_deref(), a.device)?.to_string()),
+            None => emit(&super::eval(&a.checkpoint, a.data.as_deref(), a.device, q)?.to_string()),
         },
     }
+}
+
+/// `--quantize` / `--group` / `--activations` as a `[quantize]` section.
+fn eval_quant(a: &EvalArgs) -> anyhow::Result<Option<config::QuantizeConfig>> {
+    let Some(w) = &a.quantize else {
+        return Ok(None);
+    };
+    let mut text = format!("weights = {w:?}\n");
+    if let Some(g) = a.group {
+        text.push_str(&format!("group = {g}\n"));
+    }
+    if let Some(act) = &a.activations {
+        text.push_str(&format!("activations = {act:?}\n"));
+    }
+    let q: config::QuantizeConfig = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "--quantize {w} / --activations: {}: use int8, int4, q8_0 or q4_0 and none, int8_token or q8_0",
+            e.message()
+        )
+    })?;
+    q.validate()?;
+    Ok(Some(q))
 }
 
 /// `kiln data prepare DATA.toml`.

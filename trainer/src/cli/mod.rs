@@ -122,12 +122,25 @@ fn report(
     v
 }
 
+/// A checkpoint to evaluate, with `quant` (PTQ) in place of its own [quantize].
+fn load_quantized(
+    path: &Path,
+    quant: Option<&kiln_trainer::config::QuantizeConfig>,
+) -> anyhow::Result<LoadedCheckpoint> {
+    let mut ckpt = load_checkpoint(path)?;
+    if let Some(q) = quant {
+        ckpt.config.quantize = Some(q.clone());
+    }
+    Ok(ckpt)
+}
+
 pub fn eval(
     path: &Path,
     data: Option<&Path>,
     device: Option<String>,
+    quant: Option<&kiln_trainer::config::QuantizeConfig>,
 ) -> anyhow::Result<serde_json::Value> {
-    let ckpt = load_checkpoint(path)?;
+    let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     Ok(dispatch(&device, EvalTask(ckpt, data))?)
 }
@@ -138,8 +151,9 @@ pub fn eval_qa(
     qa: &Path,
     max_new: usize,
     device: Option<String>,
+    quant: Option<&kiln_trainer::config::QuantizeConfig>,
 ) -> anyhow::Result<serde_json::Value> {
-    let ckpt = load_checkpoint(path)?;
+    let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     let examples = kiln_data::instruct::read_examples(qa)?;
     Ok(dispatch(&device, QaTask(ckpt, examples, max_new))?)
@@ -210,8 +224,9 @@ pub fn dump_logits(
     text: &str,
     out: &Path,
     device: Option<String>,
+    quant: Option<&kiln_trainer::config::QuantizeConfig>,
 ) -> anyhow::Result<()> {
-    let ckpt = load_checkpoint(path)?;
+    let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     let json = dispatch(&device, LogitsTask(ckpt, text))?;
     kiln_trainer::fsutil::write_atomic(out, json.to_string().as_bytes())?;
