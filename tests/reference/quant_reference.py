@@ -69,14 +69,15 @@ fake_quant.safetensors  (specs.md section 8, "Fake quant with STE")
 
   qmin asymmetry: with s = amax / (2^(b-1) - 1), |w / s| <= 2^(b-1) - 1 (up to one
   ulp), so nothing is clamped, q = -8 (int4) / -128 (int8) is never produced and
-  grad == u everywhere (asserted). The *_halfscale variants double w / s: entries with
-  w / s in [qmin - 0.5, qmax + 0.5] survive, and because the mask is taken on the
-  ROUNDED value, w / s = -128.5 -> -128 (ties-even) passes with gradient u, while
-  w / s = +127.5 -> 128 is clamped to 127 with gradient 0, and -129.5 -> -130 is
+  grad == u everywhere (asserted). The *_halfscale variants double w / s. The mask
+  is taken on the ROUNDED value, so (qmin even, qmax odd) an entry keeps its
+  gradient iff w * (1/s) lies in [qmin - 0.5, qmax + 0.5): int8 [-128.5, 127.5),
+  int4 [-8.5, 7.5). So w / s = -128.5 -> -128 (ties-even) passes with gradient u,
+  while w / s = +127.5 -> 128 is clamped to 127 with gradient 0, and -129.5 -> -130 is
   clamped to -128 with gradient 0 (row 1; row 2 has the int4 analogues 7.5 -> 8
   clamped, -8.5 -> -8 kept, -7.5 -> -8 kept).
 
-  Dynamic per-token int8 activations (symmetric, llama.cpp-like; specs' "8da4w" a):
+  Dynamic per-token int8 activations (symmetric, llama.cpp-like):
     x                  [5, 128]  rows: 0 randn, 1 randn * 3 with +20 at column 7,
                                  2 zeros, 3 exact ties for s = 2^-7 (amax 127/128),
                                  4 randn * 0.01
