@@ -19,6 +19,7 @@ mod optim_model_parity;
 mod optim_parity;
 mod parity;
 mod precision;
+mod quant;
 mod resume;
 mod rwkv7;
 mod ssm_cli;

@@ -100,8 +100,9 @@ pub fn fake_quant_group(
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let dh = f16::from_f32(d).to_f32();
             for ((o, m), &v) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
-                // C `roundf`: half away from zero (Rust's `round`).
-                *o = (v * id).round() * dh;
+                // C `roundf`: half away from zero (Rust's `round`); the code
+                // is an integer, so -0 is +0 (`+ 0.0`).
+                *o = ((v * id).round() + 0.0) * dh;
                 *m = 1.0;
             }
             false
@@ -131,7 +132,13 @@ pub fn fake_quant_group(
     }
 }
 
-/// `torch.fake_quantize_per_channel_affine` with zero point 0 on one group.
+/// `torch.fake_quantize_per_channel_affine` with zero point 0 and scale `s`
+/// on one group of `bits`-bit codes; returns whether anything was clamped.
+pub fn fake_quant_affine(x: &[f32], s: f32, bits: u32, out: &mut [f32], mask: &mut [f32]) -> bool {
+    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+    affine_group(x, s, -qmax - 1.0, qmax, out, mask)
+}
+
 fn affine_group(
     x: &[f32],
     s: f32,
@@ -146,7 +153,8 @@ fn affine_group(
         let q = (v * inv).round_ties_even();
         let inside = (qmin..=qmax).contains(&q);
         clamped |= !inside;
-        *o = q.clamp(qmin, qmax) * s;
+        // Integer codes: -0 is +0 (`+ 0.0`), as in torch's int arithmetic.
+        *o = (q.clamp(qmin, qmax) + 0.0) * s;
         *m = if inside { 1.0 } else { 0.0 };
     }
     clamped
@@ -188,7 +196,7 @@ pub fn fake_quant_token_int8(row: &[f32], out: &mut [f32]) {
     let s = if amax == 0.0 { 1.0 } else { amax / 127.0 };
     let inv = 1.0 / s;
     for (o, &v) in out.iter_mut().zip(row) {
-        *o = (v * inv).round_ties_even().clamp(-128.0, 127.0) * s;
+        *o = ((v * inv).round_ties_even().clamp(-128.0, 127.0) + 0.0) * s;
     }
 }
 
