@@ -12,6 +12,7 @@ mod curation_minhash;
 mod data;
 mod data_bad_input;
 mod fused_ops;
+mod gguf;
 mod lora;
 mod lora_cli;
 mod mamba;
