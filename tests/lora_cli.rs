@@ -153,6 +153,16 @@ fn lora_instruct_resume_after_kill_9_is_bitwise_exact() {
     let manifest = std::fs::read_to_string(ckpt(&full, 24).join("manifest.json")).expect("m");
     assert!(manifest.contains("\"adapters\"") && manifest.contains("base_sha256"));
 
+    // `kiln eval` of an instruction run scores its held-out answers, as
+    // the run's own validation did.
+    let o = run(kiln().args(["eval", "full"]).current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(crate::common::stdout(&o).trim()).expect("eval json");
+    let logged = metric(&full, "val/loss").last().expect("val").1;
+    let got = v["loss"].as_f64().expect("loss");
+    assert!((got - logged).abs() < 1e-6, "eval {got} vs logged {logged}");
+
     merge_and_export(tmp);
 }
 

@@ -30,6 +30,13 @@ pub struct Plan {
 }
 
 pub fn plan(cfg: &RunConfig) -> Plan {
+    plan_with_trainable(cfg, None)
+}
+
+/// [`plan`] where only `trainable` parameters (of a frozen base, LoRA
+/// adapters included) have gradients and optimizer state; the others cost
+/// their weight bytes alone (gradient and two f32 moments, 12 bytes, less).
+pub fn plan_with_trainable(cfg: &RunConfig, trainable: Option<usize>) -> Plan {
     let m = &cfg.model;
     let params = m.num_params();
     let (b, t) = (cfg.training.batch_size as f64, cfg.seq_len() as f64);
@@ -66,7 +73,19 @@ pub fn plan(cfg: &RunConfig) -> Plan {
     } else {
         arch
     };
-    let states = cfg.training.precision.bytes_per_param() * params as f64;
+    let per_param = cfg.training.precision.bytes_per_param();
+    let states = match trainable {
+        Some(n) => {
+            // Adapters add parameters beyond the base's, all frozen then.
+            let frozen = if cfg.adapter.is_some() {
+                params
+            } else {
+                params.saturating_sub(n)
+            };
+            (per_param - 12.0) * frozen as f64 + per_param * n as f64
+        }
+        None => per_param * params as f64,
+    };
     let gb = 1024f64.powi(3);
     Plan {
         architecture,

@@ -67,7 +67,11 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     )?;
     out.line(&headline(&cfg, &run_dir, state.step));
     // The resolved plan and where the run starts from: shown, and saved with the run.
-    let plan = format!("{}\n{}", crate::plan::plan(&cfg).render(), notes.join("\n"));
+    let plan = format!(
+        "{}\n{}",
+        crate::plan::plan_with_trainable(&cfg, Some(stepper.table.trainable_elements())).render(),
+        notes.join("\n")
+    );
     out.shared_file(&run_dir.join("plan.txt"), plan.trim_end().as_bytes())?;
     plan.trim_end().lines().for_each(|l| out.line(l));
 

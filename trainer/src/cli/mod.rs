@@ -43,9 +43,10 @@ impl BackendTask for EvalTask<'_> {
         let cfg = &ckpt.config;
         let seq = cfg.seq_len();
         let fused = cfg.training.fused_ops;
-        if self.1.is_none() && cfg.data.uses_shards() {
+        if self.1.is_none() && (cfg.data.uses_shards() || cfg.data.instruct.is_some()) {
             // A run on prepared shards: every domain's validation batches, as
-            // the run evaluated them (`training.eval_batches` per domain).
+            // the run evaluated them (`training.eval_batches` per domain); an
+            // instruction run: its held-out examples, answers scored only.
             let mut cfg = cfg.clone();
             let run_dir = std::env::temp_dir();
             let batches: Vec<_> =
@@ -57,7 +58,7 @@ impl BackendTask for EvalTask<'_> {
             if batches.is_empty() {
                 return Err(kiln_trainer::TrainerError::invalid(
                     "data.datasets",
-                    format!("the run's validation splits hold no window of {seq} + 1 tokens: evaluate on a file with --data"),
+                    format!("the run's validation data holds no window of {seq} + 1 tokens (or no example): evaluate on a file with --data"),
                 ));
             }
             let model = build_model::<B>(&ckpt, &device)?.valid();
