@@ -51,7 +51,8 @@ pub enum ActFormat {
     /// (torchao's "8da4w" activations, made symmetric).
     #[serde(rename = "int8_token")]
     Int8Token,
-    /// llama.cpp's CPU path: activations as q8_0 blocks of 32 along the row.
+    /// llama.cpp's CPU path: activations as q8_0 blocks of 32 along the row
+    /// ([`fake_quant_act_q8_0`]).
     #[serde(rename = "q8_0")]
     Q8_0,
 }
@@ -188,6 +189,22 @@ pub fn fake_quant_rows(
         })
         .reduce(|| false, |a, b| a || b);
     (out, mask, clamped)
+}
+
+/// llama.cpp's CPU quantisation of a matmul's activations (`quantize_row_q8_0`
+/// on x86): q8_0 blocks of 32 with `id = 127 / amax` and round half to even
+/// (the SIMD conversion), dequantised with the f16 scale. (The reference
+/// `quantize_row_q8_0_ref` that weights use rounds half away from zero.)
+pub fn fake_quant_act_q8_0(row: &[f32], out: &mut [f32]) {
+    for (o, x) in out.chunks_mut(GGUF_BLOCK).zip(row.chunks(GGUF_BLOCK)) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let dh = f16::from_f32(d).to_f32();
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = ((v * id).round_ties_even() + 0.0) * dh;
+        }
+    }
 }
 
 /// Per-token symmetric int8 of one row (activations).

@@ -8,8 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::quant::{
-    fake_quant_rows, fake_quant_token_int8, transposed, ActFormat, QuantSpec, WeightFormat,
-    GGUF_BLOCK,
+    fake_quant_act_q8_0, fake_quant_rows, fake_quant_token_int8, transposed, ActFormat, QuantSpec,
 };
 
 fn host<B: Backend>(t: &Tensor<B, 2>) -> Vec<f32> {
@@ -65,7 +64,13 @@ pub fn fake_quant_input<B: Backend>(x: Tensor<B, 2>, spec: &QuantSpec) -> Tensor
             }
             out
         }
-        ActFormat::Q8_0 => fake_quant_rows(WeightFormat::Q8_0, &values, d, GGUF_BLOCK).0,
+        ActFormat::Q8_0 => {
+            let mut out = vec![0f32; values.len()];
+            for (o, row) in out.chunks_mut(d.max(1)).zip(values.chunks(d.max(1))) {
+                fake_quant_act_q8_0(row, o);
+            }
+            out
+        }
     };
     // Scales come from each row's own maximum: nothing is ever clamped.
     straight_through(x, fq, None)
