@@ -66,6 +66,22 @@ fn frozen_resume_after_kill_9_is_bitwise_exact() {
     });
 }
 
+/// QAT: fake q4_0 (with q8_0 activations) switches on at step 4, before the
+/// kill; the resumed run quantises from its first step as the uninterrupted
+/// one did.
+#[test]
+fn qat_resume_after_kill_9_is_bitwise_exact() {
+    let sets = [
+        "quantize.weights=\"q4_0\"",
+        "quantize.activations=\"q8_0\"",
+        "quantize.start_step=4",
+    ];
+    check_kill_9_resume(&sets, |full| {
+        let cfg = std::fs::read_to_string(full.join("config.toml")).expect("config");
+        assert!(cfg.contains("[quantize]"), "{cfg}");
+    });
+}
+
 /// Trains TINY (with `sets`) twice, killing the second run after its step-8
 /// checkpoint and resuming it; then runs `more` on the uninterrupted run's directory.
 fn check_kill_9_resume(sets: &[&str], more: impl FnOnce(&Path)) {
