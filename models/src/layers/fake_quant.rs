@@ -5,7 +5,9 @@
 //! where it was clamped.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+
+use crate::ops::FusedOps;
 
 use crate::quant::{
     fake_quant_act_q8_0, fake_quant_rows, fake_quant_token_int8, transposed, ActFormat, QuantSpec,
@@ -20,29 +22,26 @@ fn host<B: Backend>(t: &Tensor<B, 2>) -> Vec<f32> {
 }
 
 /// `fq` in place of `x`, with the gradient of `x` times `mask` (None = 1):
-/// `(x - detach(x)) * mask + fq`, whose value is exactly `fq`.
-fn straight_through<B: Backend>(
+/// one straight-through graph node (`FusedOps::straight_through`).
+fn straight_through<B: FusedOps>(
     x: Tensor<B, 2>,
     fq: Vec<f32>,
     mask: Option<Vec<f32>>,
 ) -> Tensor<B, 2> {
     let (shape, device, dtype) = (x.dims(), x.device(), x.dtype());
-    let fq = Tensor::<B, 2>::from_data(TensorData::new(fq, shape), &device).cast(dtype);
-    if !B::ad_enabled(&device) {
-        return fq;
-    }
-    let delta = x.clone() - x.detach(); // [.., ..], zeros tracking x
-    let delta = match mask {
-        Some(m) => {
-            delta * Tensor::<B, 2>::from_data(TensorData::new(m, shape), &device).cast(dtype)
-        }
-        None => delta,
+    let constant = |v: Vec<f32>| {
+        Tensor::<B, 2>::from_data(TensorData::new(v, shape), &device)
+            .cast(dtype)
+            .into_primitive()
+            .tensor()
     };
-    delta + fq
+    let (fq, mask) = (constant(fq), mask.map(constant));
+    let out = B::straight_through(x.into_primitive().tensor(), fq, mask);
+    Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
 /// `w [d_in, len]`, each column quantised in groups along `d_in`.
-pub fn fake_quant_weight<B: Backend>(w: Tensor<B, 2>, spec: &QuantSpec) -> Tensor<B, 2> {
+pub fn fake_quant_weight<B: FusedOps>(w: Tensor<B, 2>, spec: &QuantSpec) -> Tensor<B, 2> {
     let [n_in, n_out] = w.dims();
     let rows = transposed(&host(&w), n_in, n_out); // [d_out, d_in]
     let (fq, mask, clamped) = fake_quant_rows(spec.weights, &rows, n_in, spec.group_len(n_in));
@@ -52,7 +51,7 @@ pub fn fake_quant_weight<B: Backend>(w: Tensor<B, 2>, spec: &QuantSpec) -> Tenso
 }
 
 /// `x [rows, d_in]` quantised per token as `spec.activations` says.
-pub fn fake_quant_input<B: Backend>(x: Tensor<B, 2>, spec: &QuantSpec) -> Tensor<B, 2> {
+pub fn fake_quant_input<B: FusedOps>(x: Tensor<B, 2>, spec: &QuantSpec) -> Tensor<B, 2> {
     let [_, d] = x.dims();
     let values = host(&x);
     let fq = match spec.activations {

@@ -88,6 +88,25 @@ impl<B: FusedOps> Backward<B, 2> for RmsNormBackward {
 }
 
 #[derive(Debug)]
+struct StraightThroughBackward;
+
+impl<B: FusedOps> Backward<B, 1> for StraightThroughBackward {
+    type State = Option<Inner<B>>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(n) = node {
+            let g = match ops.state {
+                Some(mask) => B::float_mul(dy, mask),
+                None => dy,
+            };
+            grads.register::<B>(n.id, g);
+        }
+    }
+}
+
+#[derive(Debug)]
 struct RopeBackward;
 
 impl<B: FusedOps> Backward<B, 1> for RopeBackward {
@@ -244,6 +263,23 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     ) -> [FloatTensor<Self>; 6] {
         let i = Self::inner;
         B::selective_scan_bwd(i(u), i(dt), i(a), i(bm), i(cm), i(dd), i(gy)).map(Self::from_inner)
+    }
+
+    fn straight_through(
+        x: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        mask: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        let node = x.node.clone();
+        let (value, mask) = (Self::inner(value), mask.map(Self::inner));
+        match StraightThroughBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(mask, value),
+            OpsKind::UnTracked(prep) => prep.finish(value),
+        }
     }
 
     fn rope(

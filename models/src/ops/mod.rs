@@ -149,6 +149,18 @@ pub trait FusedOps: Backend {
         composed::rope::<Self>(x, cos, sin, inverse)
     }
 
+    /// `value` in place of `x` (same shape) in the forward; in the backward
+    /// `x` gets the output's gradient times `mask` (as is when `None`): a
+    /// straight-through estimator, one graph node (fake quantisation).
+    fn straight_through(
+        x: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        mask: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        let _ = (x, mask);
+        value
+    }
+
     /// `a [m, k] @ b [k, n]`; either operand may be a strided view (a
     /// transpose). Its backward is two more `matmul`s on transposed views.
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
