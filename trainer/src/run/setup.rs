@@ -252,6 +252,10 @@ pub fn build_parts<B: TrainBackend>(
             load_named_tensors(model, w.model, &w.source)?
         };
     }
+    if let Some(q) = cfg.quantize.as_ref().filter(|q| q.start_step == 0) {
+        // QAT from the first step (the loop switches later starts on).
+        model = crate::quantize::apply(model, q)?;
+    }
     let trainable = TrainableSet::of_run(cfg);
     let table = trainable.table::<B, _>(&model)?;
     let model = TrainableSet::apply(model, &table);
