@@ -192,3 +192,62 @@ fn bad_quantize_input_is_one_line_and_exit_2() {
         &["quantize.targets[0]"],
     );
 }
+
+/// A Mamba stack as llama.cpp's `mamba`: names, metadata, `A = -exp(A_log)`.
+#[test]
+fn mamba_gguf_has_llama_cpp_names() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    let text = crate::common::TINY.replace("max_steps = 24", "max_steps = 4");
+    let (start, end) = (
+        text.find("[model]").expect("m"),
+        text.find("[data]").expect("d"),
+    );
+    let model =
+        "[model]\narch = \"mamba\"\ndim = 32\nn_layers = 2\nd_state = 4\nmax_seq_len = 32\n\n";
+    let cfg = crate::common::write_config(
+        tmp,
+        "m.toml",
+        &format!("{}{model}{}", &text[..start], &text[end..]),
+    );
+    let o = run(kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(tmp.join("run")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tmp.join("m.gguf");
+    let o = run(kiln()
+        .arg("quantize")
+        .arg(tmp.join("run"))
+        .args(["--format", "q8_0", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (meta, tensors, bytes, start) = read_gguf(&out);
+    assert_eq!(meta["general.architecture"], "mamba");
+    assert_eq!(meta["mamba.ssm.inner_size"], "64");
+    assert_eq!(meta["mamba.ssm.state_size"], "4");
+    assert_eq!(meta["mamba.ssm.time_step_rank"], "2");
+    let kinds = [
+        ("blk.0.ssm_in.weight", vec![32, 128], 8),
+        ("blk.0.ssm_conv1d.weight", vec![4, 64], 0),
+        ("blk.0.ssm_x.weight", vec![64, 10], 8),
+        ("blk.0.ssm_dt.weight", vec![2, 64], 1),
+        ("blk.0.ssm_a", vec![4, 64], 0),
+        ("blk.1.ssm_out.weight", vec![64, 32], 8),
+        ("blk.1.attn_norm.weight", vec![32], 0),
+    ];
+    for (name, dims, kind) in kinds {
+        let t = tensors.get(name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!((&t.dims, t.kind), (&dims, kind), "{name}");
+    }
+    let ckpt = kiln_trainer::session::load_checkpoint(&tmp.join("run")).expect("ckpt");
+    let a_log = &ckpt.model["backbone.layers.0.mixer.A_log"].data;
+    let at = start + tensors["blk.0.ssm_a"].offset as usize;
+    let a: Vec<f32> = bytes[at..at + 4 * a_log.len()]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let want: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
+    assert_eq!(a, want);
+}

@@ -8,6 +8,7 @@
 //! formats, as common GGUF recipes keep them.
 
 mod file;
+mod mamba;
 mod vocab;
 
 use std::collections::BTreeMap;
@@ -139,25 +140,34 @@ fn tensor_kind(gname: &str, t: &NamedTensor, format: GgufFormat) -> GgmlType {
     }
 }
 
+fn general(f: &mut GgufFile, arch: &str, format: GgufFormat) {
+    f.meta("general.architecture", Value::Str(arch.into()));
+    f.meta("general.name", Value::Str("kiln".into()));
+    f.meta("general.file_type", Value::U32(format.file_type()));
+    f.meta("general.alignment", Value::U32(file::ALIGNMENT as u32));
+}
+
+/// The tokenizer as a `gpt2` vocabulary of the model's size.
+fn vocab_metadata(f: &mut GgufFile, ckpt: &LoadedCheckpoint) -> Result<()> {
+    let v = gguf_vocab(&ckpt.tokenizer, ckpt.config.model.vocab_size)?;
+    let eot = ckpt.tokenizer.eot_id();
+    f.meta("tokenizer.ggml.model", Value::Str("gpt2".into()));
+    f.meta("tokenizer.ggml.pre", Value::Str("default".into()));
+    f.meta("tokenizer.ggml.tokens", Value::StrArray(v.tokens));
+    f.meta("tokenizer.ggml.token_type", Value::I32Array(v.types));
+    f.meta("tokenizer.ggml.merges", Value::StrArray(v.merges));
+    f.meta("tokenizer.ggml.bos_token_id", Value::U32(eot));
+    f.meta("tokenizer.ggml.eos_token_id", Value::U32(eot));
+    f.meta("tokenizer.ggml.add_bos_token", Value::Bool(false));
+    Ok(())
+}
+
 /// The GGUF of a full (not adapter) checkpoint of a pure attention stack.
 pub fn llama_gguf(ckpt: &LoadedCheckpoint, format: GgufFormat) -> Result<GgufFile> {
     let m = &ckpt.config.model;
-    let pure = m.block_kinds().iter().all(|&b| b == BlockKind::Attention);
-    if m.arch != Arch::Llama || !pure {
-        return Err(TrainerError::checkpoint(
-            ckpt.dir.join("config.toml"),
-            "GGUF export covers llama-architecture stacks (MobileLLM / MobiLlama shapes); Mamba, RWKV-7 and hybrid stacks are refused",
-        ));
-    }
     let hf: BTreeMap<String, NamedTensor> = export_llama(m, &ckpt.model);
     let mut f = GgufFile::default();
-    let general = |f: &mut GgufFile| {
-        f.meta("general.architecture", Value::Str("llama".into()));
-        f.meta("general.name", Value::Str("kiln".into()));
-        f.meta("general.file_type", Value::U32(format.file_type()));
-        f.meta("general.alignment", Value::U32(file::ALIGNMENT as u32));
-    };
-    general(&mut f);
+    general(&mut f, "llama", format);
     let u = |v: usize| Value::U32(v as u32);
     f.meta("llama.context_length", u(m.max_seq_len));
     f.meta("llama.embedding_length", u(m.dim));
@@ -172,16 +182,7 @@ pub fn llama_gguf(ckpt: &LoadedCheckpoint, format: GgufFormat) -> Result<GgufFil
     );
     f.meta("llama.rope.freq_base", Value::F32(m.rope_theta as f32));
     f.meta("llama.vocab_size", u(m.vocab_size));
-    let v = gguf_vocab(&ckpt.tokenizer, m.vocab_size)?;
-    let eot = ckpt.tokenizer.eot_id();
-    f.meta("tokenizer.ggml.model", Value::Str("gpt2".into()));
-    f.meta("tokenizer.ggml.pre", Value::Str("default".into()));
-    f.meta("tokenizer.ggml.tokens", Value::StrArray(v.tokens));
-    f.meta("tokenizer.ggml.token_type", Value::I32Array(v.types));
-    f.meta("tokenizer.ggml.merges", Value::StrArray(v.merges));
-    f.meta("tokenizer.ggml.bos_token_id", Value::U32(eot));
-    f.meta("tokenizer.ggml.eos_token_id", Value::U32(eot));
-    f.meta("tokenizer.ggml.add_bos_token", Value::Bool(false));
+    vocab_metadata(&mut f, ckpt)?;
     for (name, t) in &hf {
         let Some(gname) = gguf_name(name) else {
             return Err(TrainerError::Internal(format!("no GGUF name for {name}")));
@@ -199,7 +200,21 @@ pub fn llama_gguf(ckpt: &LoadedCheckpoint, format: GgufFormat) -> Result<GgufFil
     Ok(f)
 }
 
-/// Writes `ckpt` as GGUF; returns the file's size in bytes.
+/// Writes `ckpt` as GGUF (llama or mamba); returns the file's size in bytes.
 pub fn write_gguf(ckpt: &LoadedCheckpoint, format: GgufFormat, out: &Path) -> Result<u64> {
-    llama_gguf(ckpt, format)?.save(out)
+    let m = &ckpt.config.model;
+    let pure = |k: BlockKind| m.block_kinds().iter().all(|&b| b == k);
+    let file = match m.arch {
+        Arch::Llama if pure(BlockKind::Attention) => llama_gguf(ckpt, format)?,
+        Arch::Mamba if pure(BlockKind::Mamba) && m.share_repeat == 1 => {
+            mamba::mamba_gguf(ckpt, format)?
+        }
+        _ => {
+            return Err(TrainerError::checkpoint(
+                ckpt.dir.join("config.toml"),
+                "GGUF export covers pure llama stacks (MobileLLM / MobiLlama shapes) and pure Mamba stacks; RWKV-7 and hybrid stacks are refused",
+            ))
+        }
+    };
+    file.save(out)
 }
