@@ -191,6 +191,55 @@ fn bad_quantize_input_is_one_line_and_exit_2() {
         tmp,
         &["quantize.targets[0]"],
     );
+    // A group that does not divide a targeted width; q4_0 on a width that is
+    // not a multiple of 32 (ffn 48 -> down_proj has 48 inputs).
+    let bad = |name: &str, section: &str, expect: &[&str]| {
+        let text = format!(
+            "{}\n{section}\n",
+            crate::common::TINY.replace("ffn_dim = 64", "ffn_dim = 48")
+        );
+        let cfg = crate::common::write_config(tmp, name, &text);
+        fails_with(
+            &["train", cfg.to_str().expect("utf8"), "--run-dir", name],
+            tmp,
+            expect,
+        );
+    };
+    bad(
+        "g.toml",
+        "[quantize]\nweights = \"int4\"\ngroup = 64\ntargets = [\"*.q_proj\"]",
+        &["quantize.targets", "q_proj", "32 inputs"],
+    );
+    bad(
+        "b.toml",
+        "[quantize]\nweights = \"q4_0\"\ntargets = [\"*.down_proj\"]",
+        &["quantize.targets", "down_proj", "48 inputs", "f16"],
+    );
+    // A stack llama.cpp has no architecture for.
+    let text = crate::common::TINY.replace("max_steps = 24", "max_steps = 4");
+    let (start, end) = (
+        text.find("[model]").expect("m"),
+        text.find("[data]").expect("d"),
+    );
+    let model =
+        "[model]\narch = \"rwkv7\"\ndim = 32\nn_layers = 2\nhead_size = 8\nmax_seq_len = 32\n\n";
+    let cfg = crate::common::write_config(
+        tmp,
+        "r.toml",
+        &format!("{}{model}{}", &text[..start], &text[end..]),
+    );
+    let o = run(kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(tmp.join("rwkv")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    fails_with(
+        &["quantize", "rwkv", "--format", "q8_0", "--out", "r.gguf"],
+        tmp,
+        &["RWKV-7"],
+    );
+    assert!(!tmp.join("r.gguf").exists());
 }
 
 /// A Mamba stack as llama.cpp's `mamba`: names, metadata, `A = -exp(A_log)`.

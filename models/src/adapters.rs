@@ -23,6 +23,8 @@ pub fn is_adapter_name(name: &str) -> bool {
 pub struct ProjectionName {
     pub path: String,
     pub name: String,
+    /// Input width (the length quantisation groups run along).
+    pub d_in: usize,
 }
 
 fn mlp_linears<'a, B: Backend>(
@@ -113,13 +115,17 @@ impl<B: crate::FusedOps> Decoder<B> {
 
     /// Module path and checkpoint name of every stored projection.
     pub fn projection_names(&mut self) -> Vec<ProjectionName> {
-        let paths: Vec<String> = self.linears_mut().into_iter().map(|(p, _)| p).collect();
+        let paths: Vec<(String, usize)> = self
+            .linears_mut()
+            .into_iter()
+            .map(|(p, l)| (p, l.d_in()))
+            .collect();
         paths
             .into_iter()
-            .map(|path| {
+            .map(|(path, d_in)| {
                 let full = self.tensor_name(&format!("{path}.weight"));
                 let name = full.strip_suffix(".weight").unwrap_or(&full).to_string();
-                ProjectionName { path, name }
+                ProjectionName { path, name, d_in }
             })
             .collect()
     }

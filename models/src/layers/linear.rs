@@ -12,7 +12,7 @@ use super::fake_quant::{fake_quant_input, fake_quant_weight};
 use super::lora::{LoraAdapter, LoraSpec};
 use crate::ops::precision::{autocast_matmul, cast_to};
 use crate::ops::{matmul, FusedOps};
-use crate::quant::{QuantSpec, GGUF_BLOCK};
+use crate::quant::QuantSpec;
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -156,11 +156,8 @@ impl<B: FusedOps> Linear<B> {
                                               // Groups run along d_in within each column: narrowing columns first
                                               // quantises exactly as the whole weight would.
         let (x, w) = match &self.quant {
-            // GGUF keeps projections whose rows are not whole blocks in f16.
-            Some(q) if !(q.weights.is_gguf_block() && !w.dims()[0].is_multiple_of(GGUF_BLOCK)) => {
-                (fake_quant_input(x, q), fake_quant_weight(w, q))
-            }
-            _ => (x, w),
+            Some(q) => (fake_quant_input(x, q), fake_quant_weight(w, q)),
+            None => (x, w),
         };
         let fused = self.fused;
         let mm = |a: Tensor<B, 2>, b: Tensor<B, 2>| if fused { matmul(a, b) } else { a.matmul(b) };
