@@ -50,3 +50,12 @@ tie_embeddings = true'
     done
   done
 done
+
+# Greedy continuations: kiln generate (fake-quantised as the file) vs llama.cpp.
+P="Once upon a time, there was a little"
+for arch in llama mamba; do for f in f16 q8_0 q4_0; do
+  if [ $f = f16 ]; then kq=""; else kq="--quantize $f --activations q8_0"; fi
+  a=$($KILN generate $arch --prompt "$P" --temperature 0 --max-new-tokens 32 $kq 2>/dev/null)
+  b=$($PY ../greedy_llamacpp.py $arch-$f.gguf "$P" 32 2>/dev/null)
+  if [ "$a" = "$b" ]; then echo "greedy $arch $f: same 32 tokens: $a"; else echo "greedy $arch $f: DIFFERENT: kiln [$a] llama.cpp [$b]"; fi
+done; done

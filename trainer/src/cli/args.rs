@@ -112,6 +112,23 @@ pub struct GenerateArgs {
     /// Override the device the checkpoint was trained on.
     #[arg(long)]
     pub device: Option<String>,
+    #[command(flatten)]
+    pub quant: QuantFlags,
+}
+
+/// Post-training quantisation of a checkpoint's projections for `eval` and
+/// `generate` (overrides the checkpoint's [quantize]).
+#[derive(Args)]
+pub struct QuantFlags {
+    /// Fake-quantised projections: int8, int4, q8_0 or q4_0.
+    #[arg(long)]
+    pub quantize: Option<String>,
+    /// With --quantize: int8/int4 group size (absent: per channel).
+    #[arg(long, requires = "quantize")]
+    pub group: Option<usize>,
+    /// With --quantize: activations as none, int8_token or q8_0 (llama.cpp's CPU path).
+    #[arg(long, requires = "quantize")]
+    pub activations: Option<String>,
 }
 
 /// Loss and perplexity of a checkpoint on its validation split or --data.
@@ -135,16 +152,8 @@ pub struct EvalArgs {
     /// --qa: most tokens generated per answer.
     #[arg(long, default_value_t = 24)]
     pub max_new_tokens: usize,
-    /// Evaluate with fake-quantised projections (post-training quantisation):
-    /// int8, int4, q8_0 or q4_0 (overrides the checkpoint's [quantize]).
-    #[arg(long)]
-    pub quantize: Option<String>,
-    /// With --quantize: int8/int4 group size (absent: per channel).
-    #[arg(long, requires = "quantize")]
-    pub group: Option<usize>,
-    /// With --quantize: activations as none, int8_token or q8_0 (llama.cpp's CPU path).
-    #[arg(long, requires = "quantize")]
-    pub activations: Option<String>,
+    #[command(flatten)]
+    pub quant: QuantFlags,
     #[arg(long)]
     pub device: Option<String>,
 }

@@ -18,8 +18,8 @@ use kiln_trainer::train::{train as run_training, Start, TrainOutcome, TrainReque
 use kiln_trainer::{adapter, data_setup, export, plan, session};
 
 use super::args::{
-    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs, QuantizeArgs,
-    StoriesArgs, StoriesQaArgs, TokenizerTrainArgs, TrainArgs,
+    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs, QuantFlags,
+    QuantizeArgs, StoriesArgs, StoriesQaArgs, TokenizerTrainArgs, TrainArgs,
 };
 
 /// Stdout went away (e.g. `kiln ... | head`): stop printing, exit quietly.
@@ -256,12 +256,19 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         top_k: a.top_k,
         seed: a.seed,
     };
-    emit(&super::generate(&a.checkpoint, &a.prompt, &opts, a.device)?)
+    let quant = eval_quant(&a.quant)?;
+    emit(&super::generate(
+        &a.checkpoint,
+        &a.prompt,
+        &opts,
+        a.device,
+        quant.as_ref(),
+    )?)
 }
 
 /// `kiln eval CHECKPOINT [--data FILE | --text T --logits-out F]`.
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let quant = eval_quant(&a)?;
+    let quant = eval_quant(&a.quant)?;
     let q = quant.as_ref();
     match (a.text, a.logits_out) {
         (Some(text), Some(out)) => {
@@ -278,7 +285,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// `--quantize` / `--group` / `--activations` as a `[quantize]` section.
-fn eval_quant(a: &EvalArgs) -> anyhow::Result<Option<config::QuantizeConfig>> {
+fn eval_quant(a: &QuantFlags) -> anyhow::Result<Option<config::QuantizeConfig>> {
     let Some(w) = &a.quantize else {
         return Ok(None);
     };

@@ -29,8 +29,9 @@ pub fn generate(
     prompt: &str,
     opts: &SampleOptions,
     device: Option<String>,
+    quant: Option<&kiln_trainer::config::QuantizeConfig>,
 ) -> anyhow::Result<String> {
-    let ckpt = load_checkpoint(path)?;
+    let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     Ok(dispatch(&device, GenerateTask(ckpt, prompt, opts))?)
 }
