@@ -90,8 +90,9 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
             // QAT from its start step (or from the resume step past it).
             model = crate::quantize::apply(model, q)?;
             out.line(&format!(
-                "quantize: fake {:?} from step {}",
+                "quantize: fake {:?} weights, {:?} activations, from step {}",
                 q.weights,
+                q.activations,
                 state.step + 1
             ));
         }

@@ -120,7 +120,8 @@ pub struct GenerateArgs {
 /// `generate` (overrides the checkpoint's [quantize]).
 #[derive(Args)]
 pub struct QuantFlags {
-    /// Fake-quantised projections: int8, int4, q8_0 or q4_0.
+    /// Fake-quantised projections: int8, int4, q8_0 or q4_0; `none`
+    /// evaluates a QAT run in float.
     #[arg(long)]
     pub quantize: Option<String>,
     /// With --quantize: int8/int4 group size (absent: per channel).

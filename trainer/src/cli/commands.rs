@@ -285,10 +285,15 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// `--quantize` / `--group` / `--activations` as a `[quantize]` section.
-fn eval_quant(a: &QuantFlags) -> anyhow::Result<Option<config::QuantizeConfig>> {
+/// `None`: as the checkpoint says; `Some(None)`: `--quantize none` (a QAT
+/// run evaluated in float).
+fn eval_quant(a: &QuantFlags) -> anyhow::Result<Option<Option<config::QuantizeConfig>>> {
     let Some(w) = &a.quantize else {
         return Ok(None);
     };
+    if w == "none" {
+        return Ok(Some(None));
+    }
     let mut text = format!("weights = {w:?}\n");
     if let Some(g) = a.group {
         text.push_str(&format!("group = {g}\n"));
@@ -298,12 +303,12 @@ fn eval_quant(a: &QuantFlags) -> anyhow::Result<Option<config::QuantizeConfig>> 
     }
     let q: config::QuantizeConfig = toml::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
-            "--quantize {w} / --activations: {}: use int8, int4, q8_0 or q4_0 and none, int8_token or q8_0",
+            "--quantize {w} / --activations: {}: use int8, int4, q8_0, q4_0 (or none: float) and none, int8_token or q8_0",
             e.message()
         )
     })?;
     q.validate()?;
-    Ok(Some(q))
+    Ok(Some(Some(q)))
 }
 
 /// `kiln data prepare DATA.toml`.

@@ -29,7 +29,7 @@ pub fn generate(
     prompt: &str,
     opts: &SampleOptions,
     device: Option<String>,
-    quant: Option<&kiln_trainer::config::QuantizeConfig>,
+    quant: Option<&Option<kiln_trainer::config::QuantizeConfig>>,
 ) -> anyhow::Result<String> {
     let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
@@ -124,14 +124,15 @@ fn report(
     v
 }
 
-/// A checkpoint to evaluate, with `quant` (PTQ) in place of its own [quantize].
+/// A checkpoint to evaluate, with `quant` in place of its own [quantize]
+/// (`Some(None)`: float; `Some(Some(q))`: post-training quantisation).
 fn load_quantized(
     path: &Path,
-    quant: Option<&kiln_trainer::config::QuantizeConfig>,
+    quant: Option<&Option<kiln_trainer::config::QuantizeConfig>>,
 ) -> anyhow::Result<LoadedCheckpoint> {
     let mut ckpt = load_checkpoint(path)?;
     if let Some(q) = quant {
-        ckpt.config.quantize = Some(q.clone());
+        ckpt.config.quantize = q.clone();
     }
     Ok(ckpt)
 }
@@ -140,7 +141,7 @@ pub fn eval(
     path: &Path,
     data: Option<&Path>,
     device: Option<String>,
-    quant: Option<&kiln_trainer::config::QuantizeConfig>,
+    quant: Option<&Option<kiln_trainer::config::QuantizeConfig>>,
 ) -> anyhow::Result<serde_json::Value> {
     let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
@@ -153,7 +154,7 @@ pub fn eval_qa(
     qa: &Path,
     max_new: usize,
     device: Option<String>,
-    quant: Option<&kiln_trainer::config::QuantizeConfig>,
+    quant: Option<&Option<kiln_trainer::config::QuantizeConfig>>,
 ) -> anyhow::Result<serde_json::Value> {
     let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
@@ -226,7 +227,7 @@ pub fn dump_logits(
     text: &str,
     out: &Path,
     device: Option<String>,
-    quant: Option<&kiln_trainer::config::QuantizeConfig>,
+    quant: Option<&Option<kiln_trainer::config::QuantizeConfig>>,
 ) -> anyhow::Result<()> {
     let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
