@@ -96,9 +96,7 @@ pub fn fake_quant_group(
             affine_group(x, s, qmin, qmax, out, mask)
         }
         WeightFormat::Q8_0 => {
-            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let (d, id) = q8_0_scale(x);
             let dh = f16::from_f32(d).to_f32();
             for ((o, m), &v) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
                 // C `roundf`: half away from zero (Rust's `round`); the code
@@ -109,15 +107,7 @@ pub fn fake_quant_group(
             false
         }
         WeightFormat::Q4_0 => {
-            let (mut amax, mut max) = (0f32, 0f32);
-            for &v in x {
-                if amax < v.abs() {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            let d = max / -8.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let (d, id) = q4_0_scale(x);
             let dh = f16::from_f32(d).to_f32();
             let mut clamped = false;
             for ((o, m), &v) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
@@ -131,6 +121,27 @@ pub fn fake_quant_group(
             clamped
         }
     }
+}
+
+/// A q8_0 block's f32 scale `d = amax / 127` and the `1 / d` codes use.
+fn q8_0_scale(x: &[f32]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    (d, if d != 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// A q4_0 block's f32 scale `d = max / -8` (`max`: the first element of
+/// largest magnitude, with its sign) and `1 / d`.
+fn q4_0_scale(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    (d, if d != 0.0 { 1.0 / d } else { 0.0 })
 }
 
 /// `torch.fake_quantize_per_channel_affine` with zero point 0 and scale `s`
@@ -222,9 +233,7 @@ pub fn fake_quant_token_int8(row: &[f32], out: &mut [f32]) {
 pub fn encode_q8_0(row: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(row.len() / GGUF_BLOCK * 34);
     for x in row.chunks(GGUF_BLOCK) {
-        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, id) = q8_0_scale(x);
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
         out.extend(x.iter().map(|&v| ((v * id).round() as i8) as u8));
     }
@@ -236,15 +245,7 @@ pub fn encode_q8_0(row: &[f32]) -> Vec<u8> {
 pub fn encode_q4_0(row: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(row.len() / GGUF_BLOCK * 18);
     for x in row.chunks(GGUF_BLOCK) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, id) = q4_0_scale(x);
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
         let code = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
         let half = GGUF_BLOCK / 2;
