@@ -2,6 +2,8 @@
 # Story QA: base vs LoRA r=8 vs LoRA r=32 vs full fine-tuning, equal steps.
 #   experiments/lora/story-qa/run.sh > experiments/lora/story-qa/results.jsonl
 #   python3 experiments/lora/story-qa/plot.py   # -> story-qa.png
+# Longer LoRA r=8 / full arms (1500 steps by default; reuse runs/base, runs/qa):
+#   experiments/lora/story-qa/run-long.sh >> experiments/lora/story-qa/results-long.jsonl
 # Needs /usr/bin/time (GNU time) and python3. KILN=path/to/kiln overrides the
 # binary; run directories go to experiments/lora/story-qa/runs/ (not in git).
 set -euo pipefail
