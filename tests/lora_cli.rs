@@ -470,3 +470,44 @@ fn bf16_pure_keeps_f32_adapters_over_a_bf16_base() {
     }
     assert_eq!(adapted, 8, "q, v, gate, down in 2 layers");
 }
+
+/// Prepared instruction data (`kiln data prepare-instruct`) trains exactly as
+/// the instruction file it was prepared from; a different tokenizer or
+/// `seq_len` is refused, and a corrupted file is caught by its hash.
+#[test]
+fn prepared_instruction_data_trains_as_its_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    let cfg = setup(tmp, &LORA.replace("max_steps = 24", "max_steps = 6"));
+    let o = run(kiln()
+        .args(["data", "prepare-instruct", "lora.toml", "--out", "prep"])
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let prepared = LORA
+        .replace("max_steps = 24", "max_steps = 6")
+        .replace("train = \"inst.jsonl\"", "datasets = [\"prep\"]");
+    let pcfg = write_config(tmp, "prep.toml", &prepared);
+    train_in(tmp, &cfg, "files");
+    train_in(tmp, &pcfg, "prepared");
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(ckpt(&tmp.join("files"), 6).join(file)).expect("files");
+        let b = std::fs::read(ckpt(&tmp.join("prepared"), 6).join(file)).expect("prepared");
+        assert!(a == b, "{file}: prepared data trained differently");
+    }
+    let seq = prepared.replace("seq_len = 32", "seq_len = 16");
+    write_config(tmp, "seq.toml", &seq);
+    fails_with(
+        &["train", "seq.toml", "--run-dir", "s"],
+        tmp,
+        &["data.seq_len", "prepared for 32"],
+    );
+    let bin = tmp.join("prep/train.bin");
+    let mut bytes = std::fs::read(&bin).expect("bin");
+    bytes[10] ^= 1;
+    std::fs::write(&bin, bytes).expect("write");
+    fails_with(
+        &["train", "prep.toml", "--run-dir", "c"],
+        tmp,
+        &["train.bin", "SHA-256"],
+    );
+}

@@ -37,6 +37,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data {
             action: DataAction::StoriesQa(a),
         } => cmd::stories_qa(a),
+        Command::Data {
+            action: DataAction::PrepareInstruct(a),
+        } => cmd::prepare_instruct(a),
         Command::Tokenizer {
             action: TokenizerAction::Train(a),
         } => cmd::tokenizer_train(a),

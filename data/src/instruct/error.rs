@@ -117,6 +117,9 @@ pub enum InstructError {
     #[error("{} holds no instruction examples: add at least one", path.display())]
     NoExamples { path: PathBuf },
 
+    #[error("{}: {reason}", path.display())]
+    Prepared { path: PathBuf, reason: String },
+
     #[error(
         "data.instruct.template = \"{name}\" is not a preset: use \"plain\" or \"chatml\", or \
          describe each role with [data.instruct.roles.<role>] prefix = ..., suffix = ..."

@@ -16,11 +16,13 @@
 mod encode;
 mod error;
 mod parse;
+pub mod prepared;
 mod sampler;
 mod template;
 
 pub use encode::{encode, Encoded, InstructReport};
 pub use error::InstructError;
 pub use parse::{parse_jsonl_str, read_examples, Example, Origin, Turn};
+pub use prepared::{is_prepared, load_prepared, save_prepared, PreparedManifest};
 pub use sampler::{eval_batches, InstructSampler, InstructSamplerState, IGNORE};
 pub use template::{ChatTemplate, InstructConfig, Layout, Overflow, RoleFormat};

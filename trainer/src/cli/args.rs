@@ -62,6 +62,10 @@ pub enum DataAction {
     /// where, which came first) as instruction JSONL: OUT/train.jsonl and a
     /// disjoint OUT/eval.jsonl.
     StoriesQa(StoriesQaArgs),
+    /// Encode a run config's instruction files ([data.instruct], its
+    /// tokenizer from [init] from or tokenizer.path) once into DIR, for
+    /// `data.datasets = [DIR]`.
+    PrepareInstruct(PrepareInstructArgs),
 }
 
 #[derive(Subcommand)]
@@ -232,6 +236,16 @@ pub struct StoriesArgs {
     pub docs: u64,
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Instruction data encoded once.
+#[derive(Args)]
+pub struct PrepareInstructArgs {
+    pub config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -18,8 +18,9 @@ use kiln_trainer::train::{train as run_training, Start, TrainOutcome, TrainReque
 use kiln_trainer::{adapter, data_setup, export, plan, session};
 
 use super::args::{
-    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs, QuantFlags,
-    QuantizeArgs, StoriesArgs, StoriesQaArgs, TokenizerTrainArgs, TrainArgs,
+    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs,
+    PrepareInstructArgs, QuantFlags, QuantizeArgs, StoriesArgs, StoriesQaArgs, TokenizerTrainArgs,
+    TrainArgs,
 };
 
 /// Stdout went away (e.g. `kiln ... | head`): stop printing, exit quietly.
@@ -330,6 +331,13 @@ pub fn stories(a: StoriesArgs) -> anyhow::Result<()> {
         a.out.display(),
         a.docs
     ))
+}
+
+/// `kiln data prepare-instruct CONFIG --out DIR`.
+pub fn prepare_instruct(a: PrepareInstructArgs) -> anyhow::Result<()> {
+    let cfg = config::load(&a.config, &a.set)?;
+    let manifest = kiln_trainer::data_instruct::prepare_instruct(&cfg, &a.out)?;
+    emit(&format!("wrote {}", manifest.display()))
 }
 
 /// `kiln data stories-qa --train-stories N --eval-stories M --out DIR`.
