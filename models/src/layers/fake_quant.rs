@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use crate::ops::FusedOps;
+use rayon::prelude::*;
 
 use crate::quant::{
     fake_quant_act_q8_0, fake_quant_rows, fake_quant_token_int8, transposed, ActFormat, QuantSpec,
@@ -50,26 +51,23 @@ pub fn fake_quant_weight<B: FusedOps>(w: Tensor<B, 2>, spec: &QuantSpec) -> Tens
     straight_through(w, fq, mask)
 }
 
+/// `f` on each row of `[rows, d]` values, rows in parallel.
+fn per_row(values: &[f32], d: usize, f: fn(&[f32], &mut [f32])) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    out.par_chunks_mut(d.max(1))
+        .zip(values.par_chunks(d.max(1)))
+        .for_each(|(o, row)| f(row, o));
+    out
+}
+
 /// `x [rows, d_in]` quantised per token as `spec.activations` says.
 pub fn fake_quant_input<B: FusedOps>(x: Tensor<B, 2>, spec: &QuantSpec) -> Tensor<B, 2> {
     let [_, d] = x.dims();
     let values = host(&x);
     let fq = match spec.activations {
         ActFormat::None => return x,
-        ActFormat::Int8Token => {
-            let mut out = vec![0f32; values.len()];
-            for (o, row) in out.chunks_mut(d.max(1)).zip(values.chunks(d.max(1))) {
-                fake_quant_token_int8(row, o);
-            }
-            out
-        }
-        ActFormat::Q8_0 => {
-            let mut out = vec![0f32; values.len()];
-            for (o, row) in out.chunks_mut(d.max(1)).zip(values.chunks(d.max(1))) {
-                fake_quant_act_q8_0(row, o);
-            }
-            out
-        }
+        ActFormat::Int8Token => per_row(&values, d, fake_quant_token_int8),
+        ActFormat::Q8_0 => per_row(&values, d, fake_quant_act_q8_0),
     };
     // Scales come from each row's own maximum: nothing is ever clamped.
     straight_through(x, fq, None)
