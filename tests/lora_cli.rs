@@ -511,3 +511,58 @@ fn prepared_instruction_data_trains_as_its_file() {
         &["train.bin", "SHA-256"],
     );
 }
+
+/// `kiln eval --qa`: each greedy answer is what `kiln generate` (greedy)
+/// continues the template-rendered prompt with, up to the assistant's
+/// suffix; the summary counts the predictions that equal the answers.
+#[test]
+fn qa_exact_match_agrees_with_greedy_generation() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    let cfg = setup(tmp, &LORA.replace("max_steps = 24", "max_steps = 8"));
+    train_in(tmp, &cfg, "lr");
+    let o = run(kiln()
+        .args(["eval", "lr", "--qa", "inst.jsonl", "--max-new-tokens", "12"])
+        .args(["--predictions-out", "p.jsonl"])
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value =
+        serde_json::from_str(crate::common::stdout(&o).trim()).expect("json");
+    let preds: Vec<serde_json::Value> = std::fs::read_to_string(tmp.join("p.jsonl"))
+        .expect("predictions")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("line"))
+        .collect();
+    assert_eq!(preds.len(), 48);
+    let correct = preds.iter().filter(|p| p["correct"] == true).count();
+    assert_eq!(summary["correct"].as_u64(), Some(correct as u64));
+    // The first example of each layout, through `kiln generate`.
+    let questions = ["what has tom?", "name the pet of lily.", "who has a cat?"];
+    for (i, q) in questions.iter().enumerate() {
+        let prompt = format!("Ask\n{q}\nAnswer\n");
+        let o = run(kiln()
+            .args([
+                "generate",
+                "lr",
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "12",
+            ])
+            .args(["--prompt", &prompt])
+            .current_dir(tmp));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = crate::common::stdout(&o);
+        let cont = text.strip_prefix(&prompt).expect("prompt echoed");
+        let got = preds[i]["got"].as_str().expect("got");
+        assert!(
+            cont.starts_with(got),
+            "example {i}: qa {got:?} vs generate {cont:?}"
+        );
+        let rest = &cont[got.len()..];
+        assert!(
+            rest.starts_with('\n') || got.chars().count() >= 12 || rest.trim().is_empty(),
+            "{rest:?}"
+        );
+    }
+}

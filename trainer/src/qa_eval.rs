@@ -22,6 +22,18 @@ pub struct QaResult {
     pub seconds: f64,
     /// Up to five wrong answers: (question tail, expected, got).
     pub misses: Vec<(String, String, String)>,
+    /// Every answer, in the file's order (for paired comparisons of runs).
+    #[serde(skip)]
+    pub predictions: Vec<QaPrediction>,
+}
+
+/// One greedy answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct QaPrediction {
+    pub index: usize,
+    pub expected: String,
+    pub got: String,
+    pub correct: bool,
 }
 
 /// The prompt turns and the reference answer of an example (its last turn,
@@ -111,12 +123,19 @@ pub fn exact_match<B: FusedOps>(
     let started = Instant::now();
     let bar = crate::eval::progress_bar(examples.len() as u64, true);
     let stop = template.role("assistant")?.suffix.clone();
-    let (mut correct, mut misses) = (0, Vec::new());
+    let (mut correct, mut misses, mut predictions) = (0, Vec::new(), Vec::new());
     for (i, ex) in examples.iter().enumerate() {
         let (turns, answer) = split(ex, i)?;
         let prompt = tokenizer.encode(&template.generation_prompt(turns)?)?;
         let got = greedy_answer(model, tokenizer, &prompt, &stop, max_new, device)?;
-        if got.trim() == answer.trim() {
+        let right = got.trim() == answer.trim();
+        predictions.push(QaPrediction {
+            index: i,
+            expected: answer.to_string(),
+            got: got.clone(),
+            correct: right,
+        });
+        if right {
             correct += 1;
         } else if misses.len() < 5 {
             let q = turns.last().map_or("", |t| t.content.as_str());
@@ -132,5 +151,6 @@ pub fn exact_match<B: FusedOps>(
         exact_match: correct as f64 / examples.len().max(1) as f64,
         seconds: started.elapsed().as_secs_f64(),
         misses,
+        predictions,
     })
 }

@@ -157,6 +157,9 @@ pub struct EvalArgs {
     /// --qa: most tokens generated per answer.
     #[arg(long, default_value_t = 24)]
     pub max_new_tokens: usize,
+    /// --qa: also write every answer as JSONL (index, expected, got, correct).
+    #[arg(long, requires = "qa")]
+    pub predictions_out: Option<PathBuf>,
     #[command(flatten)]
     pub quant: QuantFlags,
     #[arg(long)]

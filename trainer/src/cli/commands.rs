@@ -278,7 +278,12 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         }
         _ => match &a.qa {
             Some(qa) => {
-                emit(&super::eval_qa(&a.checkpoint, qa, a.max_new_tokens, a.device, q)?.to_string())
+                let (v, predictions) =
+                    super::eval_qa(&a.checkpoint, qa, a.max_new_tokens, a.device, q)?;
+                if let Some(out) = &a.predictions_out {
+                    kiln_trainer::fsutil::write_atomic(out, predictions.as_bytes())?;
+                }
+                emit(&v.to_string())
             }
             None => emit(&super::eval(&a.checkpoint, a.data.as_deref(), a.device, q)?.to_string()),
         },

@@ -155,7 +155,7 @@ pub fn eval_qa(
     max_new: usize,
     device: Option<String>,
     quant: Option<&Option<kiln_trainer::config::QuantizeConfig>>,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<(serde_json::Value, String)> {
     let ckpt = load_quantized(path, quant)?;
     let device = device.unwrap_or_else(|| ckpt.config.training.device.clone());
     let examples = kiln_data::instruct::read_examples(qa)?;
@@ -164,8 +164,9 @@ pub fn eval_qa(
 
 struct QaTask(LoadedCheckpoint, Vec<kiln_data::instruct::Example>, usize);
 impl BackendTask for QaTask {
-    type Output = serde_json::Value;
-    fn run<B: TrainBackend>(self, device: B::Device, _: &str) -> Result<serde_json::Value> {
+    /// The summary, and every prediction as JSONL.
+    type Output = (serde_json::Value, String);
+    fn run<B: TrainBackend>(self, device: B::Device, _: &str) -> Result<Self::Output> {
         let QaTask(ckpt, examples, max_new) = self;
         let template = ckpt
             .config
@@ -183,10 +184,15 @@ impl BackendTask for QaTask {
             max_new,
             &device,
         )?;
-        let mut v = serde_json::to_value(&r)
-            .map_err(|e| kiln_trainer::TrainerError::Internal(e.to_string()))?;
+        let internal = |e: serde_json::Error| kiln_trainer::TrainerError::Internal(e.to_string());
+        let mut v = serde_json::to_value(&r).map_err(internal)?;
         v["checkpoint"] = serde_json::json!(ckpt.dir);
-        Ok(v)
+        let mut lines = String::new();
+        for p in &r.predictions {
+            lines.push_str(&serde_json::to_string(p).map_err(internal)?);
+            lines.push('\n');
+        }
+        Ok((v, lines))
     }
 }
 
