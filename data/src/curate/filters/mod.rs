@@ -8,22 +8,34 @@
 //! decisions compare rule by rule with datatrove's, and each is configured by
 //! a serde struct whose field names are datatrove's parameter names.
 //!
+//! Two more, not ports: [`LanguageFilter`] (whatlang in place of datatrove's
+//! fastText `LanguageFilter`) and [`BadWords`] (C4's bad-words rule, with a
+//! user-supplied list). Their configs can be wrong ([`FilterError`] from
+//! `LanguageFilter::validate` and `BadWordsConfig::load`); filtering a
+//! document still cannot fail.
+//!
 //! Where datatrove would raise (FineWeb divides by a zero word count) these
 //! filters take the float result instead: a filter never panics.
 
+mod bad_words;
 mod c4;
+mod error;
 mod exceptions;
 mod fineweb;
 mod gopher_quality;
 mod gopher_repetition;
+mod language;
 mod punctuation;
 mod text;
 pub mod words;
 
+pub use bad_words::{BadWords, BadWordsConfig};
 pub use c4::{C4Outcome, C4Quality};
+pub use error::FilterError;
 pub use fineweb::FineWebQuality;
 pub use gopher_quality::GopherQuality;
 pub use gopher_repetition::GopherRepetition;
+pub use language::{LanguageFilter, LanguageOutcome};
 
 use std::borrow::Cow;
 
