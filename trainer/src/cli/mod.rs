@@ -211,6 +211,12 @@ impl BackendTask for LogitsTask<'_> {
         }
         let model = build_model::<B::InnerBackend>(&self.0, &device)?;
         let n = ids.len();
+        if n > model.max_seq_len() {
+            eprintln!(
+                "warning: --text is {n} tokens, longer than the model's max_seq_len {}: positions past it were never trained",
+                model.max_seq_len()
+            );
+        }
         let x = Tensor::<B::InnerBackend, 2, Int>::from_data(
             TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
             &device,
