@@ -2,6 +2,7 @@
 //! and the base an adapter checkpoint names by hash. The adapter arithmetic
 //! itself lives in the models crate (`Linear::project`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -56,11 +57,12 @@ pub fn run_content(cfg: &RunConfig, base: Option<&BTreeMap<String, NamedTensor>>
 /// Every weight of a checkpoint: its own, or for an adapter checkpoint the
 /// base's (`init.from`, checked against the hash the checkpoint names)
 /// overlaid with the checkpoint's tensors. Also the base hash, if any.
+/// (A full checkpoint's own weights are borrowed, not copied.)
 pub fn full_weights(
     ckpt: &LoadedCheckpoint,
-) -> Result<(BTreeMap<String, NamedTensor>, Option<String>)> {
+) -> Result<(Cow<'_, BTreeMap<String, NamedTensor>>, Option<String>)> {
     let Content::Adapters { base_sha256 } = &ckpt.content else {
-        return Ok((ckpt.model.clone(), None));
+        return Ok((Cow::Borrowed(&ckpt.model), None));
     };
     let Some(init) = &ckpt.config.init else {
         return Err(TrainerError::checkpoint(
@@ -87,7 +89,7 @@ pub fn full_weights(
     }
     let mut all = base.model;
     all.extend(ckpt.model.iter().map(|(k, v)| (k.clone(), v.clone())));
-    Ok((all, Some(base_sha256.clone())))
+    Ok((Cow::Owned(all), Some(base_sha256.clone())))
 }
 
 /// An adapter checkpoint as an ordinary one: every adapter folded into its
@@ -131,5 +133,5 @@ pub fn save_full(ckpt: &LoadedCheckpoint, out: &Path) -> Result<PathBuf> {
         (CONFIG_FILE, ckpt.config.to_toml()?.into_bytes()),
         (TOKENIZER_FILE, ckpt.tokenizer.to_json()?.into_bytes()),
     ];
-    checkpoint::save(out, ckpt.state.step, &Content::Full, &files)
+    checkpoint::save(out, ckpt.state.step, &Content::Full, files)
 }

@@ -96,7 +96,26 @@ pub fn save(
     run_dir: &Path,
     step: u64,
     content: &Content,
-    files: &[(&str, Vec<u8>)],
+    files: Vec<(&str, Vec<u8>)>,
+) -> Result<PathBuf> {
+    let parts: Vec<FilePart<'_>> = files
+        .into_iter()
+        .map(|(name, bytes)| -> FilePart<'_> { (name, Box::new(move || Ok(bytes))) })
+        .collect();
+    save_parts(run_dir, step, content, parts)
+}
+
+/// A checkpoint file's name and the function that makes its bytes.
+pub type FilePart<'a> = (&'a str, Box<dyn FnOnce() -> Result<Vec<u8>> + 'a>);
+
+/// As [`save`], each file's bytes made, written and dropped in turn, so a
+/// save holds one file's bytes at a time (the optimizer state alone is
+/// twice the model).
+pub fn save_parts(
+    run_dir: &Path,
+    step: u64,
+    content: &Content,
+    files: Vec<FilePart<'_>>,
 ) -> Result<PathBuf> {
     let root = checkpoints_dir(run_dir);
     fs::create_dir_all(&root).map_err(|e| TrainerError::io(&root, e))?;
@@ -118,12 +137,13 @@ pub fn save(
         content: content.clone(),
         files: BTreeMap::new(),
     };
-    for (name, bytes) in files {
+    for (name, make) in files {
+        let bytes = make()?;
         let path = tmp.join(name);
         let mut f = fs::File::create(&path).map_err(|e| io(&path, e))?;
-        f.write_all(bytes).map_err(|e| io(&path, e))?;
+        f.write_all(&bytes).map_err(|e| io(&path, e))?;
         f.sync_all().map_err(|e| io(&path, e))?;
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = hex(&Sha256::digest(&bytes));
         manifest.files.insert(
             name.to_string(),
             FileEntry {
@@ -300,7 +320,7 @@ mod tests {
             rank: 1,
             world_size: 2,
         };
-        let dir = save(tmp.path(), 3, &content, &[("a.bin", vec![1, 2, 3])]).expect("save");
+        let dir = save(tmp.path(), 3, &content, vec![("a.bin", vec![1, 2, 3])]).expect("save");
         let (m, files) = load_verified(&dir).expect("load");
         assert_eq!(m.content, content);
         assert_eq!(files["a.bin"], vec![1, 2, 3]);

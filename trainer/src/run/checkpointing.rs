@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::module::AutodiffModule;
 use kiln_models::{named_tensors, Decoder, TrainBackend};
 
-use crate::checkpoint::{self, Content};
+use crate::checkpoint::{self, Content, FilePart};
 use crate::error::{Result, TrainerError};
 use crate::optim::Optimizer;
 use crate::session::{CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE};
@@ -31,30 +31,43 @@ pub struct CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// The files (name, bytes) of a checkpoint of this run's content.
-    pub fn parts<B: TrainBackend>(
-        &self,
-        model: &Decoder<B>,
-        opt: &Optimizer<B::InnerBackend>,
-        state: &TrainerState,
-    ) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        let mut model_tensors = named_tensors::<B::InnerBackend, _>(&model.valid());
-        if let Some(keep) = &self.saved_names {
-            model_tensors.retain(|name, _| keep.contains(name));
-        }
-        let state_bytes = serde_json::to_vec_pretty(state).map_err(|e| {
-            TrainerError::checkpoint(Path::new(STATE_FILE), format!("cannot encode: {e}"))
-        })?;
-        Ok(vec![
-            (MODEL_FILE, weights::to_bytes(&model_tensors, None)?),
+    /// The files of a checkpoint of this run's content, each made when it
+    /// is written (model tensors, then their bytes, dropped before the
+    /// optimizer state is exported).
+    pub fn parts<'a, B: TrainBackend>(
+        &'a self,
+        model: &'a Decoder<B>,
+        opt: &'a Optimizer<B::InnerBackend>,
+        state: &'a TrainerState,
+    ) -> Vec<FilePart<'a>> {
+        let model_part = move || {
+            let mut tensors = named_tensors::<B::InnerBackend, _>(&model.valid());
+            if let Some(keep) = &self.saved_names {
+                tensors.retain(|name, _| keep.contains(name));
+            }
+            weights::to_bytes(&tensors, None)
+        };
+        let state_part = move || {
+            serde_json::to_vec_pretty(state).map_err(|e| {
+                TrainerError::checkpoint(Path::new(STATE_FILE), format!("cannot encode: {e}"))
+            })
+        };
+        vec![
+            (MODEL_FILE, Box::new(model_part)),
             (
                 OPTIMIZER_FILE,
-                weights::to_bytes(&opt.export_state(), None)?,
+                Box::new(move || weights::to_bytes(&opt.export_state(), None)),
             ),
-            (STATE_FILE, state_bytes),
-            (CONFIG_FILE, self.cfg_toml.as_bytes().to_vec()),
-            (TOKENIZER_FILE, self.tokenizer_json.as_bytes().to_vec()),
-        ])
+            (STATE_FILE, Box::new(state_part)),
+            (
+                CONFIG_FILE,
+                Box::new(move || Ok(self.cfg_toml.as_bytes().to_vec())),
+            ),
+            (
+                TOKENIZER_FILE,
+                Box::new(move || Ok(self.tokenizer_json.as_bytes().to_vec())),
+            ),
+        ]
     }
 
     /// Saves atomically and prunes old checkpoints; `None` on ranks that
@@ -68,8 +81,8 @@ impl CheckpointWriter {
         if self.content == Content::Full && !self.world.is_leader() {
             return Ok(None);
         }
-        let files = self.parts(model, opt, state)?;
-        let dir = checkpoint::save(&self.run_dir, state.step, &self.content, &files)?;
+        let files = self.parts(model, opt, state);
+        let dir = checkpoint::save_parts(&self.run_dir, state.step, &self.content, files)?;
         let keep = if self.keep_best {
             state.best_step
         } else {
