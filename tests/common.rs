@@ -255,3 +255,22 @@ pub fn assert_grads_match(
         worst.0
     );
 }
+
+/// Runs `cmd` (output discarded) and kills it with SIGKILL once the
+/// checkpoint of `step` in `run_dir` is complete (its manifest exists).
+pub fn kill_after_checkpoint(cmd: &mut Command, run_dir: &Path, step: u64) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_for(
+            &ckpt(run_dir, step).join("manifest.json"),
+            std::time::Duration::from_secs(120)
+        ),
+        "no step-{step} checkpoint"
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+}

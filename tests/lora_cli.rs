@@ -4,8 +4,6 @@
 //! loss's zero gradient, and every bad input as one line with exit 2.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
@@ -13,7 +11,7 @@ use kiln_models::ops::IGNORE_INDEX;
 use kiln_trainer::loss::{masked_mean, token_nll};
 
 use crate::common::{
-    ckpt, fails_with, kiln, metric, run, stderr, train_tiny, wait_for, write_config,
+    ckpt, fails_with, kill_after_checkpoint, kiln, metric, run, stderr, train_tiny, write_config,
 };
 
 const LORA: &str = r#"
@@ -105,25 +103,13 @@ fn lora_instruct_resume_after_kill_9_is_bitwise_exact() {
     let full = tmp.join("full");
 
     let cut = tmp.join("cut");
-    let mut child = kiln()
-        .arg("train")
+    let mut cmd = kiln();
+    cmd.arg("train")
         .arg(&cfg)
         .arg("--run-dir")
         .arg(&cut)
-        .current_dir(tmp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    assert!(
-        wait_for(
-            &ckpt(&cut, 8).join("manifest.json"),
-            Duration::from_secs(120)
-        ),
-        "no step-8 checkpoint"
-    );
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+        .current_dir(tmp);
+    kill_after_checkpoint(&mut cmd, &cut, 8);
     assert!(!ckpt(&cut, 24).exists(), "finished before the kill");
     let o = run(kiln()
         .arg("train")

@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::{ckpt, kiln, metric, run, stderr, train_tiny, wait_for, write_config, TINY};
+use crate::common::{
+    ckpt, kill_after_checkpoint, kiln, metric, run, stderr, train_tiny, wait_for, write_config,
+    TINY,
+};
 
 #[test]
 fn resume_after_kill_9_is_bitwise_exact() {
@@ -104,22 +107,8 @@ fn check_kill_9_resume(sets: &[&str], more: impl FnOnce(&Path)) {
     let cut = tmp.join("cut");
     let mut cmd = kiln();
     with_sets(cmd.arg("train").arg(&cfg));
-    let mut child = cmd
-        .arg("--run-dir")
-        .arg(&cut)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    assert!(
-        wait_for(
-            &ckpt(&cut, 8).join("manifest.json"),
-            Duration::from_secs(120)
-        ),
-        "no step-8 checkpoint"
-    );
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    cmd.arg("--run-dir").arg(&cut);
+    kill_after_checkpoint(&mut cmd, &cut, 8);
     assert!(
         !ckpt(&cut, 24).exists(),
         "the run finished before it was killed: make TINY longer"
