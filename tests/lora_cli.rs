@@ -552,3 +552,23 @@ fn qa_exact_match_agrees_with_greedy_generation() {
         );
     }
 }
+
+/// Instruction data with full fine-tuning (no `[adapter]`): a full
+/// checkpoint, and the answers' loss falls.
+#[test]
+fn instruction_data_full_fine_tuning() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    let text = LORA
+        .replace("[adapter]\nr = 4\nalpha = 8\ndropout = 0.1\ntargets = [\"q\", \"v\", \"gate\", \"down\"]\n", "")
+        .replace("eval_every = 8", "eval_every = 12");
+    assert!(!text.contains("[adapter]"));
+    let cfg = setup(tmp, &text);
+    train_in(tmp, &cfg, "full");
+    let manifest =
+        std::fs::read_to_string(ckpt(&tmp.join("full"), 24).join("manifest.json")).expect("m");
+    assert!(manifest.contains("\"full\""), "{manifest}");
+    let val = metric(&tmp.join("full"), "val/loss");
+    assert_eq!(val.len(), 2);
+    assert!(val[1].1 < val[0].1, "answer loss should fall: {val:?}");
+}
