@@ -11,6 +11,7 @@ mod curation_filters;
 mod curation_minhash;
 mod data;
 mod data_bad_input;
+mod distill;
 mod fused_ops;
 mod gguf;
 mod lora;
