@@ -57,10 +57,11 @@ pub fn run_content(cfg: &RunConfig, base: Option<&BTreeMap<String, NamedTensor>>
 /// Every weight of a checkpoint: its own, or for an adapter checkpoint the
 /// base's (`init.from`, checked against the hash the checkpoint names)
 /// overlaid with the checkpoint's tensors. Also the base hash, if any.
+/// Weights by checkpoint name, borrowed or owned.
+pub type Weights<'a> = Cow<'a, BTreeMap<String, NamedTensor>>;
+
 /// (A full checkpoint's own weights are borrowed, not copied.)
-pub fn full_weights(
-    ckpt: &LoadedCheckpoint,
-) -> Result<(Cow<'_, BTreeMap<String, NamedTensor>>, Option<String>)> {
+pub fn full_weights(ckpt: &LoadedCheckpoint) -> Result<(Weights<'_>, Option<String>)> {
     let Content::Adapters { base_sha256 } = &ckpt.content else {
         return Ok((Cow::Borrowed(&ckpt.model), None));
     };
