@@ -98,3 +98,82 @@ fn distillation_losses_match_pytorch() {
         }
     }
 }
+
+/// `[distill]` end to end: with `alpha = 0` the run is bitwise the run
+/// without a teacher (the objective adds exactly nothing); with `alpha =
+/// 0.5` it trains; a teacher with another tokenizer is refused.
+#[test]
+fn distillation_runs_from_a_teacher_checkpoint() {
+    use crate::common::{ckpt, fails_with, kiln, run, stderr, train_tiny, write_config, TINY};
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    train_tiny(tmp, 8); // the teacher: tmp/run
+    let student = TINY
+        .replace("max_steps = 24", "max_steps = 6")
+        .replace("dim = 32", "dim = 16")
+        .replace("ffn_dim = 64", "ffn_dim = 32");
+    let train = |name: &str, extra: &str| {
+        let cfg = write_config(
+            tmp,
+            &format!("{name}.toml"),
+            &format!("{student}\n{extra}\n"),
+        );
+        let o = run(kiln()
+            .arg("train")
+            .arg(&cfg)
+            .arg("--run-dir")
+            .arg(name)
+            .current_dir(tmp));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+    };
+    train("plain", "");
+    train("zero", "[distill]\nteacher = \"run\"\nalpha = 0.0\n");
+    train(
+        "kd",
+        "[distill]\nteacher = \"run\"\nloss = \"jsd\"\ntemperature = 2.0\n",
+    );
+    let file =
+        |run: &str| std::fs::read(ckpt(&tmp.join(run), 6).join("model.safetensors")).expect("w");
+    assert!(
+        file("plain") == file("zero"),
+        "alpha = 0 must add exactly nothing"
+    );
+    assert!(
+        file("plain") != file("kd"),
+        "the teacher must change the student"
+    );
+
+    // A teacher whose char vocabulary differs (trained on other text).
+    std::fs::write(tmp.join("other.txt"), "zzz qqq xxx 123 456\n".repeat(200)).expect("write");
+    let other = TINY
+        .replace("max_steps = 24", "max_steps = 4")
+        .replace("stories_docs = 300", "train = \"other.txt\"");
+    let cfg = write_config(tmp, "other.toml", &other);
+    let o = run(kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg("other")
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    write_config(
+        tmp,
+        "bad.toml",
+        &format!("{student}\n[distill]\nteacher = \"other\"\n"),
+    );
+    fails_with(
+        &["train", "bad.toml", "--run-dir", "b"],
+        tmp,
+        &["distill.teacher", "tokenizer"],
+    );
+    write_config(
+        tmp,
+        "badloss.toml",
+        &format!("{student}\n[distill]\nteacher = \"run\"\nloss = \"l2\"\n"),
+    );
+    fails_with(
+        &["train", "badloss.toml", "--run-dir", "b2"],
+        tmp,
+        &["distill.loss", "l2"],
+    );
+}

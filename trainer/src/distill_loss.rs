@@ -39,7 +39,7 @@ impl DistillLoss {
     pub fn validate(&self, field: &str) -> Result<()> {
         let (name, w) = match self {
             DistillLoss::Jsd { beta } => ("beta", *beta),
-            DistillLoss::SkewKl { alpha } => ("alpha", *alpha),
+            DistillLoss::SkewKl { alpha } => ("skew", *alpha),
             _ => return Ok(()),
         };
         if w > 0.0 && w < 1.0 {

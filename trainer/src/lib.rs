@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data_instruct;
 pub mod data_setup;
+pub mod distill;
 pub mod distill_loss;
 pub mod error;
 pub mod eval;

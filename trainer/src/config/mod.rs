@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainerError};
 
 mod adapter;
+mod distill;
 mod quantize;
 mod validate;
 
 pub use adapter::{short_target, AdapterConfig};
+pub use distill::DistillConfig;
 pub use quantize::QuantizeConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,9 @@ pub struct RunConfig {
     /// Quantisation-aware training / quantised evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize: Option<QuantizeConfig>,
+    /// Knowledge distillation from a teacher checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

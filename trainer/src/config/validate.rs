@@ -199,6 +199,9 @@ impl RunConfig {
         if let Some(q) = &self.quantize {
             q.validate()?;
         }
+        if let Some(d) = &self.distill {
+            d.validate()?;
+        }
         if let Some(a) = &self.adapter {
             a.validate()?;
             if self.init.is_none() {

@@ -105,6 +105,16 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         Some(_) => data.train.restore(&state)?,
         None => data.train.save_into(&mut state),
     }
+    if let Some(d) = &cfg.distill {
+        stepper.objective = Box::new(teacher_objective::<B>(&cfg, d, &data.tokenizer, device)?);
+        notes.push(format!(
+            "distill: {} from {} (T = {}, alpha = {})",
+            d.loss,
+            d.teacher.display(),
+            d.temperature,
+            d.alpha
+        ));
+    }
     stepper.opt.set_updates(state.optimizer_updates);
     stepper.steps_taken = state.step;
     // fp16 starts its loss scale here; a resumed run keeps its own.
@@ -287,4 +297,46 @@ pub fn build_parts<B: TrainBackend>(
 /// A world of one, for commands that train in a single process.
 pub fn single_process() -> Arc<dyn Collective> {
     Arc::new(crate::world::SingleProcess)
+}
+
+/// The distillation objective of `[distill]`: the teacher checkpoint built
+/// on the inner backend, refused when its tokenizer differs from the run's.
+fn teacher_objective<B: TrainBackend>(
+    cfg: &RunConfig,
+    d: &crate::config::DistillConfig,
+    tokenizer: &Tokenizer,
+    device: &B::Device,
+) -> Result<crate::distill::Distill<B>> {
+    let ckpt = session::load_checkpoint(&d.teacher)?;
+    let (ours, theirs) = (
+        kiln_data::tokenizer_hash(tokenizer)?,
+        kiln_data::tokenizer_hash(&ckpt.tokenizer)?,
+    );
+    if ours != theirs {
+        return Err(TrainerError::invalid(
+            "distill.teacher",
+            format!(
+                "{} has another tokenizer (SHA-256 {theirs}) than this run ({ours}): a teacher must share the student's tokenizer",
+                ckpt.dir.display()
+            ),
+        ));
+    }
+    if ckpt.config.model.vocab_size < cfg.model.vocab_size {
+        return Err(TrainerError::invalid(
+            "distill.teacher",
+            format!(
+                "{}'s vocabulary ({}) is smaller than the student's ({})",
+                ckpt.dir.display(),
+                ckpt.config.model.vocab_size,
+                cfg.model.vocab_size
+            ),
+        ));
+    }
+    Ok(crate::distill::Distill {
+        teacher: session::build_model::<B::InnerBackend>(&ckpt, device)?,
+        loss: d.divergence()?,
+        temperature: d.temperature,
+        alpha: d.alpha,
+        fused: cfg.training.fused_ops,
+    })
 }

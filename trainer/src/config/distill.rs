@@ -1,0 +1,81 @@
+//! `[distill]`: knowledge distillation from a teacher checkpoint.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::distill_loss::DistillLoss;
+use crate::error::{Result, TrainerError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// A Kiln checkpoint (any architecture) with the student's tokenizer.
+    pub teacher: PathBuf,
+    /// `"forward-kl"`, `"reverse-kl"`, `"jsd"` or `"skew-kl"`.
+    #[serde(default = "default_loss")]
+    pub loss: String,
+    #[serde(default = "one")]
+    pub temperature: f64,
+    /// Weight of the distillation term; the next-token loss gets `1 - alpha`.
+    #[serde(default = "half")]
+    pub alpha: f64,
+    /// `"jsd"`: the teacher's weight in the mixture (GKD).
+    #[serde(default = "half")]
+    pub beta: f64,
+    /// `"skew-kl"`: the teacher's share of the skewed mixture (DistiLLM).
+    #[serde(default = "tenth")]
+    pub skew: f64,
+}
+
+fn default_loss() -> String {
+    "forward-kl".into()
+}
+fn one() -> f64 {
+    1.0
+}
+fn half() -> f64 {
+    0.5
+}
+fn tenth() -> f64 {
+    0.1
+}
+
+impl DistillConfig {
+    pub fn divergence(&self) -> Result<DistillLoss> {
+        let loss = match self.loss.as_str() {
+            "forward-kl" => DistillLoss::ForwardKl,
+            "reverse-kl" => DistillLoss::ReverseKl,
+            "jsd" => DistillLoss::Jsd { beta: self.beta },
+            "skew-kl" => DistillLoss::SkewKl { alpha: self.skew },
+            other => {
+                return Err(TrainerError::invalid(
+                    "distill.loss",
+                    format!("{other:?} is not known: use \"forward-kl\", \"reverse-kl\", \"jsd\" or \"skew-kl\""),
+                ))
+            }
+        };
+        loss.validate("distill")?;
+        Ok(loss)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.divergence()?;
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(TrainerError::invalid(
+                "distill.temperature",
+                format!("{} must be > 0 (1 = the plain softmax)", self.temperature),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(TrainerError::invalid(
+                "distill.alpha",
+                format!(
+                    "{} must be in [0, 1] (the distillation share of the loss)",
+                    self.alpha
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
