@@ -19,6 +19,15 @@ impl RunConfig {
     /// Semantic checks beyond types. The model's own checks run once the
     /// vocabulary is known (see `validate_model`).
     pub fn validate(&self) -> Result<()> {
+        self.validate_training()?;
+        self.validate_data_settings()?;
+        self.validate_optimizer()?;
+        self.validate_schedule()?;
+        self.validate_sections()
+    }
+
+    /// `[training]`: sizes, cadence, precision and device.
+    fn validate_training(&self) -> Result<()> {
         let t = &self.training;
         if t.max_steps == 0 {
             return Err(TrainerError::invalid(
@@ -66,6 +75,11 @@ impl RunConfig {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `[data]` and `[tokenizer]` settings.
+    fn validate_data_settings(&self) -> Result<()> {
         let seq = self.seq_len();
         if seq == 0 || seq > self.model.max_seq_len {
             return Err(TrainerError::invalid(
@@ -110,6 +124,11 @@ impl RunConfig {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `[optimizer]`.
+    fn validate_optimizer(&self) -> Result<()> {
         let o = &self.optimizer;
         positive_finite("optimizer.lr", o.lr, " (e.g. 3e-4)")?;
         positive_finite("optimizer.eps", o.eps, " (e.g. 1e-8)")?;
@@ -165,6 +184,12 @@ impl RunConfig {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `[schedule]`.
+    fn validate_schedule(&self) -> Result<()> {
+        let (t, o) = (&self.training, &self.optimizer);
         let s = &self.schedule;
         if !(s.min_lr.is_finite() && s.min_lr >= 0.0 && s.min_lr <= o.lr) {
             return Err(TrainerError::invalid(
@@ -187,6 +212,11 @@ impl RunConfig {
                 format!("{} must be in (0, 1]", s.decay_fraction),
             ));
         }
+        Ok(())
+    }
+
+    /// `[checkpoint]`, the model once its vocabulary is known, and the optional sections.
+    fn validate_sections(&self) -> Result<()> {
         if self.checkpoint.keep_last == 0 {
             return Err(TrainerError::invalid(
                 "checkpoint.keep_last",
