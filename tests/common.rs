@@ -274,3 +274,31 @@ pub fn kill_after_checkpoint(cmd: &mut Command, run_dir: &Path, step: u64) {
     child.kill().expect("kill -9");
     let _ = child.wait();
 }
+
+/// One tensor of a safetensors fixture: shape, raw little-endian bytes, dtype name.
+pub type RawTensor = (Vec<usize>, Vec<u8>, String);
+
+/// Every tensor of `fixtures()/rel` (any dtype), by name.
+pub fn raw_fixture(rel: &str) -> std::collections::BTreeMap<String, RawTensor> {
+    let bytes = std::fs::read(fixtures().join(rel)).expect("fixture");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let t = (
+                v.shape().to_vec(),
+                v.data().to_vec(),
+                format!("{:?}", v.dtype()),
+            );
+            (k, t)
+        })
+        .collect()
+}
+
+/// An F32 raw tensor's values.
+pub fn raw_f32s(t: &RawTensor) -> Vec<f32> {
+    assert_eq!(t.2, "F32");
+    t.1.chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}

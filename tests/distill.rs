@@ -7,38 +7,13 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use kiln_trainer::distill_loss::{distill_loss, DistillLoss};
 
-use crate::common::fixtures;
+use crate::common::{raw_f32s as f32s, raw_fixture};
 
 type AB = Autodiff<Flex>;
 
-fn load() -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>, String)> {
-    let bytes = std::fs::read(fixtures().join("distill/losses.safetensors")).expect("fixture");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k,
-                (
-                    v.shape().to_vec(),
-                    v.data().to_vec(),
-                    format!("{:?}", v.dtype()),
-                ),
-            )
-        })
-        .collect()
-}
-
-fn f32s(t: &(Vec<usize>, Vec<u8>, String)) -> Vec<f32> {
-    assert_eq!(t.2, "F32");
-    t.1.chunks(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
 #[test]
 fn distillation_losses_match_pytorch() {
-    let t = load();
+    let t = raw_fixture("distill/losses.safetensors");
     let (student, teacher) = (f32s(&t["student"]), f32s(&t["teacher"]));
     let labels: Vec<i64> = t["labels"]
         .1

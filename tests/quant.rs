@@ -4,8 +4,6 @@
 //! `torch.fake_quantize_per_channel_affine`, per-token int8 activations, and
 //! llama.cpp's q8_0 / q4_0 blocks byte for byte against the `gguf` package.
 
-use std::collections::BTreeMap;
-
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
 use kiln_models::layers::fake_quant::fake_quant_weight;
@@ -14,34 +12,9 @@ use kiln_models::quant::{
     transposed, ActFormat, QuantSpec, WeightFormat,
 };
 
-use crate::common::fixtures;
+use crate::common::{raw_f32s as f32s, raw_fixture};
 
 /// Every tensor of a fixture as (shape, bytes, dtype name).
-fn load(name: &str) -> BTreeMap<String, (Vec<usize>, Vec<u8>, String)> {
-    let bytes = std::fs::read(fixtures().join("quant").join(name)).expect("fixture");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k,
-                (
-                    v.shape().to_vec(),
-                    v.data().to_vec(),
-                    format!("{:?}", v.dtype()),
-                ),
-            )
-        })
-        .collect()
-}
-
-fn f32s(t: &(Vec<usize>, Vec<u8>, String)) -> Vec<f32> {
-    assert_eq!(t.2, "F32");
-    t.1.chunks(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -63,7 +36,7 @@ const CASES: [(&str, WeightFormat, Option<usize>); 8] = [
 
 #[test]
 fn fake_quant_values_and_ste_gradients_match_torch() {
-    let t = load("fake_quant.safetensors");
+    let t = raw_fixture("quant/fake_quant.safetensors");
     let (w, u) = (f32s(&t["w"]), f32s(&t["u"])); // [out 8, in 128] (PyTorch layout)
     let (n_out, n_in) = (8, 128);
     type AB = Autodiff<Flex>;
@@ -134,7 +107,7 @@ fn fake_quant_values_and_ste_gradients_match_torch() {
 
 #[test]
 fn per_token_int8_activations_match_torch() {
-    let t = load("fake_quant.safetensors");
+    let t = raw_fixture("quant/fake_quant.safetensors");
     let (x, want) = (f32s(&t["x"]), f32s(&t["fq.act_int8_token"]));
     let mut got = vec![0f32; x.len()];
     for (o, row) in got.chunks_mut(128).zip(x.chunks(128)) {
@@ -146,7 +119,7 @@ fn per_token_int8_activations_match_torch() {
 
 #[test]
 fn gguf_blocks_match_the_gguf_package_bitwise() {
-    let t = load("gguf_blocks.safetensors");
+    let t = raw_fixture("quant/gguf_blocks.safetensors");
     let x = f32s(&t["x"]); // [16 blocks, 32]
     for (fmt, encode, bytes_per_block) in [
         (WeightFormat::Q8_0, encode_q8_0 as fn(&[f32]) -> Vec<u8>, 34),
