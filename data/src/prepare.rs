@@ -392,6 +392,34 @@ impl SplitOut {
 /// Prepares `spec` into `out` with `tokenizer`. `progress` is called after
 /// every chunk. Skips the work when `out` already holds a manifest for the
 /// same inputs and tokenizer (unless `opts.force`).
+/// The manifest of `out` when it was prepared from the same sources and
+/// tokenizer (fingerprint) and its shards open.
+fn up_to_date(out: &Path, fp: &str, tok_hash: &str) -> Option<Manifest> {
+    let m = Manifest::read(out).ok()?;
+    let fresh = m.fingerprint == fp
+        && crate::dataset::Dataset::open_header_only(out, Some(tok_hash)).is_ok();
+    fresh.then_some(m)
+}
+
+/// Creates `out` and removes its manifest: while shards are being replaced,
+/// an interrupted prepare leaves a directory that refuses to load, never a
+/// stale mix.
+fn open_for_rewrite(out: &Path) -> Result<(), DataError> {
+    std::fs::create_dir_all(out).map_err(|e| DataError::Write {
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    let manifest_path = out.join(MANIFEST_FILE);
+    match std::fs::remove_file(&manifest_path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DataError::Write {
+            path: manifest_path,
+            source: e,
+        }),
+    }
+}
+
 pub fn prepare(
     spec: &DataSpec,
     out: &Path,
@@ -408,36 +436,17 @@ pub fn prepare(
         .collect::<Result<_, _>>()?;
     let fp = fingerprint(spec, &tok_hash, &files)?;
     if !opts.force {
-        if let Ok(m) = Manifest::read(out) {
-            if m.fingerprint == fp
-                && crate::dataset::Dataset::open_header_only(out, Some(&tok_hash)).is_ok()
-            {
-                return Ok(PrepareReport {
-                    out: out.to_path_buf(),
-                    up_to_date: true,
-                    manifest: m,
-                    seconds: 0.0,
-                });
-            }
+        if let Some(m) = up_to_date(out, &fp, &tok_hash) {
+            return Ok(PrepareReport {
+                out: out.to_path_buf(),
+                up_to_date: true,
+                manifest: m,
+                seconds: 0.0,
+            });
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| DataError::Write {
-        path: out.to_path_buf(),
-        source: e,
-    })?;
-    // No manifest while shards are being replaced: an interrupted prepare
-    // leaves a directory that refuses to load, never a stale mix.
+    open_for_rewrite(out)?;
     let manifest_path = out.join(MANIFEST_FILE);
-    match std::fs::remove_file(&manifest_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(DataError::Write {
-                path: manifest_path,
-                source: e,
-            })
-        }
-    }
     tokenizer.save(&out.join(DATASET_TOKENIZER_FILE))?;
 
     let vocab = tokenizer.vocab_size();
