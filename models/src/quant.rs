@@ -123,19 +123,17 @@ pub fn fake_quant_group(
     }
 }
 
-/// Round half to even, as `f32::round_ties_even` but inlined: adding and
-/// removing 1.5 x 2^23 rounds under the default (to nearest, ties to even)
-/// mode, exact for |x| < 2^22 (codes here are within +-128.5). Without
-/// SSE4.1 the std version is a libm call per element, which dominated the
-/// cost of activation fake quantisation.
+/// Round half to even, as `f32::round_ties_even` but inlined and branch
+/// free: adding and removing 1.5 x 2^23 rounds under the default (to
+/// nearest, ties to even) mode, exact for |x| < 2^22. Every caller's codes
+/// are within +-128.5 or clamped to such a range afterwards, where a larger
+/// |x| still lands beyond the clamp with its sign. Without SSE4.1 the std
+/// version is a libm call per element (and a branch to it made LLVM call it
+/// for every element), which dominated activation fake quantisation.
 #[inline(always)]
 fn round_even(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
-    if x.abs() < 4_194_304.0 {
-        (x + MAGIC) - MAGIC
-    } else {
-        x.round_ties_even()
-    }
+    (x + MAGIC) - MAGIC
 }
 
 /// A q8_0 block's f32 scale `d = amax / 127` and the `1 / d` codes use.
@@ -309,5 +307,18 @@ mod tests {
         assert_eq!(out, [127.0, 0.0, 2.0, -2.0]);
         fake_quant_group(WeightFormat::Q8_0, &x, &mut out, &mut mask);
         assert_eq!(out, [127.0, 1.0, 2.0, -3.0]);
+    }
+
+    #[test]
+    fn codes_far_outside_the_range_still_clamp_to_its_ends() {
+        // The branch-free rounding is inexact beyond 2^22; clamping hides it.
+        let x = [1e30f32, -1e30, 3e6, -5e4];
+        let (mut out, mut mask) = ([0f32; 4], [0f32; 4]);
+        assert!(fake_quant_affine(&x, 1e-3, 8, &mut out, &mut mask));
+        assert_eq!(
+            out,
+            [127.0 * 1e-3, -128.0 * 1e-3, 127.0 * 1e-3, -128.0 * 1e-3]
+        );
+        assert_eq!(mask, [0.0; 4]);
     }
 }

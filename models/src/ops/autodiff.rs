@@ -10,7 +10,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::FusedOps;
+use super::{FakeQuantTarget, FusedOps};
 
 type Inner<B> = FloatTensor<B>;
 
@@ -280,6 +280,13 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::Tracked(prep) => prep.finish(mask, value),
             OpsKind::UnTracked(prep) => prep.finish(value),
         }
+    }
+
+    fn fake_quant(x: FloatTensor<Self>, target: FakeQuantTarget) -> FloatTensor<Self> {
+        // The inner backend's kernel computes the values; the graph gets
+        // one straight-through node.
+        let (value, mask) = B::fake_quant_fwd(x.primitive.clone(), target);
+        Self::straight_through(x, Self::from_inner(value), mask.map(Self::from_inner))
     }
 
     fn rope(

@@ -2,6 +2,7 @@
 //! fallback of every backend without one.
 
 use super::*;
+use burn::tensor::TensorData;
 
 /// Causal attention over `q [b, t, h, d]`, `k, v [b, t, kv, d]` (GQA; the
 /// layout projections produce, so no transposes are needed around it):
@@ -439,4 +440,26 @@ pub fn softplus_grad<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D
     let big = x.clone().greater_elem(20.0);
     let s = burn::tensor::activation::sigmoid(x.clone());
     s.mask_fill(big, 1.0)
+}
+
+/// Fake quantisation through a host copy (backends without a kernel): the
+/// values and the mask in `x`'s dtype and device.
+pub fn fake_quant_fwd<B: Backend>(
+    x: FloatTensor<B>,
+    target: FakeQuantTarget,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
+    let x = wrap::<B, 2>(x);
+    let ([rows, cols], device, dtype) = (x.dims(), x.device(), x.dtype());
+    let host = x
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default();
+    let view = kernels::fake_quant::View::contiguous(&host, rows, cols);
+    let (fq, mask) = kernels::fake_quant::fake_quant(view, target);
+    let constant = |v: Vec<f32>| {
+        let t = Tensor::<B, 2>::from_data(TensorData::new(v, [rows, cols]), &device);
+        unwrap(t.cast(dtype))
+    };
+    (constant(fq), mask.map(constant))
 }

@@ -5,6 +5,7 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, TensorData, TensorMetadata};
 
+use super::kernels::fake_quant::{self as fq, FakeQuantTarget};
 use super::kernels::selective_scan::{self as scan, ScanDims, ScanInputs};
 use super::kernels::wkv7::{self, WkvDims, WkvInputs};
 use super::kernels::{attention, cross_entropy, layout, matmul, rms_norm, swiglu};
@@ -81,6 +82,26 @@ impl FusedOps for Flex {
             Some((c, shape)) => new(c, shape),
             None => <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_matmul(a, b),
         }
+    }
+
+    fn fake_quant_fwd(x: FlexTensor, target: FakeQuantTarget) -> (FlexTensor, Option<FlexTensor>) {
+        // Any non-negative strides (the tied head is a transposed view).
+        let view = operand(&x).and_then(|v| {
+            Some(fq::View {
+                data: v.data,
+                offset: v.offset,
+                rows: v.rows,
+                cols: v.cols,
+                row_stride: usize::try_from(v.row_stride).ok()?,
+                col_stride: usize::try_from(v.col_stride).ok()?,
+            })
+        });
+        let Some(view) = view else {
+            return composed::fake_quant_fwd::<Self>(x, target);
+        };
+        let shape = vec![view.rows, view.cols];
+        let (values, mask) = fq::fake_quant(view, target);
+        (new(values, shape.clone()), mask.map(|m| new(m, shape)))
     }
 
     fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, inverse: bool) -> FlexTensor {

@@ -22,6 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
+pub use kernels::fake_quant::FakeQuantTarget;
 use precision::{cast_to, to_f32};
 
 /// A target that takes no loss (PyTorch's `ignore_index` default): its row
@@ -159,6 +160,24 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self> {
         let _ = (x, mask);
         value
+    }
+
+    /// `x [rows, cols]` fake-quantised as `target` says: the values a
+    /// quantised deployment computes with, and the straight-through mask
+    /// (`None` when nothing was clamped). The provided version copies
+    /// through the host; Flex works on the tensor's storage.
+    fn fake_quant_fwd(
+        x: FloatTensor<Self>,
+        target: FakeQuantTarget,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        composed::fake_quant_fwd::<Self>(x, target)
+    }
+
+    /// [`FusedOps::fake_quant_fwd`]'s values with a straight-through
+    /// backward: one graph node under autodiff.
+    fn fake_quant(x: FloatTensor<Self>, target: FakeQuantTarget) -> FloatTensor<Self> {
+        let (value, mask) = Self::fake_quant_fwd(x.clone(), target);
+        Self::straight_through(x, value, mask)
     }
 
     /// `a [m, k] @ b [k, n]`; either operand may be a strided view (a
