@@ -1,7 +1,7 @@
 //! Distillation losses (forward / reverse KL, generalised JSD, skew KL) at
 //! temperatures 1 and 2 with masked positions: values and the student's
 //! gradients against tests/reference/distill_losses.py (PyTorch, float64),
-//! to 1e-6.
+//! to 1e-6, through the composed ops and the fused kernel.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -35,15 +35,19 @@ fn distillation_losses_match_pytorch() {
         ("skew_kl", DistillLoss::SkewKl { alpha: 0.1 }),
     ];
     for (name, loss) in cases {
-        for (suffix, temp) in [("t1", 1.0), ("t2", 2.0)] {
-            let key = format!("{name}_{suffix}");
+        for ((suffix, temp), fused) in [("t1", 1.0), ("t2", 2.0)]
+            .into_iter()
+            .flat_map(|c| [(c, false), (c, true)])
+        {
+            let key = format!("{name}_{suffix}{}", if fused { " fused" } else { "" });
+            let fixture = format!("{name}_{suffix}");
             let s = Tensor::<AB, 2>::from_data(TensorData::new(student.clone(), [n, v]), &dev)
                 .require_grad();
             let te = Tensor::<AB, 2>::from_data(TensorData::new(teacher.clone(), [n, v]), &dev);
             let k = Tensor::<AB, 1>::from_data(TensorData::new(keep.clone(), [n]), &dev);
-            let value = distill_loss(s.clone(), te, k, scored, loss, temp);
+            let value = distill_loss(s.clone(), te, k, scored, loss, temp, fused);
             let got: f32 = value.clone().into_scalar().elem();
-            let want = f32s(&t[&format!("value.{key}")])[0];
+            let want = f32s(&t[&format!("value.{fixture}")])[0];
             assert!(
                 ((got - want) / want.abs().max(1e-6)).abs() < 1e-5,
                 "{key}: {got} vs {want}"
@@ -55,7 +59,7 @@ fn distillation_losses_match_pytorch() {
                 .into_data()
                 .into_vec()
                 .expect("f32");
-            let want_g = f32s(&t[&format!("grad.{key}")]);
+            let want_g = f32s(&t[&format!("grad.{fixture}")]);
             let worst = g
                 .iter()
                 .zip(&want_g)

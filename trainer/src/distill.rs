@@ -48,6 +48,7 @@ impl<B: TrainBackend> Objective<B> for Distill<B> {
             scored,
             self.loss,
             self.temperature,
+            self.fused,
         );
         let ce = masked_mean(token_nll(logits, y, self.fused), scored);
         kd.mul_scalar(self.alpha) + ce.mul_scalar(1.0 - self.alpha)

@@ -14,6 +14,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use kiln_models::ops::{distill_rows, Divergence, FusedOps};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainerError};
@@ -97,17 +98,34 @@ pub fn divergence<B: Backend>(
     per.reshape([n]).mul_scalar(temperature * temperature)
 }
 
+impl DistillLoss {
+    /// The fused kernel's name for this divergence.
+    pub fn kernel(self) -> Divergence {
+        match self {
+            DistillLoss::ForwardKl => Divergence::ForwardKl,
+            DistillLoss::ReverseKl => Divergence::ReverseKl,
+            DistillLoss::Jsd { beta } => Divergence::Jsd(beta),
+            DistillLoss::SkewKl { alpha } => Divergence::SkewKl(alpha),
+        }
+    }
+}
+
 /// Mean of [`divergence`] over the positions with `keep = 1` (`[N]`, 0/1),
-/// of which there are `scored`; `[1]`.
-pub fn distill_loss<B: Backend>(
+/// of which there are `scored`; `[1]`. `fused`: one kernel per row
+/// (`kiln_models::ops::distill_rows`) instead of the composed ops above.
+pub fn distill_loss<B: FusedOps>(
     student: Tensor<B, 2>,
     teacher: Tensor<B, 2>,
     keep: Tensor<B, 1>,
     scored: usize,
     loss: DistillLoss,
     temperature: f64,
+    fused: bool,
 ) -> Tensor<B, 1> {
-    (divergence(student, teacher, loss, temperature) * keep)
-        .sum()
-        .div_scalar(scored.max(1) as f64)
+    let per_row = if fused {
+        distill_rows(student, teacher, loss.kernel(), temperature)
+    } else {
+        divergence(student, teacher, loss, temperature)
+    }; // [N]
+    (per_row * keep).sum().div_scalar(scored.max(1) as f64)
 }

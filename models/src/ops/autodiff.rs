@@ -10,7 +10,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::{FakeQuantTarget, FusedOps};
+use super::{Divergence, FakeQuantTarget, FusedOps};
 
 type Inner<B> = FloatTensor<B>;
 
@@ -45,6 +45,26 @@ impl<B: FusedOps> Backward<B, 1> for CrossEntropyBackward {
         let (logits, targets, lse) = ops.state;
         if let Some(n) = node {
             grads.register::<B>(n.id, B::cross_entropy_bwd(logits, targets, lse, grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DistillBackward {
+    div: Divergence,
+    temperature: f64,
+}
+
+impl<B: FusedOps> Backward<B, 1> for DistillBackward {
+    type State = (Inner<B>, Inner<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let gy = grads.consume::<B>(&ops.node);
+        let (student, teacher) = ops.state;
+        if let Some(n) = node {
+            let g = B::distill_bwd(student, teacher, gy, self.div, self.temperature);
+            grads.register::<B>(n.id, g);
         }
     }
 }
@@ -279,6 +299,25 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => prep.finish(mask, value),
             OpsKind::UnTracked(prep) => prep.finish(value),
+        }
+    }
+
+    fn distill_fwd(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        div: Divergence,
+        temperature: f64,
+    ) -> FloatTensor<Self> {
+        let node = student.node.clone();
+        let (s, t) = (student.primitive, Self::inner(teacher));
+        let out = B::distill_fwd(s.clone(), t.clone(), div, temperature);
+        match (DistillBackward { div, temperature })
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((s, t), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
 

@@ -463,3 +463,51 @@ pub fn fake_quant_fwd<B: Backend>(
     };
     (constant(fq), mask.map(constant))
 }
+
+fn host_f32<B: Backend, const D: usize>(x: FloatTensor<B>) -> (Vec<f32>, [usize; D]) {
+    let x = wrap::<B, D>(x);
+    let dims = x.dims();
+    let values = x
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default();
+    (values, dims)
+}
+
+/// Distillation divergence per row through a host copy (backends without
+/// a kernel).
+pub fn distill_fwd<B: Backend>(
+    student: FloatTensor<B>,
+    teacher: FloatTensor<B>,
+    div: Divergence,
+    temperature: f64,
+) -> FloatTensor<B> {
+    let device = wrap::<B, 2>(student.clone()).device();
+    let (s, [n, v]) = host_f32::<B, 2>(student);
+    let (t, _) = host_f32::<B, 2>(teacher);
+    let rows = kernels::distill::forward(&s, &t, v, div, temperature);
+    unwrap(Tensor::<B, 1>::from_data(
+        TensorData::new(rows, [n]),
+        &device,
+    ))
+}
+
+/// The student's gradient of [`distill_fwd`] through a host copy.
+pub fn distill_bwd<B: Backend>(
+    student: FloatTensor<B>,
+    teacher: FloatTensor<B>,
+    gy: FloatTensor<B>,
+    div: Divergence,
+    temperature: f64,
+) -> FloatTensor<B> {
+    let device = wrap::<B, 2>(student.clone()).device();
+    let (s, [n, v]) = host_f32::<B, 2>(student);
+    let (t, _) = host_f32::<B, 2>(teacher);
+    let (g, _) = host_f32::<B, 1>(gy);
+    let grad = kernels::distill::backward(&s, &t, &g, v, div, temperature);
+    unwrap(Tensor::<B, 2>::from_data(
+        TensorData::new(grad, [n, v]),
+        &device,
+    ))
+}

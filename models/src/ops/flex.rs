@@ -5,6 +5,7 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, TensorData, TensorMetadata};
 
+use super::kernels::distill::{self, Divergence};
 use super::kernels::fake_quant::{self as fq, FakeQuantTarget};
 use super::kernels::selective_scan::{self as scan, ScanDims, ScanInputs};
 use super::kernels::wkv7::{self, WkvDims, WkvInputs};
@@ -82,6 +83,43 @@ impl FusedOps for Flex {
             Some((c, shape)) => new(c, shape),
             None => <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_matmul(a, b),
         }
+    }
+
+    fn distill_fwd(
+        student: FlexTensor,
+        teacher: FlexTensor,
+        div: Divergence,
+        temperature: f64,
+    ) -> FlexTensor {
+        let (Some(s), Some(t)) = (f32_tensor(student.clone()), f32_tensor(teacher.clone())) else {
+            return composed::distill_fwd::<Self>(student, teacher, div, temperature);
+        };
+        let d = dims(&s);
+        new(
+            distill::forward(data(&s), data(&t), d[1], div, temperature),
+            vec![d[0]],
+        )
+    }
+
+    fn distill_bwd(
+        student: FlexTensor,
+        teacher: FlexTensor,
+        gy: FlexTensor,
+        div: Divergence,
+        temperature: f64,
+    ) -> FlexTensor {
+        let (Some(s), Some(t), Some(g)) = (
+            f32_tensor(student.clone()),
+            f32_tensor(teacher.clone()),
+            f32_tensor(gy.clone()),
+        ) else {
+            return composed::distill_bwd::<Self>(student, teacher, gy, div, temperature);
+        };
+        let d = dims(&s);
+        new(
+            distill::backward(data(&s), data(&t), data(&g), d[1], div, temperature),
+            d,
+        )
     }
 
     fn fake_quant_fwd(x: FlexTensor, target: FakeQuantTarget) -> (FlexTensor, Option<FlexTensor>) {

@@ -22,6 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
+pub use kernels::distill::Divergence;
 pub use kernels::fake_quant::FakeQuantTarget;
 use precision::{cast_to, to_f32};
 
@@ -162,6 +163,29 @@ pub trait FusedOps: Backend {
         value
     }
 
+    /// Per-row distillation divergence `[n]` (times `T^2`) of f32 student
+    /// logits from f32 teacher logits (`[n, v]`). The provided version
+    /// copies through the host into `kernels::distill`.
+    fn distill_fwd(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        div: Divergence,
+        temperature: f64,
+    ) -> FloatTensor<Self> {
+        composed::distill_fwd::<Self>(student, teacher, div, temperature)
+    }
+
+    /// The student's logit gradient `[n, v]` of `sum_i gy_i distill_fwd_i`.
+    fn distill_bwd(
+        student: FloatTensor<Self>,
+        teacher: FloatTensor<Self>,
+        gy: FloatTensor<Self>,
+        div: Divergence,
+        temperature: f64,
+    ) -> FloatTensor<Self> {
+        composed::distill_bwd::<Self>(student, teacher, gy, div, temperature)
+    }
+
     /// `x [rows, cols]` fake-quantised as `target` says: the values a
     /// quantised deployment computes with, and the straight-through mask
     /// (`None` when nothing was clamped). The provided version copies
@@ -267,6 +291,25 @@ pub fn cross_entropy_rows<B: FusedOps>(
     let (logits, _) = to_f32(logits);
     let (loss, _) = B::cross_entropy_fwd(unwrap(logits), targets.into_primitive());
     wrap(loss)
+}
+
+/// Per-position distillation divergence `[n]` (times `T^2`) of `student`
+/// from `teacher` (`[n, v]` logits, any float dtype; computed in f32 and
+/// f64). Fused: one graph node whose backward recomputes the
+/// probabilities from the two logit rows; the teacher gets no gradient.
+pub fn distill_rows<B: FusedOps>(
+    student: Tensor<B, 2>,
+    teacher: Tensor<B, 2>,
+    div: Divergence,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let ((student, _), (teacher, _)) = (to_f32(student), to_f32(teacher));
+    wrap(B::distill_fwd(
+        unwrap(student),
+        unwrap(teacher),
+        div,
+        temperature,
+    ))
 }
 
 /// `silu(gate) * up` for tensors of equal shape.

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod distill;
 pub mod fake_quant;
 pub mod fast_exp;
 pub mod fast_math;
