@@ -279,6 +279,23 @@ pub fn prune(
     Ok((pruned, report))
 }
 
+/// The keep-mask (`true` = kept) of one projection's weight `[d_in, d_out]`:
+/// Wanda's per-output comparison when `wanda_sq_norms` (per-input sums of
+/// squares) are given, else magnitude's per-projection one.
+pub fn projection_keep_mask(
+    w: &[f32],
+    d_in: usize,
+    d_out: usize,
+    pattern: Pattern,
+    wanda_sq_norms: Option<&[f64]>,
+) -> Vec<bool> {
+    let (scores, grouping) = match wanda_sq_norms {
+        Some(n) => (wanda_scores(w, d_out, n), Grouping::Row),
+        None => (magnitude_scores(w), Grouping::Layer),
+    };
+    keep_mask(&scores, d_in, d_out, pattern, grouping)
+}
+
 /// Scores, masks and zeroes one weight `[d_in, d_out]` in place; its mask
 /// (kept where both the old and the new mask keep) goes into `masks`.
 fn prune_tensor(
@@ -294,11 +311,7 @@ fn prune_tensor(
     let [d_in, d_out] = w.shape[..] else {
         return Err(TrainerError::Internal(format!("{key} is not 2-D")));
     };
-    let (scores, grouping) = match sq_norms {
-        Some(n) => (wanda_scores(&w.data, d_out, n), Grouping::Row),
-        None => (magnitude_scores(&w.data), Grouping::Layer),
-    };
-    let mut keep = keep_mask(&scores, d_in, d_out, opts.pattern, grouping);
+    let mut keep = projection_keep_mask(&w.data, d_in, d_out, opts.pattern, sq_norms);
     if let Some(old) = masks.get(key) {
         for (k, &o) in keep.iter_mut().zip(&old.data) {
             *k &= o != 0.0;

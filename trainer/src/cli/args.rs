@@ -214,7 +214,8 @@ pub struct PruneArgs {
     #[arg(long)]
     pub method: String,
     /// Share of weights to prune, in (0, 1) (unstructured).
-    #[arg(long)]
+    // Negative numbers parse, so `-0.5` gets the range message, not clap's.
+    #[arg(long, allow_negative_numbers = true)]
     pub sparsity: Option<f64>,
     /// N:M: keep the N largest of every M consecutive inputs, e.g. 2:4.
     #[arg(long)]
