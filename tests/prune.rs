@@ -305,10 +305,17 @@ fn prune_bad_input_is_one_line_with_exit_2() {
     );
 
     train_tiny(tmp, 4);
-    // dim 32, ffn 64: 3 divides neither.
+    // dim 32, ffn 64: 3 divides neither width.
     check(
         &["--method", "magnitude", "--nm", "2:3"],
-        &["--nm", "3 does not divide the 32 inputs"],
+        &["--nm", "does not divide the input width of any projection"],
+    );
+    check(
+        &["--method", "wanda", "--nm", "1:3", "--targets", "q"],
+        &[
+            "--nm",
+            "3 does not divide the 32 inputs of model.layers.0.self_attn.q_proj",
+        ],
     );
     check(
         &[

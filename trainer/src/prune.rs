@@ -167,8 +167,8 @@ fn target_matches(target: &str, p: &ProjectionName) -> bool {
 }
 
 /// The projections to prune: `targets`, or all but the head. A target that
-/// selects nothing and an N:M whose M does not divide an input width are
-/// errors naming the projection.
+/// selects nothing, and an N:M whose M does not divide the input width of a
+/// targeted projection (or of every projection), are errors naming it.
 fn selected(names: &[ProjectionName], opts: &PruneOptions) -> Result<Vec<bool>> {
     for (i, t) in opts.targets.iter().enumerate() {
         if !names.iter().any(|p| target_matches(t, p)) {
@@ -188,20 +188,37 @@ fn selected(names: &[ProjectionName], opts: &PruneOptions) -> Result<Vec<bool>> 
             false => opts.targets.iter().any(|t| target_matches(t, p)),
         })
         .collect();
-    if let Pattern::NOfM { n, m } = opts.pattern {
-        if let Some(p) = names
-            .iter()
-            .zip(&pick)
-            .find(|(p, &s)| s && !p.d_in.is_multiple_of(m))
-        {
+    let Pattern::NOfM { n, m } = opts.pattern else {
+        return Ok(pick);
+    };
+    let mut pick = pick;
+    for (p, s) in names.iter().zip(pick.iter_mut()) {
+        if !*s || p.d_in.is_multiple_of(m) {
+            continue;
+        }
+        if !opts.targets.is_empty() {
             return Err(TrainerError::invalid(
                 "--nm",
                 format!(
-                    "{n}:{m}: {m} does not divide the {} inputs of {}: choose an M that does, or leave it out with --targets",
-                    p.0.d_in, p.0.name
+                    "{n}:{m}: {m} does not divide the {} inputs of {}: choose an M that does, or leave it out of --targets",
+                    p.d_in, p.name
                 ),
             ));
         }
+        // By default, as `[quantize]` does with its groups, a projection the
+        // pattern cannot tile (Mamba's narrow dt_proj) is left dense, and said.
+        eprintln!(
+            "prune: {} stays dense: its {} inputs are not a multiple of {m}",
+            p.name, p.d_in
+        );
+        *s = false;
+    }
+    if !pick.contains(&true) {
+        let widths: std::collections::BTreeSet<usize> = names.iter().map(|p| p.d_in).collect();
+        return Err(TrainerError::invalid(
+            "--nm",
+            format!("{n}:{m}: {m} does not divide the input width of any projection (widths {widths:?}): choose an M that does"),
+        ));
     }
     Ok(pick)
 }
@@ -233,6 +250,12 @@ pub fn prune(
     let mut model: Decoder<Flex> = session::build_model(ckpt, &device)?;
     let names = model.projection_names();
     let pick = selected(&names, opts)?;
+    // The weight's own checkpoint name: not always `{name}.weight` (RWKV-7's
+    // low-rank factors are bare `blocks.{i}.att.w1`).
+    let keys: Vec<String> = names
+        .iter()
+        .map(|p| model.tensor_name(&format!("{}.weight", p.path)))
+        .collect();
     let batches = match opts.method {
         Method::Wanda => calibration_batches(ckpt, opts.calib_batches)?,
         Method::Magnitude => Vec::new(),
@@ -257,10 +280,10 @@ pub fn prune(
             Method::Magnitude => None,
         };
         for (j, &i) in group.iter().enumerate() {
-            let key = format!("{}.weight", names[i].name);
+            let key = &keys[i];
             let norms = norms.as_ref().map(|n| n[j].as_slice());
-            let layer = prune_tensor(&key, &mut weights, &mut masks, opts, norms)?;
-            set_weight(&mut model, i, &weights[&key]);
+            let layer = prune_tensor(key, names[i].d_in, &mut weights, &mut masks, opts, norms)?;
+            set_weight(&mut model, i, &weights[key]);
             report.layers.push(layer);
         }
     }
@@ -300,6 +323,7 @@ pub fn projection_keep_mask(
 /// (kept where both the old and the new mask keep) goes into `masks`.
 fn prune_tensor(
     key: &str,
+    d_in: usize,
     weights: &mut BTreeMap<String, NamedTensor>,
     masks: &mut BTreeMap<String, NamedTensor>,
     opts: &PruneOptions,
@@ -308,8 +332,14 @@ fn prune_tensor(
     let missing =
         || TrainerError::Internal(format!("projection weight {key} not in the checkpoint"));
     let w = weights.get_mut(key).ok_or_else(missing)?;
-    let [d_in, d_out] = w.shape[..] else {
-        return Err(TrainerError::Internal(format!("{key} is not 2-D")));
+    let d_out = match w.shape[..] {
+        [rows, cols] if rows == d_in => cols,
+        _ => {
+            return Err(TrainerError::Internal(format!(
+                "{key} has shape {:?}, not [{d_in}, d_out]",
+                w.shape
+            )))
+        }
     };
     let mut keep = projection_keep_mask(&w.data, d_in, d_out, opts.pattern, sq_norms);
     if let Some(old) = masks.get(key) {
