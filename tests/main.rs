@@ -21,6 +21,7 @@ mod optim_model_parity;
 mod optim_parity;
 mod parity;
 mod precision;
+mod prune;
 mod quant;
 mod resume;
 mod rwkv7;

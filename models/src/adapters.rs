@@ -174,6 +174,7 @@ fn placeholder<B: Backend>(l: &Linear<B>) -> Linear<B> {
         transposed: l.transposed,
         lora: None,
         quant: None,
+        calib: None,
     }
 }
 

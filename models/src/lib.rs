@@ -12,6 +12,7 @@ pub mod lm;
 pub mod mamba;
 pub mod naming;
 pub mod ops;
+pub mod prune;
 pub mod quant;
 pub mod rwkv7;
 

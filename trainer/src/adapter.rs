@@ -13,7 +13,9 @@ use crate::checkpoint::{self, tensors_sha256, Content};
 use crate::config::{short_target, AdapterConfig, RunConfig};
 use crate::error::{Result, TrainerError};
 use crate::optim::groups::glob_match;
-use crate::session::{self, LoadedCheckpoint, CONFIG_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE};
+use crate::session::{
+    self, LoadedCheckpoint, CONFIG_FILE, MASKS_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE,
+};
 use crate::weights;
 
 /// `model` with fresh adapters on the projections `cfg.targets` names. A
@@ -113,6 +115,9 @@ pub fn merged(ckpt: &LoadedCheckpoint) -> Result<LoadedCheckpoint> {
         tokenizer: ckpt.tokenizer.clone(),
         model: named_tensors::<Flex, _>(&model),
         optimizer: None,
+        // The merged weights are dense again: a pruned base's masks no
+        // longer describe them.
+        masks: None,
         state: ckpt.state.clone(),
     })
 }
@@ -128,11 +133,14 @@ pub fn save_full(ckpt: &LoadedCheckpoint, out: &Path) -> Result<PathBuf> {
     }
     let state = serde_json::to_vec_pretty(&ckpt.state)
         .map_err(|e| TrainerError::Internal(format!("cannot encode the trainer state: {e}")))?;
-    let files = vec![
+    let mut files = vec![
         (MODEL_FILE, weights::to_bytes(&ckpt.model, None)?),
         (STATE_FILE, state),
         (CONFIG_FILE, ckpt.config.to_toml()?.into_bytes()),
         (TOKENIZER_FILE, ckpt.tokenizer.to_json()?.into_bytes()),
     ];
+    if let Some(masks) = &ckpt.masks {
+        files.push((MASKS_FILE, weights::to_bytes(masks, None)?));
+    }
     checkpoint::save(out, ckpt.state.step, &Content::Full, files)
 }

@@ -26,6 +26,7 @@ pub mod objective;
 pub mod optim;
 pub mod plan;
 pub mod precision;
+pub mod prune;
 pub mod qa_eval;
 pub mod quantize;
 pub mod run;

@@ -27,6 +27,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => cmd::eval(a),
         Command::Export(a) => cmd::export(a),
         Command::Merge(a) => cmd::merge(a),
+        Command::Prune(a) => cmd::prune(a),
         Command::Quantize(a) => cmd::quantize(a),
         Command::Data {
             action: DataAction::Prepare(a),

@@ -18,6 +18,8 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// A pruned checkpoint's masks (1 = kept, 0 = pruned) by weight name.
+pub const MASKS_FILE: &str = "masks.safetensors";
 
 /// The verified contents of one checkpoint directory.
 pub struct LoadedCheckpoint {
@@ -28,6 +30,8 @@ pub struct LoadedCheckpoint {
     pub tokenizer: Tokenizer,
     pub model: BTreeMap<String, NamedTensor>,
     pub optimizer: Option<BTreeMap<String, NamedTensor>>,
+    /// Pruning masks (`kiln prune`, and runs started from a pruned checkpoint).
+    pub masks: Option<BTreeMap<String, NamedTensor>>,
     pub state: TrainerState,
 }
 
@@ -61,6 +65,10 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
         Some(bytes) => Some(weights::from_bytes(bytes, &dir.join(OPTIMIZER_FILE))?),
         None => None,
     };
+    let masks = match files.get(MASKS_FILE) {
+        Some(bytes) => Some(weights::from_bytes(bytes, &dir.join(MASKS_FILE))?),
+        None => None,
+    };
     let state: TrainerState =
         serde_json::from_slice(file(&files, &dir, STATE_FILE)?).map_err(|e| {
             TrainerError::checkpoint(
@@ -75,6 +83,7 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
         tokenizer,
         model,
         optimizer,
+        masks,
         state,
     })
 }

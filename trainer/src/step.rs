@@ -210,6 +210,8 @@ pub fn apply_update<AB: TrainBackend>(
     precision: &PrecisionPolicy,
     scaler: Option<&mut LossScaler>,
 ) -> (Decoder<AB>, StepOutcome, f64) {
+    // Pruned weights have no gradient (before clipping sees the norm).
+    opt.masks.apply_grads(&mut grads);
     precision.unscale(&mut grads, scaler.as_deref());
     // Clipping sees the unscaled gradients (specs.md section 6).
     let grad_norm = grads.clip_global_norm(clip);

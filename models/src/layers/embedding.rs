@@ -46,6 +46,7 @@ impl<B: Backend> Embedding<B> {
             // The tied head is rebuilt each forward: no adapter of its own.
             lora: None,
             quant: None,
+            calib: None,
         }
     }
 }

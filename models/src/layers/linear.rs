@@ -12,6 +12,7 @@ use super::fake_quant::{fake_quant_input, fake_quant_weight};
 use super::lora::{LoraAdapter, LoraSpec};
 use crate::ops::precision::{autocast_matmul, cast_to};
 use crate::ops::{matmul, FusedOps};
+use crate::prune::InputStats;
 use crate::quant::QuantSpec;
 
 #[derive(Module, Debug)]
@@ -36,6 +37,10 @@ pub struct Linear<B: Backend> {
     /// and evaluating a quantised export). Not a parameter: set per run.
     #[module(skip)]
     pub quant: Option<QuantSpec>,
+    /// Collects the squared norms of the inputs (Wanda's calibration for
+    /// `kiln prune`). Not a parameter; `None` outside calibration.
+    #[module(skip)]
+    pub calib: Option<InputStats>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -54,6 +59,7 @@ impl<B: Backend> Linear<B> {
             transposed: false,
             lora: None,
             quant: None,
+            calib: None,
         }
     }
 
@@ -152,6 +158,11 @@ impl<B: FusedOps> Linear<B> {
     /// adds `(x A) B[:, start..start + len]` to `y`, both here, so they reach
     /// every projection (the tied head included) and respect column ranges.
     fn project(&self, x: Tensor<B, 2>, start: usize, len: usize) -> Tensor<B, 2> {
+        if let (Some(stats), 0) = (&self.calib, start) {
+            // Callers that split the output (Mamba's in_proj) pass the same
+            // input once per part: count it once, with the first part.
+            stats.record(x.clone());
+        }
         let w = self.weight_cols(start, len); // [d_in, len], a strided view
                                               // Groups run along d_in within each column: narrowing columns first
                                               // quantises exactly as the whole weight would.

@@ -38,6 +38,9 @@ pub enum Command {
     /// Fold a LoRA checkpoint's adapters into its base (f32) and write a full
     /// checkpoint into the run directory --out.
     Merge(MergeArgs),
+    /// Prune a checkpoint's projections (magnitude or Wanda; unstructured or
+    /// N:M) and write a full checkpoint, with its masks, into --out.
+    Prune(PruneArgs),
     /// Raw corpora to packed token shards.
     Data {
         #[command(subcommand)]
@@ -196,6 +199,34 @@ pub struct MergeArgs {
     /// A new run directory; the merged checkpoint goes to OUT/checkpoints/step-N.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Prune a checkpoint and save it (with its masks) as a new run's checkpoint.
+#[derive(Args)]
+pub struct PruneArgs {
+    /// A run directory (its latest checkpoint) or checkpoint directory.
+    pub checkpoint: PathBuf,
+    /// A new run directory; the pruned checkpoint goes to OUT/checkpoints/step-N.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// magnitude (|W|, one threshold per projection) or wanda (|W| times
+    /// the input's norm on calibration data, per output).
+    #[arg(long)]
+    pub method: String,
+    /// Share of weights to prune, in (0, 1) (unstructured).
+    // Negative numbers parse, so `-0.5` gets the range message, not clap's.
+    #[arg(long, allow_negative_numbers = true)]
+    pub sparsity: Option<f64>,
+    /// N:M: keep the N largest of every M consecutive inputs, e.g. 2:4.
+    #[arg(long)]
+    pub nm: Option<String>,
+    /// Validation batches Wanda calibrates on.
+    #[arg(long, default_value_t = 16)]
+    pub calib_batches: usize,
+    /// Projections to prune: short names (q k v o gate up down ...) or
+    /// globs over checkpoint names; default every projection but the head.
+    #[arg(long, num_args = 1..)]
+    pub targets: Vec<String>,
 }
 
 /// Train-step throughput of a config as one JSON line.

@@ -19,8 +19,8 @@ use kiln_trainer::{adapter, data_setup, export, plan, session};
 
 use super::args::{
     BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs,
-    PrepareInstructArgs, QuantFlags, QuantizeArgs, StoriesArgs, StoriesQaArgs, TokenizerTrainArgs,
-    TrainArgs,
+    PrepareInstructArgs, PruneArgs, QuantFlags, QuantizeArgs, StoriesArgs, StoriesQaArgs,
+    TokenizerTrainArgs, TrainArgs,
 };
 
 /// Stdout went away (e.g. `kiln ... | head`): stop printing, exit quietly.
@@ -208,6 +208,29 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
     emit(&format!(
         "merged the adapters of {} into {}",
         ckpt.dir.display(),
+        dir.display()
+    ))
+}
+
+/// `kiln prune CHECKPOINT --out RUN_DIR --method M (--sparsity S | --nm N:M)`.
+pub fn prune(a: PruneArgs) -> anyhow::Result<()> {
+    use kiln_trainer::prune::{self, PruneOptions};
+    // The flags are checked before the checkpoint is read: a typo fails fast.
+    let opts = PruneOptions::parse(
+        &a.method,
+        a.sparsity,
+        a.nm.as_deref(),
+        a.calib_batches,
+        a.targets,
+    )?;
+    let ckpt = session::load_checkpoint(&a.checkpoint)?;
+    let (pruned, report) = prune::prune(&ckpt, &opts)?;
+    let dir = prune::save(&pruned, &a.out)?;
+    emit(&report.render())?;
+    emit(&format!(
+        "pruned {} ({}) into {}",
+        ckpt.dir.display(),
+        a.method,
         dir.display()
     ))
 }

@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod groups;
 pub mod hessian;
+pub mod masks;
 pub mod sophia;
 mod state_io;
 
@@ -17,6 +18,7 @@ use kiln_models::NamedTensor;
 
 pub use adamw::AdamW;
 pub use groups::{default_decay, GroupSettings, ParamGroups};
+pub use masks::Masks;
 pub use sophia::Sophia;
 
 use crate::config::{OptimizerConfig, OptimizerKind};
@@ -37,6 +39,9 @@ pub struct Optimizer<B: Backend> {
     /// How updated weights are stored (the precision policy's; bf16-pure
     /// rounds stochastically).
     pub write_back: WriteBack,
+    /// Pruned weights kept at zero (empty unless the run starts from a
+    /// pruned checkpoint).
+    pub masks: Masks<B>,
 }
 
 impl<B: Backend> Optimizer<B> {
@@ -54,6 +59,7 @@ impl<B: Backend> Optimizer<B> {
             groups,
             hessian_every: cfg.hessian_every,
             write_back: WriteBack::default(),
+            masks: Masks::default(),
         }
     }
 
@@ -198,6 +204,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Mapper<'_, AB> {
             .opt
             .write_back
             .store(updated, dtype, &info.name, self.opt.updates());
+        let updated = self.opt.masks.apply(&info.name, updated);
         let updated = updated.reshape(shape);
         Param::from_mapped_value(id, Tensor::from_inner(updated).require_grad(), mapper)
     }

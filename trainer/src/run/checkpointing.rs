@@ -11,7 +11,9 @@ use kiln_models::{named_tensors, Decoder, TrainBackend};
 use crate::checkpoint::{self, Content, FilePart};
 use crate::error::{Result, TrainerError};
 use crate::optim::Optimizer;
-use crate::session::{CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE};
+use crate::session::{
+    CONFIG_FILE, MASKS_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE,
+};
 use crate::state::TrainerState;
 use crate::weights;
 use crate::world::World;
@@ -52,7 +54,7 @@ impl CheckpointWriter {
                 TrainerError::checkpoint(Path::new(STATE_FILE), format!("cannot encode: {e}"))
             })
         };
-        vec![
+        let mut parts: Vec<FilePart<'a>> = vec![
             (MODEL_FILE, Box::new(model_part)),
             (
                 OPTIMIZER_FILE,
@@ -67,7 +69,16 @@ impl CheckpointWriter {
                 TOKENIZER_FILE,
                 Box::new(move || Ok(self.tokenizer_json.as_bytes().to_vec())),
             ),
-        ]
+        ];
+        if !opt.masks.is_empty() {
+            // The masks travel with every checkpoint: a resume or a later
+            // `[init] from` keeps the same weights at zero.
+            parts.push((
+                MASKS_FILE,
+                Box::new(move || weights::to_bytes(opt.masks.saved(), None)),
+            ));
+        }
+        parts
     }
 
     /// Saves atomically and prunes old checkpoints; `None` on ranks that

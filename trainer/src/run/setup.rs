@@ -48,6 +48,8 @@ pub struct PreparedRun<B: TrainBackend> {
 pub struct StartWeights<'a> {
     pub model: &'a BTreeMap<String, NamedTensor>,
     pub optimizer: Option<&'a BTreeMap<String, NamedTensor>>,
+    /// Pruning masks to keep (a pruned checkpoint, or a run started from one).
+    pub masks: Option<&'a BTreeMap<String, NamedTensor>>,
     /// Where they come from, for error messages.
     pub source: String,
 }
@@ -94,6 +96,7 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
     let weights = from.zip(full.as_ref()).map(|(c, model)| StartWeights {
         model,
         optimizer: resumed.as_ref().and_then(|r| r.optimizer.as_ref()),
+        masks: c.masks.as_ref(),
         source: c.dir.join(MODEL_FILE).display().to_string(),
     });
     let (model, mut stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
@@ -120,6 +123,21 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
     // fp16 starts its loss scale here; a resumed run keeps its own.
     if state.loss_scaler.is_none() {
         state.loss_scaler = stepper.precision.initial_loss_scaler();
+    }
+    if !stepper.opt.masks.is_empty() {
+        let (pruned, total) = stepper
+            .opt
+            .masks
+            .saved()
+            .values()
+            .flat_map(|m| &m.data)
+            .fold((0usize, 0usize), |(p, t), &v| {
+                (p + (v == 0.0) as usize, t + 1)
+            });
+        notes.push(format!(
+            "prune: {} masked tensors keep {pruned} of {total} weights at zero",
+            stepper.opt.masks.saved().len()
+        ));
     }
     if !stepper.table.frozen.is_empty() {
         notes.push(format!(
@@ -277,6 +295,18 @@ pub fn build_parts<B: TrainBackend>(
     opt.write_back = precision.write_back;
     if let Some(state) = weights.as_ref().and_then(|w| w.optimizer) {
         opt.import_state(state, device);
+    }
+    // A LoRA run leaves its base frozen and adds dense adapters: the base's
+    // masks have nothing to keep there.
+    if let (Some(w), None) = (&weights, &cfg.adapter) {
+        if let Some(masks) = w.masks.filter(|m| !m.is_empty()) {
+            let shapes = w
+                .model
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shape.clone()))
+                .collect();
+            opt.masks = crate::optim::Masks::new(masks, &shapes, &w.source, device)?;
+        }
     }
     let stepper = Stepper {
         table,
