@@ -418,7 +418,9 @@ fn raw_sources_are_prepared_into_the_run_dir_and_eval_reads_them_back() {
     let text = MIX_RUN
         .replace("datasets = [\"mix\"]", "spec = \"mix.toml\"")
         .replace("max_steps = 24", "max_steps = 4")
-        .replace("every = 8", "every = 2");
+        .replace("every = 8", "every = 2")
+        // The run then evaluates every window, as `kiln eval` does.
+        .replace("eval_batches = 2", "eval_batches = 100000");
     write_config(tmp.path(), "spec.toml", &text);
     let o = run(kiln()
         .args(["train", "spec.toml", "--run-dir", "run"])
@@ -436,11 +438,16 @@ fn raw_sources_are_prepared_into_the_run_dir_and_eval_reads_them_back() {
     let o = run(kiln().arg("eval").arg(&run_dir).current_dir("/"));
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
-    let logged = metric(&run_dir, "val/loss");
-    assert!(
-        (v["loss"].as_f64().expect("loss") - logged[logged.len() - 1].1).abs() < 1e-6,
-        "{v} vs {logged:?}"
-    );
+    // The whole split of each domain, as the run's last evaluation.
+    let domains = v["domains"].as_object().expect("per-domain losses");
+    assert_eq!(domains.len(), 2, "{v}");
+    for (name, d) in domains {
+        let logged = metric(&run_dir, &format!("val/loss/{name}"));
+        assert!(
+            (d["loss"].as_f64().expect("loss") - logged[logged.len() - 1].1).abs() < 1e-6,
+            "{name}: {v} vs {logged:?}"
+        );
+    }
 }
 
 #[test]

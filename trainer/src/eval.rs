@@ -40,6 +40,22 @@ impl EvalResult {
     pub fn tokens_per_s(&self) -> f64 {
         self.tokens as f64 / self.seconds.max(1e-9)
     }
+
+    /// Several evaluations as one: the loss per scored token over all.
+    pub fn combined(parts: &[EvalResult]) -> EvalResult {
+        let tokens: usize = parts.iter().map(|p| p.tokens).sum();
+        let nll: f64 = parts
+            .iter()
+            .filter(|p| p.tokens > 0)
+            .map(|p| p.loss * p.tokens as f64)
+            .sum();
+        EvalResult {
+            loss: if tokens > 0 { nll / tokens as f64 } else { f64::NAN },
+            tokens,
+            windows: parts.iter().map(|p| p.windows).sum(),
+            seconds: parts.iter().map(|p| p.seconds).sum(),
+        }
+    }
 }
 
 /// Scores every target of `split` once (see [`WholeSplit`] for the windows).

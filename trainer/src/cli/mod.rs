@@ -45,26 +45,7 @@ impl BackendTask for EvalTask<'_> {
         let seq = cfg.seq_len();
         let fused = cfg.training.fused_ops;
         if self.1.is_none() && (cfg.data.uses_shards() || cfg.data.instruct.is_some()) {
-            // A run on prepared shards: every domain's validation batches, as
-            // the run evaluated them (`training.eval_batches` per domain); an
-            // instruction run: its held-out examples, answers scored only.
-            let mut cfg = cfg.clone();
-            let run_dir = std::env::temp_dir();
-            let batches: Vec<_> =
-                data_setup::load_run_data(&mut cfg, &run_dir, Some(&ckpt.tokenizer))?
-                    .val
-                    .into_iter()
-                    .flat_map(|v| v.batches)
-                    .collect();
-            if batches.is_empty() {
-                return Err(kiln_trainer::TrainerError::invalid(
-                    "data.datasets",
-                    format!("the run's validation data holds no window of {seq} + 1 tokens (or no example): evaluate on a file with --data"),
-                ));
-            }
-            let model = build_model::<B>(&ckpt, &device)?.valid();
-            let r = evaluate_batches(&model, &batches, &device, fused, true);
-            return Ok(report(&ckpt, &r, None));
+            return eval_run_val::<B>(&ckpt, &device, fused);
         }
         let tokens = match self.1 {
             Some(path) => {
@@ -100,6 +81,47 @@ impl BackendTask for EvalTask<'_> {
         let r = evaluate_split(&model, &split, &device, fused, true);
         Ok(report(&ckpt, &r, Some(tokens.len())))
     }
+}
+
+/// A run on prepared shards: every domain's whole validation split (in
+/// disjoint windows; the run itself evaluated `training.eval_batches` per
+/// domain), with each domain's loss; an instruction run: its held-out
+/// examples, answers scored only.
+fn eval_run_val<B: TrainBackend>(
+    ckpt: &LoadedCheckpoint,
+    device: &B::Device,
+    fused: bool,
+) -> Result<serde_json::Value> {
+    let mut cfg = ckpt.config.clone();
+    if cfg.data.uses_shards() {
+        cfg.training.eval_batches = usize::MAX;
+    }
+    let run_dir = std::env::temp_dir();
+    let sets = data_setup::load_run_data(&mut cfg, &run_dir, Some(&ckpt.tokenizer))?.val;
+    if sets.iter().all(|v| v.batches.is_empty()) {
+        return Err(kiln_trainer::TrainerError::invalid(
+            "data.datasets",
+            format!("the run's validation data holds no window of {} + 1 tokens (or no example): evaluate on a file with --data", cfg.seq_len()),
+        ));
+    }
+    let model = build_model::<B>(ckpt, device)?.valid();
+    let parts: Vec<_> = sets
+        .iter()
+        .map(|set| evaluate_batches(&model, &set.batches, device, fused, true))
+        .collect();
+    let mut v = report(ckpt, &EvalResult::combined(&parts), None);
+    if sets.len() > 1 {
+        let mut domains = serde_json::Map::new();
+        for (set, d) in sets.iter().zip(&parts) {
+            let name = set.domain.clone().unwrap_or_default();
+            domains.insert(
+                name,
+                serde_json::json!({"loss": d.loss, "ppl": d.ppl(), "tokens": d.tokens}),
+            );
+        }
+        v["domains"] = domains.into();
+    }
+    Ok(v)
 }
 
 /// `kiln eval`'s JSON line. `tokens`: targets scored (every token of the
