@@ -398,9 +398,10 @@ mod tests {
     fn heads_keep_whole_groups_then_the_best_per_group() {
         // 2 kv heads, groups {0,1,2} and {3,4,5}.
         let s = [1.0, 5.0, 2.0, 0.5, 0.1, 0.2];
-        let k = select_heads(&s, 2, 2, 2);
+        let k = select_heads(&s, 2, 2, 4);
         assert_eq!(k.kv, vec![0, 1]);
         assert_eq!(k.q, vec![1, 2, 3, 5]);
+        assert_eq!(select_heads(&s, 2, 2, 2).q, vec![1, 3]);
         let k = select_heads(&s, 2, 1, 2);
         assert_eq!(k.kv, vec![0]);
         assert_eq!(k.q, vec![1, 2]);
