@@ -414,6 +414,29 @@ fn structured_prune_cli_halves_a_model_that_evals_and_heals_by_distillation() {
         (Some(24), Some(2), Some(8))
     );
 
+    // Depth and whole kv groups: one block, one group of two query heads.
+    let o = run(kiln()
+        .args(["prune", "run", "--out", "deep", "--structured"])
+        .args(["--kv-heads", "1", "--layers", "1", "--calib-batches", "2"])
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    println!("{out}");
+    assert!(
+        out.contains("blocks: kept [0] of 2") || out.contains("blocks: kept [1] of 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(kv heads [0] of 2)") || out.contains("(kv heads [1] of 2)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[model] dim = 32, n_layers = 1, n_heads = 2, n_kv_heads = 1, head_dim = 8, ffn_dim = 64"),
+        "{out}"
+    );
+    let o = run(kiln().args(["eval", "deep"]).current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+
     // Healing: the pruned model as the student of the unpruned one.
     let student = TINY
         .replace("max_steps = 24", "max_steps = 16")

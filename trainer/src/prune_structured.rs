@@ -315,15 +315,19 @@ impl StructuredReport {
             "params: {p0} -> {p1} ({:.1}%)\n",
             100.0 * p1 as f64 / p0.max(1) as f64
         ));
-        out.push_str(&format!(
-            "[model] dim = {}, n_layers = {}, n_heads = {}, n_kv_heads = {}, head_dim = {}, ffn_dim = {}",
-            a.dim,
-            a.n_layers,
-            a.n_heads,
-            a.kv_heads(),
-            a.head_dim(),
-            a.ffn_dim
-        ));
+        // The keys the new [model] sets, as a run from it must write them
+        // (`[init] from` compares them; an optional key is shown when set).
+        let mut keys = format!(
+            "dim = {}, n_layers = {}, n_heads = {}",
+            a.dim, a.n_layers, a.n_heads
+        );
+        if let Some(kv) = a.n_kv_heads {
+            keys.push_str(&format!(", n_kv_heads = {kv}"));
+        }
+        if let Some(hd) = a.head_dim {
+            keys.push_str(&format!(", head_dim = {hd}"));
+        }
+        out.push_str(&format!("[model] {keys}, ffn_dim = {}", a.ffn_dim));
         out
     }
 }
