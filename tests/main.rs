@@ -22,6 +22,7 @@ mod optim_parity;
 mod parity;
 mod precision;
 mod prune;
+mod prune_structured;
 mod quant;
 mod resume;
 mod rwkv7;

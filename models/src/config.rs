@@ -63,6 +63,11 @@ pub struct ModelConfig {
     /// SwiGLU hidden width (attention blocks).
     #[serde(default)]
     pub ffn_dim: usize,
+    /// Width of one attention head; absent: `dim / n_heads`. Set when the
+    /// heads do not tile `dim` (a structurally pruned checkpoint keeps its
+    /// heads' width, and so its rotary frequencies, while dropping heads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
     pub max_seq_len: usize,
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
@@ -167,7 +172,8 @@ impl ModelConfig {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.dim.checked_div(self.n_heads).unwrap_or(0)
+        self.head_dim
+            .unwrap_or_else(|| self.dim.checked_div(self.n_heads).unwrap_or(0))
     }
 
     /// Mamba inner width (`d_inner`).
@@ -329,7 +335,14 @@ impl ModelConfig {
                 format!("is not divisible by model.n_kv_heads = {kv}: pick n_kv_heads among the divisors of n_heads"),
             ));
         }
-        if !self.dim.is_multiple_of(self.n_heads) {
+        if self.head_dim == Some(0) {
+            return Err(invalid(
+                "head_dim",
+                0,
+                "must be at least 1 (leave it out for dim / n_heads)",
+            ));
+        }
+        if self.head_dim.is_none() && !self.dim.is_multiple_of(self.n_heads) {
             return Err(invalid(
                 "dim",
                 self.dim,
@@ -568,6 +581,7 @@ mod tests {
             n_heads: heads,
             n_kv_heads: Some(kv),
             ffn_dim: ffn,
+            head_dim: None,
             max_seq_len: 2048,
             rope_theta: 10000.0,
             norm_eps: 1e-5,

@@ -244,10 +244,21 @@ impl<B: Backend> Decoder<B> {
 }
 
 impl<B: FusedOps> Decoder<B> {
+    /// The residual stream entering each stored block and leaving the last
+    /// one (`n_layers + 1` tensors `[B, T, dim]`; a block shared
+    /// `share_repeat` times counts once): what structured pruning's block
+    /// importance compares.
+    pub fn block_states(&self, tokens: Tensor<B, 2, Int>) -> Vec<Tensor<B, 3>> {
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        drop(self.run(tokens, None, Some(&mut states))); // [B, T, vocab]
+        states
+    }
+
     fn run(
         &self,
         tokens: Tensor<B, 2, Int>,
         mut cache: Option<&mut DecoderCache<B>>,
+        mut states: Option<&mut Vec<Tensor<B, 3>>>,
     ) -> Tensor<B, 3> {
         let [_, t] = tokens.dims();
         let offset = cache.as_ref().map_or(0, |c| c.len());
@@ -258,6 +269,9 @@ impl<B: FusedOps> Decoder<B> {
                                                        // RWKV-7's value residual: the first RWKV block's v, read by the others.
         let mut v_first = None;
         for (i, block) in self.layers.iter().enumerate() {
+            if let Some(s) = states.as_deref_mut() {
+                s.push(x.clone());
+            }
             for r in 0..self.share_repeat {
                 let slot = cache
                     .as_deref_mut()
@@ -289,6 +303,9 @@ impl<B: FusedOps> Decoder<B> {
                 };
             }
         }
+        if let Some(s) = states {
+            s.push(x.clone());
+        }
         if let Some(c) = cache {
             c.pos += t;
         }
@@ -304,7 +321,7 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
     type Cache = DecoderCache<B>;
 
     fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.run(tokens, None)
+        self.run(tokens, None, None)
     }
 
     fn new_cache(&self) -> DecoderCache<B> {
@@ -326,7 +343,7 @@ impl<B: FusedOps> LanguageModel<B> for Decoder<B> {
         tokens: Tensor<B, 2, Int>,
         cache: &mut DecoderCache<B>,
     ) -> Tensor<B, 3> {
-        self.run(tokens, Some(cache))
+        self.run(tokens, Some(cache), None)
     }
 
     fn vocab_size(&self) -> usize {

@@ -13,6 +13,7 @@ pub mod mamba;
 pub mod naming;
 pub mod ops;
 pub mod prune;
+pub mod prune_structured;
 pub mod quant;
 pub mod rwkv7;
 

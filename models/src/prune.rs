@@ -112,8 +112,8 @@ pub fn keep_mask(
     keep
 }
 
-/// Sums of squares of each input of one projection over every row it saw
-/// (calibration for Wanda). Shared by the clones a module makes of its
+/// Sums of squares (and of absolute values) of each input of one projection
+/// over every row it saw (calibration for Wanda and structured pruning). Shared by the clones a module makes of its
 /// fields; `None` on a `Linear` (the default) costs training nothing.
 #[derive(Debug, Clone, Default)]
 pub struct InputStats(Arc<Mutex<Stats>>);
@@ -121,6 +121,7 @@ pub struct InputStats(Arc<Mutex<Stats>>);
 #[derive(Debug, Default)]
 struct Stats {
     sq_sums: Vec<f64>,
+    abs_sums: Vec<f64>,
     rows: usize,
 }
 
@@ -143,10 +144,16 @@ impl InputStats {
         };
         if s.sq_sums.len() != d_in {
             s.sq_sums = vec![0.0; d_in];
+            s.abs_sums = vec![0.0; d_in];
         }
+        let Stats {
+            sq_sums, abs_sums, ..
+        } = &mut *s;
         for row in x.chunks_exact(d_in.max(1)).take(rows) {
-            for (acc, &v) in s.sq_sums.iter_mut().zip(row) {
-                *acc += (v as f64) * (v as f64);
+            for ((sq, abs), &v) in sq_sums.iter_mut().zip(abs_sums.iter_mut()).zip(row) {
+                let v = v as f64;
+                *sq += v * v;
+                *abs += v.abs();
             }
         }
         s.rows += rows;
@@ -156,6 +163,14 @@ impl InputStats {
     pub fn sums(&self) -> (Vec<f64>, usize) {
         match self.0.lock() {
             Ok(s) => (s.sq_sums.clone(), s.rows),
+            Err(_) => (Vec::new(), 0),
+        }
+    }
+
+    /// The per-input sums of absolute values and the number of rows recorded.
+    pub fn abs_sums(&self) -> (Vec<f64>, usize) {
+        match self.0.lock() {
+            Ok(s) => (s.abs_sums.clone(), s.rows),
             Err(_) => (Vec::new(), 0),
         }
     }

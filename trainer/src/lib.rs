@@ -27,6 +27,7 @@ pub mod optim;
 pub mod plan;
 pub mod precision;
 pub mod prune;
+pub mod prune_structured;
 pub mod qa_eval;
 pub mod quantize;
 pub mod run;

@@ -257,7 +257,7 @@ pub fn prune(
         .map(|p| model.tensor_name(&format!("{}.weight", p.path)))
         .collect();
     let batches = match opts.method {
-        Method::Wanda => calibration_batches(ckpt, opts.calib_batches)?,
+        Method::Wanda => calibration_batches(ckpt, opts.calib_batches, "--method wanda")?,
         Method::Magnitude => Vec::new(),
     };
     let mut weights = ckpt.model.clone();
@@ -418,8 +418,13 @@ fn set_weight(model: &mut Decoder<Flex>, i: usize, w: &NamedTensor) {
 }
 
 /// Up to `k` batches of the checkpoint's own validation data (every
-/// domain's, in order), as its run evaluated them.
-fn calibration_batches(ckpt: &LoadedCheckpoint, k: usize) -> Result<Vec<Batch>> {
+/// domain's, in order), as its run evaluated them; `flag` names the option
+/// that needs them in the error when there are none.
+pub(crate) fn calibration_batches(
+    ckpt: &LoadedCheckpoint,
+    k: usize,
+    flag: &str,
+) -> Result<Vec<Batch>> {
     let mut cfg = ckpt.config.clone();
     // The run kept `eval_batches` per domain; calibration may want more.
     cfg.training.eval_batches = cfg.training.eval_batches.max(k);
@@ -433,10 +438,14 @@ fn calibration_batches(ckpt: &LoadedCheckpoint, k: usize) -> Result<Vec<Batch>> 
         .take(k)
         .collect();
     if batches.is_empty() {
+        let fix = match flag {
+            "--method wanda" => ", or use --method magnitude",
+            _ => "",
+        };
         return Err(TrainerError::invalid(
-            "--method wanda",
+            flag,
             format!(
-                "{} has no validation batch to calibrate on (raise data.val_fraction or training.eval_batches in its run), or use --method magnitude",
+                "{} has no validation batch to calibrate on (raise data.val_fraction or training.eval_batches in its run){fix}",
                 ckpt.dir.display()
             ),
         ));

@@ -39,7 +39,9 @@ pub enum Command {
     /// checkpoint into the run directory --out.
     Merge(MergeArgs),
     /// Prune a checkpoint's projections (magnitude or Wanda; unstructured or
-    /// N:M) and write a full checkpoint, with its masks, into --out.
+    /// N:M) and write a full checkpoint, with its masks, into --out; or, with
+    /// --structured, remove heads, channels and blocks (Minitron) into a
+    /// smaller dense checkpoint.
     Prune(PruneArgs),
     /// Raw corpora to packed token shards.
     Data {
@@ -212,7 +214,7 @@ pub struct PruneArgs {
     /// magnitude (|W|, one threshold per projection) or wanda (|W| times
     /// the input's norm on calibration data, per output).
     #[arg(long)]
-    pub method: String,
+    pub method: Option<String>,
     /// Share of weights to prune, in (0, 1) (unstructured).
     // Negative numbers parse, so `-0.5` gets the range message, not clap's.
     #[arg(long, allow_negative_numbers = true)]
@@ -220,9 +222,29 @@ pub struct PruneArgs {
     /// N:M: keep the N largest of every M consecutive inputs, e.g. 2:4.
     #[arg(long)]
     pub nm: Option<String>,
-    /// Validation batches Wanda calibrates on.
+    /// Validation batches Wanda (or --structured) calibrates on.
     #[arg(long, default_value_t = 16)]
     pub calib_batches: usize,
+    /// Structured (Minitron) pruning: remove whole heads, SwiGLU channels,
+    /// embedding channels and blocks by activation importance; writes a
+    /// smaller dense checkpoint with its new [model].
+    #[arg(long)]
+    pub structured: bool,
+    /// --structured: query heads to keep per block.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// --structured: key/value heads to keep per block (whole query groups go).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// --structured: SwiGLU channels to keep per block.
+    #[arg(long)]
+    pub ffn_dim: Option<usize>,
+    /// --structured: embedding (hidden) channels to keep.
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// --structured: blocks to keep.
+    #[arg(long)]
+    pub layers: Option<usize>,
     /// Projections to prune: short names (q k v o gate up down ...) or
     /// globs over checkpoint names; default every projection but the head.
     #[arg(long, num_args = 1..)]

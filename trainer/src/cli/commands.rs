@@ -212,12 +212,38 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
     ))
 }
 
-/// `kiln prune CHECKPOINT --out RUN_DIR --method M (--sparsity S | --nm N:M)`.
+/// `kiln prune CHECKPOINT --out RUN_DIR --method M (--sparsity S | --nm N:M)`,
+/// or `--structured` with `--heads/--kv-heads/--ffn-dim/--dim/--layers`.
 pub fn prune(a: PruneArgs) -> anyhow::Result<()> {
     use kiln_trainer::prune::{self, PruneOptions};
+    use kiln_trainer::TrainerError;
+    if a.structured {
+        return prune_structured(a);
+    }
+    let structured_flags = [
+        ("--heads", a.heads),
+        ("--kv-heads", a.kv_heads),
+        ("--ffn-dim", a.ffn_dim),
+        ("--dim", a.dim),
+        ("--layers", a.layers),
+    ];
+    if let Some((flag, _)) = structured_flags.iter().find(|(_, v)| v.is_some()) {
+        return Err(TrainerError::invalid(
+            *flag,
+            "removes whole heads, channels or blocks: add --structured (or leave it out for --method magnitude|wanda)",
+        )
+        .into());
+    }
+    let Some(method) = a.method else {
+        return Err(TrainerError::invalid(
+            "--method",
+            "missing: give --method magnitude|wanda (with --sparsity or --nm), or --structured",
+        )
+        .into());
+    };
     // The flags are checked before the checkpoint is read: a typo fails fast.
     let opts = PruneOptions::parse(
-        &a.method,
+        &method,
         a.sparsity,
         a.nm.as_deref(),
         a.calib_batches,
@@ -228,9 +254,46 @@ pub fn prune(a: PruneArgs) -> anyhow::Result<()> {
     let dir = prune::save(&pruned, &a.out)?;
     emit(&report.render())?;
     emit(&format!(
-        "pruned {} ({}) into {}",
+        "pruned {} ({method}) into {}",
         ckpt.dir.display(),
-        a.method,
+        dir.display()
+    ))
+}
+
+/// `kiln prune CHECKPOINT --out RUN_DIR --structured [--heads N ...]`.
+fn prune_structured(a: PruneArgs) -> anyhow::Result<()> {
+    use kiln_trainer::prune::{self};
+    use kiln_trainer::prune_structured::{self as ps, StructuredOptions};
+    use kiln_trainer::TrainerError;
+    let unstructured = [
+        ("--method", a.method.is_some()),
+        ("--sparsity", a.sparsity.is_some()),
+        ("--nm", a.nm.is_some()),
+        ("--targets", !a.targets.is_empty()),
+    ];
+    if let Some((flag, _)) = unstructured.iter().find(|(_, given)| *given) {
+        return Err(TrainerError::invalid(
+            *flag,
+            "belongs to unstructured pruning: --structured ranks heads, channels and blocks by activations; leave it out",
+        )
+        .into());
+    }
+    let opts = StructuredOptions {
+        heads: a.heads,
+        kv_heads: a.kv_heads,
+        ffn_dim: a.ffn_dim,
+        dim: a.dim,
+        layers: a.layers,
+        calib_batches: a.calib_batches,
+    };
+    opts.check_flags()?;
+    let ckpt = session::load_checkpoint(&a.checkpoint)?;
+    let (pruned, report) = ps::prune_structured(&ckpt, &opts)?;
+    let dir = prune::save(&pruned, &a.out)?;
+    emit(&report.render())?;
+    emit(&format!(
+        "pruned {} (structured) into {}",
+        ckpt.dir.display(),
         dir.display()
     ))
 }

@@ -176,6 +176,12 @@ pub fn llama_gguf(ckpt: &LoadedCheckpoint, format: GgufFormat) -> Result<GgufFil
     f.meta("llama.rope.dimension_count", u(m.head_dim()));
     f.meta("llama.attention.head_count", u(m.n_heads));
     f.meta("llama.attention.head_count_kv", u(m.kv_heads()));
+    if m.n_heads * m.head_dim() != m.dim {
+        // Heads that do not tile the embedding (a structurally pruned model):
+        // llama.cpp reads their width here instead of dim / n_heads.
+        f.meta("llama.attention.key_length", u(m.head_dim()));
+        f.meta("llama.attention.value_length", u(m.head_dim()));
+    }
     f.meta(
         "llama.attention.layer_norm_rms_epsilon",
         Value::F32(m.norm_eps as f32),
