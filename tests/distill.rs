@@ -122,6 +122,38 @@ fn distillation_runs_from_a_teacher_checkpoint() {
         "the teacher must change the student"
     );
 
+    // A bf16 teacher: the same objective to bf16 rounding of its logits.
+    train("kd32", "[distill]\nteacher = \"run\"\n");
+    train(
+        "kd16",
+        "[distill]\nteacher = \"run\"\nteacher_precision = \"bf16\"\n",
+    );
+    let losses = |run: &str| -> Vec<f64> {
+        crate::common::metric(&tmp.join(run), "train/loss")
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let (full, half) = (losses("kd32"), losses("kd16"));
+    assert!(!full.is_empty() && full.len() == half.len());
+    for (a, b) in full.iter().zip(&half) {
+        assert!(
+            (a - b).abs() < 2e-2 * a.abs(),
+            "bf16 teacher: {half:?} vs f32 {full:?}"
+        );
+    }
+    assert!(full != half, "the bf16 teacher must actually run in bf16");
+    write_config(
+        tmp,
+        "badprec.toml",
+        &format!("{student}\n[distill]\nteacher = \"run\"\nteacher_precision = \"int8\"\n"),
+    );
+    fails_with(
+        &["train", "badprec.toml", "--run-dir", "b3"],
+        tmp,
+        &["distill.teacher_precision", "int8"],
+    );
+
     // A teacher whose char vocabulary differs (trained on other text).
     std::fs::write(tmp.join("other.txt"), "zzz qqq xxx 123 456\n".repeat(200)).expect("write");
     let other = TINY

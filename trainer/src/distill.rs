@@ -27,7 +27,9 @@ impl<B: TrainBackend> Objective<B> for Distill<B> {
         let logits = model.forward(x.clone()); // [B, T, V]
         let v = logits.dims()[2];
         let teacher = self.teacher.forward(x.inner()); // [B, T, V'], no graph
-        let teacher = Tensor::<B, 3>::from_inner(teacher.narrow(2, 0, v)); // [B, T, V]
+                                                       // A half-precision teacher's logits are compared in f32.
+        let teacher = teacher.narrow(2, 0, v).cast(burn::tensor::FloatDType::F32);
+        let teacher = Tensor::<B, 3>::from_inner(teacher); // [B, T, V]
         let scored = scored_targets(batch);
         let keep: Vec<f32> = batch
             .targets

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 use crate::distill_loss::DistillLoss;
@@ -26,6 +27,15 @@ pub struct DistillConfig {
     /// `"skew-kl"`: the teacher's share of the skewed mixture (DistiLLM).
     #[serde(default = "tenth")]
     pub skew: f64,
+    /// The teacher's weights and activations: `"fp32"` or `"bf16"` / `"fp16"`
+    /// (half the teacher's memory and, on GPUs, its time; logits are
+    /// compared in f32 either way).
+    #[serde(default = "fp32")]
+    pub teacher_precision: String,
+}
+
+fn fp32() -> String {
+    "fp32".into()
 }
 
 fn default_loss() -> String {
@@ -59,8 +69,22 @@ impl DistillConfig {
         Ok(loss)
     }
 
+    /// The dtype the teacher runs in (`None`: f32).
+    pub fn teacher_dtype(&self) -> Result<Option<FloatDType>> {
+        match self.teacher_precision.as_str() {
+            "fp32" => Ok(None),
+            "bf16" => Ok(Some(FloatDType::BF16)),
+            "fp16" => Ok(Some(FloatDType::F16)),
+            other => Err(TrainerError::invalid(
+                "distill.teacher_precision",
+                format!("{other:?} is not known: use \"fp32\", \"bf16\" or \"fp16\""),
+            )),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.divergence()?;
+        self.teacher_dtype()?;
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return Err(TrainerError::invalid(
                 "distill.temperature",

@@ -362,8 +362,13 @@ fn teacher_objective<B: TrainBackend>(
             ),
         ));
     }
+    let teacher = session::build_model::<B::InnerBackend>(&ckpt, device)?;
+    let teacher = match d.teacher_dtype()? {
+        Some(dtype) => crate::precision::cast_params(teacher, dtype),
+        None => teacher,
+    };
     Ok(crate::distill::Distill {
-        teacher: session::build_model::<B::InnerBackend>(&ckpt, device)?,
+        teacher,
         loss: d.divergence()?,
         temperature: d.temperature,
         alpha: d.alpha,
