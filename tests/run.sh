@@ -40,7 +40,7 @@ install_packages() {
     if ! { DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq &&
         DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
             --no-install-recommends "${missing[@]}"; } >/tmp/kiln-apt.log 2>&1; then
-        echo "tests/run.sh: error: could not install ${missing[*]} (apt-get as root or passwordless sudo is needed; log: /tmp/kiln-apt.log)" >&2
+        echo "tests/run.sh: error: apt-get could not install ${missing[*]} (it needs root or passwordless sudo and the packages in its sources; log: /tmp/kiln-apt.log)" >&2
         exit 1
     fi
 }
