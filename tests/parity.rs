@@ -215,9 +215,9 @@ fn kv_cache_generation_equals_full_forward() {
         Tensor::from_data(TensorData::new(ids[..5].to_vec(), [1, 5]), &dev),
         &mut cache,
     )];
-    for i in 5..12 {
+    for &id in &ids[5..12] {
         pieces.push(model.forward_cached(
-            Tensor::from_data(TensorData::new(vec![ids[i]], [1, 1]), &dev),
+            Tensor::from_data(TensorData::new(vec![id], [1, 1]), &dev),
             &mut cache,
         ));
     }

@@ -558,16 +558,18 @@ mod tests {
                 "training.device=cpu",
             ],
         )
-        .unwrap();
+        .expect("valid overrides");
         assert_eq!(cfg.training.max_steps, 7);
         assert_eq!(cfg.optimizer.lr, 1e-3);
-        let err = parse("", &["model.n_kv_heads=3"]).unwrap_err().to_string();
+        let err = parse("", &["model.n_kv_heads=3"])
+            .expect_err("must be refused")
+            .to_string();
         assert!(
             err.contains("model.n_heads = 4 is not divisible by model.n_kv_heads = 3"),
             "{err}"
         );
         let err = parse("", &["training.max_steps=abc"])
-            .unwrap_err()
+            .expect_err("must be refused")
             .to_string();
         assert!(err.contains("training.max_steps"), "{err}");
     }
@@ -575,16 +577,19 @@ mod tests {
     #[test]
     fn unknown_keys_name_their_path() {
         let err = parse("[logging]\ncolour = true\n", &[])
-            .unwrap_err()
+            .expect_err("must be refused")
             .to_string();
         assert!(err.contains("logging") && err.contains("colour"), "{err}");
     }
 
     #[test]
     fn resolved_config_round_trips() {
-        let cfg = parse("", &[]).unwrap();
-        let text = cfg.to_toml().unwrap();
-        let doc: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(from_table(doc, Path::new("r.toml")).unwrap(), cfg);
+        let cfg = parse("", &[]).expect("minimal config");
+        let text = cfg.to_toml().expect("to toml");
+        let doc: toml::Table = toml::from_str(&text).expect("toml");
+        assert_eq!(
+            from_table(doc, Path::new("r.toml")).expect("resolved config"),
+            cfg
+        );
     }
 }

@@ -3,19 +3,21 @@
 //! config resolved into its final form, data, model, trainable set,
 //! precision and optimizer. Nothing mutates the config afterwards.
 
+use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use kiln_data::Tokenizer;
 use kiln_models::{
-    is_adapter_name, load_named_tensors, load_named_tensors_where, Decoder, NamedTensor,
-    TrainBackend,
+    is_adapter_name, load_named_tensors, load_named_tensors_where, named_tensors, Decoder,
+    NamedTensor, TrainBackend,
 };
 
 use super::overrides::apply_on_resume;
 use super::{Start, TrainRequest};
 use crate::adapter;
+use crate::backend::CpuBackend;
 use crate::checkpoint::{self, Content};
 use crate::config::RunConfig;
 use crate::data_setup::{load_rank_data, RunData};
@@ -255,6 +257,37 @@ fn same_architecture(src: &RunConfig, cfg: &RunConfig, dir: &Path) -> Result<()>
     ))
 }
 
+/// The config's model with its seeded initial weights (adapters attached).
+/// Each burn backend has its own RNG, so the same seed draws different
+/// numbers on wgpu or CUDA than on Flex: off the CPU the weights are drawn on
+/// Flex and copied to the device, so that a run starts from the same model
+/// on every device (and its losses track the CPU run's). `drawn = false`
+/// skips that copy when start weights replace every tensor anyway.
+fn seeded_model<B: TrainBackend>(
+    cfg: &RunConfig,
+    device: &B::Device,
+    drawn: bool,
+) -> Result<Decoder<B>> {
+    fn build<B: TrainBackend>(cfg: &RunConfig, device: &B::Device) -> Result<Decoder<B>> {
+        B::seed(device, cfg.training.seed);
+        let mut model = Decoder::new(&cfg.model, device)?.with_fused(cfg.training.fused_ops);
+        if let Some(a) = &cfg.adapter {
+            model = adapter::attach(model, a)?;
+        }
+        Ok(model)
+    }
+    let model = build::<B>(cfg, device)?;
+    if !drawn || TypeId::of::<B>() == TypeId::of::<CpuBackend>() {
+        return Ok(model);
+    }
+    let cpu = build::<CpuBackend>(cfg, &burn::backend::flex::FlexDevice)?;
+    Ok(load_named_tensors(
+        model,
+        &named_tensors(&cpu),
+        "the seeded init",
+    )?)
+}
+
 /// Model and step of a config on `device`: seeded init, optional start
 /// weights, trainable set, precision, optimizer (and its state). `kiln
 /// bench` builds exactly what `kiln train` builds.
@@ -265,11 +298,10 @@ pub fn build_parts<B: TrainBackend>(
     collective: Arc<dyn Collective>,
 ) -> Result<(Decoder<B>, Stepper<B>)> {
     let t = &cfg.training;
-    B::seed(device, t.seed);
-    let mut model: Decoder<B> = Decoder::new(&cfg.model, device)?.with_fused(t.fused_ops);
-    if let Some(a) = &cfg.adapter {
-        model = adapter::attach(model, a)?;
-    }
+    // Every tensor is overwritten by the start weights unless a LoRA run
+    // draws its adapters.
+    let drawn = weights.is_none() || cfg.adapter.is_some();
+    let mut model = seeded_model::<B>(cfg, device, drawn)?;
     if let Some(w) = &weights {
         model = if cfg.adapter.is_some() {
             // A fresh LoRA run starts its adapters from their init; a resumed

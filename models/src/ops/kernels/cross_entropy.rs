@@ -419,8 +419,6 @@ mod tests {
         out
     }
 
-    /// max |got - want| / max |want| (max |want| floored at 1e-30).
-
     fn make_case(
         rng: &mut XorShift,
         n: usize,

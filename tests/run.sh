@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Kiln's test command (README "The two commands"; .ci/run calls exactly this).
+#
+#   tests/run.sh            system packages, the workspace tests, the wgpu tests
+#   tests/run.sh deps       only install what the wgpu tests need
+#   tests/run.sh workspace  only `cargo test --release --workspace`
+#   tests/run.sh wgpu       only the wgpu tests (packages first)
+#
+# The wgpu tests run kiln's wgpu backend on lavapipe, Mesa's CPU Vulkan
+# driver (Debian: mesa-vulkan-drivers), so they need no GPU. They build
+# `-p kiln-trainer --features wgpu`, which recompiles burn and the
+# workspace crates with wgpu once, and run the small `kiln-wgpu` test binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Each wgpu test bounds itself (KILN_WGPU_TIMEOUT_S per test / kiln process,
+# default 600 s); this bounds the whole wgpu step, build included, in case
+# something outside a test hangs (adapter discovery at start-up, say).
+WGPU_STEP_LIMIT="${KILN_WGPU_STEP_LIMIT:-3600}"
+
+# The loader (libvulkan1) and lavapipe with its ICD file (mesa-vulkan-drivers).
+PACKAGES=(libvulkan1 mesa-vulkan-drivers)
+
+install_packages() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        # `dpkg -s` also lists removed-but-configured packages: check the state.
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        return 0
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo=(sudo -n)
+    fi
+    echo "tests/run.sh: installing ${missing[*]} for the wgpu tests" >&2
+    if ! { DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+            --no-install-recommends "${missing[@]}"; } >/tmp/kiln-apt.log 2>&1; then
+        echo "tests/run.sh: error: apt-get could not install ${missing[*]} (it needs root or passwordless sudo and the packages in its sources; log: /tmp/kiln-apt.log)" >&2
+        exit 1
+    fi
+}
+
+run_workspace() {
+    cargo test --release --workspace
+}
+
+run_wgpu() {
+    install_packages
+    # --test-threads=2: the tests are shader-compilation bound; more threads on
+    # a small machine only stretch each test towards its timeout.
+    timeout --kill-after=30 "$WGPU_STEP_LIMIT" \
+        cargo test --release -p kiln-trainer --features wgpu --test kiln-wgpu \
+        -- --test-threads=2
+}
+
+case "${1:-all}" in
+    all)
+        install_packages
+        run_workspace
+        run_wgpu
+        ;;
+    deps) install_packages ;;
+    workspace) run_workspace ;;
+    wgpu) run_wgpu ;;
+    *)
+        echo "usage: tests/run.sh [all|deps|workspace|wgpu]" >&2
+        exit 2
+        ;;
+esac
