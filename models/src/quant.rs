@@ -101,7 +101,7 @@ pub fn fake_quant_group(
             for ((o, m), &v) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
                 // C `roundf`: half away from zero (Rust's `round`); the code
                 // is an integer, so -0 is +0 (`+ 0.0`).
-                *o = ((v * id).round() + 0.0) * dh;
+                *o = (round_half_away(v * id) + 0.0) * dh;
                 *m = 1.0;
             }
             false
@@ -112,7 +112,7 @@ pub fn fake_quant_group(
             let mut clamped = false;
             for ((o, m), &v) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
                 // `(int8_t)(x * id + 8.5f)`: truncation toward zero.
-                let q = (v * id + 8.5).trunc();
+                let q = trunc(v * id + 8.5);
                 let inside = q <= 15.0;
                 clamped |= !inside;
                 *o = (q.min(15.0) - 8.0) * dh;
@@ -134,6 +134,24 @@ pub fn fake_quant_group(
 fn round_even(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (x + MAGIC) - MAGIC
+}
+
+/// C's `truncf` for |x| < 2^31 (codes here are within +-17), as a
+/// conversion instruction: without SSE4.1 `f32::trunc` is a libm call per
+/// element. NaN becomes 0.
+#[inline(always)]
+fn trunc(x: f32) -> f32 {
+    (x as i32) as f32
+}
+
+/// C's `roundf` (half away from zero) for |x| < 2^31, branch free: the
+/// fraction `x - trunc(x)` is exact, and a half or more moves one step away
+/// from zero.
+#[inline(always)]
+fn round_half_away(x: f32) -> f32 {
+    let t = trunc(x);
+    let up = ((x - t).abs() >= 0.5) as i32 as f32;
+    t + up.copysign(x)
 }
 
 /// A q8_0 block's f32 scale `d = amax / 127` and the `1 / d` codes use.
@@ -307,6 +325,20 @@ mod tests {
         assert_eq!(out, [127.0, 0.0, 2.0, -2.0]);
         fake_quant_group(WeightFormat::Q8_0, &x, &mut out, &mut mask);
         assert_eq!(out, [127.0, 1.0, 2.0, -3.0]);
+    }
+
+    #[test]
+    fn inlined_trunc_and_roundf_equal_std() {
+        let mut x = -20.0f32;
+        while x <= 20.0 {
+            for v in [x, x + 0.5, x - 0.5, x + 1e-6, x - 1e-6] {
+                assert_eq!(trunc(v), v.trunc(), "{v}");
+                assert_eq!(round_half_away(v), v.round(), "{v}");
+            }
+            x += 0.125;
+        }
+        assert_eq!(round_half_away(0.49999997), 0.0);
+        assert_eq!(round_half_away(-2.5), -3.0);
     }
 
     #[test]

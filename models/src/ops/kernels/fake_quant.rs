@@ -50,6 +50,14 @@ impl View<'_> {
 
     /// The view as `[cols, rows]` row-major (each column made a row).
     fn columns(&self) -> Vec<f32> {
+        if self.col_stride == 1 {
+            return transpose_tiled(
+                &self.data[self.offset..],
+                self.rows,
+                self.cols,
+                self.row_stride,
+            );
+        }
         let mut out = vec![0f32; self.rows * self.cols];
         out.par_chunks_mut(self.rows.max(1))
             .enumerate()
@@ -77,15 +85,33 @@ impl View<'_> {
 
 /// `[cols, rows]` row-major back to `[rows, cols]` row-major.
 fn from_columns(t: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    View {
-        data: t,
-        offset: 0,
-        rows,
-        cols,
-        row_stride: 1,
-        col_stride: rows,
+    transpose_tiled(t, cols, rows, rows)
+}
+
+/// `src [rows, cols]` (rows `row_stride` apart) as `[cols, rows]`, in
+/// 32 x 32 tiles so that reads and writes both stay in cache; each task
+/// writes 32 output rows.
+fn transpose_tiled(src: &[f32], rows: usize, cols: usize, row_stride: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return out;
     }
-    .rows_major()
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(tile, block)| {
+            let c0 = tile * TILE;
+            let width = block.len() / rows; // output rows (input columns) here
+            for r0 in (0..rows).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    let line = &src[r * row_stride + c0..r * row_stride + c0 + width];
+                    for (j, &v) in line.iter().enumerate() {
+                        block[j * rows + r] = v;
+                    }
+                }
+            }
+        });
+    out
 }
 
 /// `(values, mask)` of `x` fake-quantised as `target` says, both row-major
@@ -161,6 +187,18 @@ mod tests {
             col_stride: d_in,
         };
         assert_eq!(fake_quant(view, target).0, fq);
+    }
+
+    #[test]
+    fn tiled_transpose_matches_the_plain_one() {
+        for (r, c) in [(1, 1), (33, 70), (64, 32), (5, 100)] {
+            let x = values(r * c);
+            assert_eq!(
+                transpose_tiled(&x, r, c, c),
+                transposed(&x, r, c),
+                "{r}x{c}"
+            );
+        }
     }
 
     #[test]
