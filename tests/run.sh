@@ -7,14 +7,16 @@
 #   tests/run.sh wgpu       only the wgpu tests (packages first)
 #
 # The wgpu tests run kiln's wgpu backend on lavapipe, Mesa's CPU Vulkan
-# driver (Debian: mesa-vulkan-drivers), so they need no GPU. They build
-# `-p kiln-trainer --features wgpu`, which recompiles burn and the
-# workspace crates with wgpu once, and run the small `kiln-wgpu` test binary.
+# driver (Debian: mesa-vulkan-drivers), so they need no GPU. `all` builds the
+# workspace once with kiln-trainer's `wgpu` feature (a build with and one
+# without it share almost nothing: wgpu changes features of serde, bitflags
+# and friends, so arrow, parquet, tokenizers and burn would all compile twice)
+# and runs every test, the small `kiln-wgpu` binary included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Each wgpu test bounds itself (KILN_WGPU_TIMEOUT_S per test / kiln process,
-# default 600 s); this bounds the whole wgpu step, build included, in case
+# default 600 s); this bounds the whole cargo run, build included, in case
 # something outside a test hangs (adapter discovery at start-up, say).
 WGPU_STEP_LIMIT="${KILN_WGPU_STEP_LIMIT:-3600}"
 
@@ -58,12 +60,14 @@ run_wgpu() {
         -- --test-threads=2
 }
 
+run_all() {
+    install_packages
+    timeout --kill-after=30 "$WGPU_STEP_LIMIT" \
+        cargo test --release --workspace --features kiln-trainer/wgpu
+}
+
 case "${1:-all}" in
-    all)
-        install_packages
-        run_workspace
-        run_wgpu
-        ;;
+    all) run_all ;;
     deps) install_packages ;;
     workspace) run_workspace ;;
     wgpu) run_wgpu ;;
