@@ -95,6 +95,12 @@ pub fn full_weights(ckpt: &LoadedCheckpoint) -> Result<(Weights<'_>, Option<Stri
     Ok((Cow::Owned(all), Some(base_sha256.clone())))
 }
 
+/// `ckpt` merged when it holds adapters (`None`: it already is a full
+/// model); use as `merged.as_ref().unwrap_or(ckpt)`.
+pub fn merged_if_adapters(ckpt: &LoadedCheckpoint) -> Result<Option<LoadedCheckpoint>> {
+    ckpt.config.adapter.as_ref().map(|_| merged(ckpt)).transpose()
+}
+
 /// An adapter checkpoint as an ordinary one: every adapter folded into its
 /// base weight in f32 (`W + s A B`), `[adapter]` dropped from the config.
 pub fn merged(ckpt: &LoadedCheckpoint) -> Result<LoadedCheckpoint> {

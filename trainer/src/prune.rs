@@ -238,14 +238,8 @@ pub fn prune(
     ckpt: &LoadedCheckpoint,
     opts: &PruneOptions,
 ) -> Result<(LoadedCheckpoint, PruneReport)> {
-    let merged;
-    let ckpt = match ckpt.config.adapter {
-        Some(_) => {
-            merged = adapter::merged(ckpt)?;
-            &merged
-        }
-        None => ckpt,
-    };
+    let merged = adapter::merged_if_adapters(ckpt)?;
+    let ckpt = merged.as_ref().unwrap_or(ckpt);
     let device = Default::default();
     let mut model: Decoder<Flex> = session::build_model(ckpt, &device)?;
     let names = model.projection_names();

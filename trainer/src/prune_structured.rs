@@ -344,14 +344,8 @@ pub fn prune_structured(
         return Err(TrainerError::invalid("--structured", why));
     }
     let sizes = opts.sizes(cfg)?;
-    let merged;
-    let ckpt = match ckpt.config.adapter {
-        Some(_) => {
-            merged = adapter::merged(ckpt)?;
-            &merged
-        }
-        None => ckpt,
-    };
+    let merged = adapter::merged_if_adapters(ckpt)?;
+    let ckpt = merged.as_ref().unwrap_or(ckpt);
     let batches = prune::calibration_batches(ckpt, opts.calib_batches, "--structured")?;
     let device = Default::default();
     let mut model: Decoder<Flex> = session::build_model(ckpt, &device)?;

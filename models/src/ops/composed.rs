@@ -475,6 +475,18 @@ fn host_f32<B: Backend, const D: usize>(x: FloatTensor<B>) -> (Vec<f32>, [usize;
     (values, dims)
 }
 
+/// The device and host f32 copies of a student's and a teacher's `[n, v]` logits.
+#[allow(clippy::type_complexity)]
+fn host_logits<B: Backend>(
+    student: FloatTensor<B>,
+    teacher: FloatTensor<B>,
+) -> (B::Device, Vec<f32>, Vec<f32>, [usize; 2]) {
+    let device = wrap::<B, 2>(student.clone()).device();
+    let (s, dims) = host_f32::<B, 2>(student);
+    let (t, _) = host_f32::<B, 2>(teacher);
+    (device, s, t, dims)
+}
+
 /// Distillation divergence per row through a host copy (backends without
 /// a kernel).
 pub fn distill_fwd<B: Backend>(
@@ -483,9 +495,7 @@ pub fn distill_fwd<B: Backend>(
     div: Divergence,
     temperature: f64,
 ) -> FloatTensor<B> {
-    let device = wrap::<B, 2>(student.clone()).device();
-    let (s, [n, v]) = host_f32::<B, 2>(student);
-    let (t, _) = host_f32::<B, 2>(teacher);
+    let (device, s, t, [n, v]) = host_logits::<B>(student, teacher);
     let rows = kernels::distill::forward(&s, &t, v, div, temperature);
     unwrap(Tensor::<B, 1>::from_data(
         TensorData::new(rows, [n]),
@@ -501,9 +511,7 @@ pub fn distill_bwd<B: Backend>(
     div: Divergence,
     temperature: f64,
 ) -> FloatTensor<B> {
-    let device = wrap::<B, 2>(student.clone()).device();
-    let (s, [n, v]) = host_f32::<B, 2>(student);
-    let (t, _) = host_f32::<B, 2>(teacher);
+    let (device, s, t, [n, v]) = host_logits::<B>(student, teacher);
     let (g, _) = host_f32::<B, 1>(gy);
     let grad = kernels::distill::backward(&s, &t, &g, v, div, temperature);
     unwrap(Tensor::<B, 2>::from_data(
