@@ -189,6 +189,40 @@ fn distillation_runs_from_a_teacher_checkpoint() {
     );
 }
 
+/// Across architectures: a Mamba student learns a Llama teacher's
+/// distribution (pure distillation, `alpha = 1`: the logged loss is the
+/// forward KL to the teacher, which must fall well below where it starts).
+#[test]
+fn a_mamba_student_learns_from_a_llama_teacher() {
+    use crate::common::{kiln, metric, run, stderr, train_tiny, write_config, TINY};
+    let dir = tempfile::tempdir().expect("tmp");
+    let tmp = dir.path();
+    train_tiny(tmp, 24); // the Llama teacher: tmp/run
+    let model_end = TINY.find("[data]").expect("TINY has [data]");
+    let student = format!(
+        "[model]\narch = \"mamba\"\ndim = 32\nn_layers = 2\nd_state = 8\nmax_seq_len = 32\n\n{}\n\
+         [distill]\nteacher = \"run\"\nalpha = 1.0\n",
+        &TINY[model_end..]
+    );
+    let cfg = write_config(tmp, "mamba.toml", &student);
+    let o = run(kiln()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg("student")
+        .current_dir(tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let kl: Vec<f64> = metric(&tmp.join("student"), "train/loss")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let (first, last) = (kl[0], kl[kl.len() - 1]);
+    assert!(
+        last < 0.5 * first,
+        "KL to the teacher should fall by more than half: {kl:?}"
+    );
+}
+
 /// A distillation run killed with SIGKILL resumes bitwise: the teacher is
 /// rebuilt from its checkpoint and sees the same batches.
 #[test]
