@@ -98,7 +98,11 @@ pub fn full_weights(ckpt: &LoadedCheckpoint) -> Result<(Weights<'_>, Option<Stri
 /// `ckpt` merged when it holds adapters (`None`: it already is a full
 /// model); use as `merged.as_ref().unwrap_or(ckpt)`.
 pub fn merged_if_adapters(ckpt: &LoadedCheckpoint) -> Result<Option<LoadedCheckpoint>> {
-    ckpt.config.adapter.as_ref().map(|_| merged(ckpt)).transpose()
+    ckpt.config
+        .adapter
+        .as_ref()
+        .map(|_| merged(ckpt))
+        .transpose()
 }
 
 /// An adapter checkpoint as an ordinary one: every adapter folded into its

@@ -50,7 +50,11 @@ impl EvalResult {
             .map(|p| p.loss * p.tokens as f64)
             .sum();
         EvalResult {
-            loss: if tokens > 0 { nll / tokens as f64 } else { f64::NAN },
+            loss: if tokens > 0 {
+                nll / tokens as f64
+            } else {
+                f64::NAN
+            },
             tokens,
             windows: parts.iter().map(|p| p.windows).sum(),
             seconds: parts.iter().map(|p| p.seconds).sum(),
