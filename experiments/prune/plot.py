@@ -16,9 +16,13 @@ names = ["dense", "magnitude-0.5", "wanda-0.5", "magnitude-2of4", "wanda-2of4"]
 names = [n for n in names if n in E]
 x = range(len(names))
 fig, ax = plt.subplots(figsize=(8, 4.5))
-ax.bar([i - 0.2 for i in x], [E[n] for n in names], width=0.4, label="pruned (dense: as trained)")
-ax.bar([i + 0.2 for i in x], [E.get(n + "-healed", float("nan")) for n in names], width=0.4,
-       label="after 40 healing steps (masks kept)")
+w = 0.27
+ax.bar([i - w for i in x], [E[n] for n in names], width=w, label="pruned (dense: as trained)")
+ax.bar(list(x), [E.get(n + "-healed", float("nan")) for n in names], width=w,
+       label="after 40 healing steps, lr 3e-4 (masks kept)")
+if any(n + "-healed-lr1e-4" in E for n in names):
+    ax.bar([i + w for i in x], [E.get(n + "-healed-lr1e-4", float("nan")) for n in names], width=w,
+           label="after 40 healing steps, lr 1e-4")
 ax.set_xticks(list(x))
 ax.set_xticklabels(names)
 lo = min(E.values())

@@ -17,14 +17,32 @@ def loss(label, dom=None):
     return e["loss"] if dom is None else e["domains"][dom]["loss"]
 
 
-print("| model | sparsity (of pruned projections) | val loss (all) | shakespeare | stories | vs dense | after 40 healing steps | vs dense + the same 40 steps |")
-print("|---|---|---|---|---|---|---|---|")
-print(f"| dense | 0 | {loss('dense'):.4f} | {loss('dense', 'shakespeare'):.4f} | {loss('dense', 'stories'):.4f} |  | "
-      f"{loss('dense-healed'):.4f} |  |")
+low = "dense-healed-lr1e-4" in E
+head = "| model | sparsity (of pruned projections) | val loss (all) | shakespeare | stories | vs dense | after 40 healing steps (lr 3e-4) | vs dense + the same steps |"
+sep = "|---|---|---|---|---|---|---|---|"
+if low:
+    head += " after 40 steps at lr 1e-4 | vs dense + the same steps |"
+    sep += "---|---|"
+print(head)
+print(sep)
+
+
+def healed(name):
+    cells = f" {loss(name + '-healed'):.4f} | "
+    cells += "" if name == "dense" else f"{loss(name + '-healed') - loss('dense-healed'):+.4f}"
+    cells += " |"
+    if low:
+        cells += f" {loss(name + '-healed-lr1e-4'):.4f} | "
+        cells += "" if name == "dense" else f"{loss(name + '-healed-lr1e-4') - loss('dense-healed-lr1e-4'):+.4f}"
+        cells += " |"
+    return cells
+
+
+print(f"| dense | 0 | {loss('dense'):.4f} | {loss('dense', 'shakespeare'):.4f} | {loss('dense', 'stories'):.4f} |  |" + healed("dense"))
 for name in ("magnitude-0.5", "wanda-0.5", "magnitude-2of4", "wanda-2of4"):
     if name not in E:
         continue
     m = re.search(r"total[^\n]*?([\d.]+)%", P.get(name, ""))
     sp = f"{m.group(1)}%" if m else "?"
     print(f"| {name} | {sp} | {loss(name):.4f} | {loss(name, 'shakespeare'):.4f} | {loss(name, 'stories'):.4f} | "
-          f"{loss(name) - loss('dense'):+.4f} | {loss(name + '-healed'):.4f} | {loss(name + '-healed') - loss('dense-healed'):+.4f} |")
+          f"{loss(name) - loss('dense'):+.4f} |" + healed(name))
