@@ -16,7 +16,6 @@ use kiln_models::prune::{
 };
 use kiln_models::{Decoder, LanguageModel, NamedTensor, ProjectionName};
 
-use crate::checkpoint::Content;
 use crate::config::short_target;
 use crate::error::{Result, TrainerError};
 use crate::optim::groups::glob_match;
@@ -281,18 +280,7 @@ pub fn prune(
             report.layers.push(layer);
         }
     }
-    let mut config = ckpt.config.clone();
-    config.adapter = None;
-    let pruned = LoadedCheckpoint {
-        dir: ckpt.dir.clone(),
-        content: Content::Full,
-        config,
-        tokenizer: ckpt.tokenizer.clone(),
-        model: weights,
-        optimizer: None,
-        masks: Some(masks),
-        state: ckpt.state.clone(),
-    };
+    let pruned = ckpt.derived(ckpt.config.model.clone(), weights, Some(masks));
     Ok((pruned, report))
 }
 

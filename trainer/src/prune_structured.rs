@@ -25,7 +25,6 @@ use kiln_models::prune_structured::{
 };
 use kiln_models::{Decoder, ModelConfig};
 
-use crate::checkpoint::Content;
 use crate::error::{Result, TrainerError};
 use crate::session::{self, LoadedCheckpoint};
 use crate::{adapter, prune};
@@ -352,19 +351,7 @@ pub fn prune_structured(
     let imp = importance(&mut model, &batches)?;
     let keep = choose(cfg, &imp, sizes);
     let (model_cfg, weights, masks) = slice_llama(cfg, &ckpt.model, ckpt.masks.as_ref(), &keep)?;
-    let mut config = ckpt.config.clone();
-    config.adapter = None;
-    config.model = model_cfg.clone();
-    let pruned = LoadedCheckpoint {
-        dir: ckpt.dir.clone(),
-        content: Content::Full,
-        config,
-        tokenizer: ckpt.tokenizer.clone(),
-        model: weights,
-        optimizer: None,
-        masks,
-        state: ckpt.state.clone(),
-    };
+    let pruned = ckpt.derived(model_cfg.clone(), weights, masks);
     // The new checkpoint must load as what it claims to be.
     drop(session::build_model::<Flex>(&pruned, &device)?);
     let report = StructuredReport {

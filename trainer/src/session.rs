@@ -35,6 +35,32 @@ pub struct LoadedCheckpoint {
     pub state: TrainerState,
 }
 
+impl LoadedCheckpoint {
+    /// A full model derived from this checkpoint (pruned, sliced): new
+    /// weights, masks and `[model]`, no adapters, no optimizer state; the
+    /// tokenizer and trainer state carried over.
+    pub fn derived(
+        &self,
+        model_cfg: kiln_models::ModelConfig,
+        model: BTreeMap<String, NamedTensor>,
+        masks: Option<BTreeMap<String, NamedTensor>>,
+    ) -> LoadedCheckpoint {
+        let mut config = self.config.clone();
+        config.adapter = None;
+        config.model = model_cfg;
+        LoadedCheckpoint {
+            dir: self.dir.clone(),
+            content: checkpoint::Content::Full,
+            config,
+            tokenizer: self.tokenizer.clone(),
+            model,
+            optimizer: None,
+            masks,
+            state: self.state.clone(),
+        }
+    }
+}
+
 fn file<'a>(files: &'a BTreeMap<String, Vec<u8>>, dir: &Path, name: &str) -> Result<&'a [u8]> {
     files.get(name).map(Vec::as_slice).ok_or_else(|| {
         TrainerError::checkpoint(
