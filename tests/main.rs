@@ -12,6 +12,9 @@ mod curation_minhash;
 mod data;
 mod data_bad_input;
 mod distill;
+mod distributed;
+#[cfg(feature = "mpi")]
+mod distributed_mpi;
 mod fused_ops;
 mod gguf;
 mod lora;

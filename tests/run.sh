@@ -2,7 +2,7 @@
 # Kiln's test command (README "The two commands"; .ci/run calls exactly this).
 #
 #   tests/run.sh            system packages, the workspace tests, the wgpu tests
-#   tests/run.sh deps       only install what the wgpu tests need
+#   tests/run.sh deps       only install what the wgpu and MPI tests need
 #   tests/run.sh workspace  only `cargo test --release --workspace`
 #   tests/run.sh wgpu       only the wgpu tests (packages first)
 #
@@ -20,8 +20,12 @@ cd "$(dirname "$0")/.."
 # something outside a test hangs (adapter discovery at start-up, say).
 WGPU_STEP_LIMIT="${KILN_WGPU_STEP_LIMIT:-3600}"
 
-# The loader (libvulkan1) and lavapipe with its ICD file (mesa-vulkan-drivers).
-PACKAGES=(libvulkan1 mesa-vulkan-drivers)
+# The loader (libvulkan1) and lavapipe with its ICD file (mesa-vulkan-drivers);
+# Open MPI for the distributed tests (libopenmpi-dev, openmpi-bin) and
+# libclang-dev for the `mpi` crate's bindings.
+PACKAGES=(libvulkan1 mesa-vulkan-drivers libopenmpi-dev openmpi-bin libclang-dev)
+# Every optional engine the tests cover, in one build.
+FEATURES="kiln-trainer/wgpu,kiln-trainer/mpi"
 
 install_packages() {
     local missing=()
@@ -38,7 +42,7 @@ install_packages() {
     if [ "$(id -u)" -ne 0 ]; then
         sudo=(sudo -n)
     fi
-    echo "tests/run.sh: installing ${missing[*]} for the wgpu tests" >&2
+    echo "tests/run.sh: installing ${missing[*]} for the wgpu and MPI tests" >&2
     if ! { DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq &&
         DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
             --no-install-recommends "${missing[@]}"; } >/tmp/kiln-apt.log 2>&1; then
@@ -63,7 +67,7 @@ run_wgpu() {
 run_all() {
     install_packages
     timeout --kill-after=30 "$WGPU_STEP_LIMIT" \
-        cargo test --release --workspace --features kiln-trainer/wgpu
+        cargo test --release --workspace --features "$FEATURES"
 }
 
 case "${1:-all}" in

@@ -129,6 +129,15 @@ pub enum DataError {
     BadRank { rank: usize, world_size: usize },
 
     #[error(
+        "training.batch_size {batch_size} does not divide by {world_size} ranks: each rank takes \
+         an equal share of the global batch; set batch_size to a multiple of {world_size}"
+    )]
+    BatchNotDivisible {
+        batch_size: usize,
+        world_size: usize,
+    },
+
+    #[error(
         "cannot restore the data sampler: the checkpoint was made with {field} = {saved} but this \
          run has {current}; resume with the same settings or start a fresh run"
     )]

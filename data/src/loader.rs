@@ -140,13 +140,12 @@ impl std::fmt::Debug for BatchSampler {
     }
 }
 
-/// Rank `r` uses ChaCha stream `r` of the run's seed: the streams are
-/// independent, so ranks never draw the same batches, and each is a pure
-/// function of `(seed, rank)`.
-fn rank_rng(seed: u64, rank: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(rank as u64);
-    rng
+/// Every rank draws the same global batches from ChaCha stream 0 of the
+/// run's seed (what a run of one rank draws) and keeps its rows `r, r + N,
+/// ...`: N ranks train on exactly the batches one rank would, and the
+/// state is the same on every rank (so a run can resume on another N).
+fn global_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
 }
 
 impl BatchSampler {
@@ -167,6 +166,12 @@ impl BatchSampler {
         if batch_size == 0 {
             return Err(DataError::ZeroSize { what: "batch_size" });
         }
+        if !batch_size.is_multiple_of(world_size) {
+            return Err(DataError::BatchNotDivisible {
+                batch_size,
+                world_size,
+            });
+        }
         check_enough("train", tokens.len(), seq_len)?;
         Ok(BatchSampler {
             tokens,
@@ -175,18 +180,22 @@ impl BatchSampler {
             seed,
             rank,
             world_size,
-            rng: rank_rng(seed, rank),
+            rng: global_rng(seed),
             batches_drawn: 0,
         })
     }
 
-    /// The next random batch; start offsets are uniform in
-    /// `[0, len - seq_len - 1]`, as in nanoGPT.
+    /// This rank's rows of the next random global batch; start offsets are
+    /// uniform in `[0, len - seq_len - 1]`, as in nanoGPT.
     pub fn next_batch(&mut self) -> Batch {
         // Sampled as u64 so the stream is the same on 32- and 64-bit hosts.
         let max_start = (self.tokens.len() - self.seq_len - 1) as u64;
+        let (rank, n) = (self.rank, self.world_size);
         let starts: Vec<usize> = (0..self.batch_size)
             .map(|_| self.rng.random_range(0..=max_start) as usize)
+            .enumerate()
+            .filter(|(i, _)| i % n == rank)
+            .map(|(_, s)| s)
             .collect();
         self.batches_drawn += 1;
         Batch::from_starts(&self.tokens, &starts, self.seq_len)
@@ -223,9 +232,9 @@ impl BatchSampler {
                 ),
             });
         }
-        let checks: [(&'static str, usize, usize); 5] = [
-            ("rank", state.rank, self.rank),
-            ("world_size", state.world_size, self.world_size),
+        // Rank and world size may differ: the stream is global (a sharded
+        // checkpoint resumes on any number of ranks).
+        let checks: [(&'static str, usize, usize); 3] = [
             ("seq_len", state.seq_len, self.seq_len),
             ("batch_size", state.batch_size, self.batch_size),
             (
@@ -243,7 +252,7 @@ impl BatchSampler {
                 });
             }
         }
-        let mut rng = rank_rng(state.seed, state.rank);
+        let mut rng = global_rng(state.seed);
         rng.set_word_pos(state.rng_word_pos);
         self.rng = rng;
         self.seed = state.seed;
@@ -529,6 +538,35 @@ mod tests {
             assert_ne!(a, b);
             assert_eq!(a, r0_again.next_batch());
         }
+    }
+
+    #[test]
+    fn ranks_split_the_one_rank_batch() {
+        let tokens = ramp(10_000);
+        let mut one = BatchSampler::new(tokens.clone(), 8, 6, 3, 0, 1).unwrap();
+        let mut ranks: Vec<BatchSampler> = (0..3)
+            .map(|r| BatchSampler::new(tokens.clone(), 8, 6, 3, r, 3).unwrap())
+            .collect();
+        for _ in 0..5 {
+            let whole = one.next_batch();
+            for (r, s) in ranks.iter_mut().enumerate() {
+                let part = s.next_batch();
+                assert_eq!(part.batch_size, 2);
+                for (i, row) in part.inputs.chunks(8).enumerate() {
+                    let k = r + 3 * i;
+                    assert_eq!(row, &whole.inputs[k * 8..(k + 1) * 8]);
+                }
+            }
+        }
+        // The state is global: rank 2 of 3 resumes as rank 0 of 2.
+        let mut two = BatchSampler::new(tokens, 8, 6, 3, 0, 2).unwrap();
+        two.restore(&ranks[2].state()).unwrap();
+        let whole = one.next_batch();
+        assert_eq!(&two.next_batch().inputs[..8], &whole.inputs[..8]);
+        assert!(matches!(
+            BatchSampler::new(ramp(100), 8, 5, 0, 0, 2),
+            Err(DataError::BatchNotDivisible { .. })
+        ));
     }
 
     #[test]

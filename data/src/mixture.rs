@@ -260,23 +260,17 @@ impl MixtureSampler {
             });
         }
         let cur = self.state();
-        let checks: [(&'static str, String, String); 8] = [
+        // Rank and world size may differ (a sharded checkpoint resumes on
+        // any number of ranks): the samples are global; only the global
+        // batch must stay.
+        let global = |s: &MixtureState| (s.batch_size * s.world_size).to_string();
+        let checks: [(&'static str, String, String); 6] = [
             ("seed", state.seed.to_string(), cur.seed.to_string()),
-            ("rank", state.rank.to_string(), cur.rank.to_string()),
-            (
-                "world_size",
-                state.world_size.to_string(),
-                cur.world_size.to_string(),
-            ),
+            ("the global batch size", global(state), global(&cur)),
             (
                 "seq_len",
                 state.seq_len.to_string(),
                 cur.seq_len.to_string(),
-            ),
-            (
-                "batch_size",
-                state.batch_size.to_string(),
-                cur.batch_size.to_string(),
             ),
             (
                 "the domains",

@@ -41,8 +41,11 @@ pub enum Content {
     /// Only adapter tensors, over a base model whose weights hash to
     /// `base_sha256` ([`tensors_sha256`]); loading over another base is an error.
     Adapters { base_sha256: String },
-    /// One rank's shard of a sharded run of `world_size` ranks.
-    Shard { rank: usize, world_size: usize },
+    /// A ZeRO run of `world_size` ranks: each rank's parameter and
+    /// optimizer segments in `shard-RRRRR.safetensors`, the rest (frozen
+    /// weights, state, config, tokenizer, `shards.json`) from rank 0.
+    /// Loading joins the segments into the full model and state.
+    Sharded { world_size: usize, strategy: String },
 }
 
 impl Content {
@@ -138,44 +141,135 @@ pub fn save_parts(
         files: BTreeMap::new(),
     };
     for (name, make) in files {
-        let bytes = make()?;
-        let path = tmp.join(name);
-        let mut f = fs::File::create(&path).map_err(|e| io(&path, e))?;
-        f.write_all(&bytes).map_err(|e| io(&path, e))?;
-        f.sync_all().map_err(|e| io(&path, e))?;
-        let digest = hex(&Sha256::digest(&bytes));
-        manifest.files.insert(
-            name.to_string(),
-            FileEntry {
-                bytes: bytes.len() as u64,
-                sha256: digest,
-            },
-        );
+        let entry = write_file(&tmp, name, &make()?)?;
+        manifest.files.insert(name.to_string(), entry);
     }
+    commit(&root, &tmp, &final_dir, &manifest)?;
+    Ok(final_dir)
+}
+
+/// Writes one checkpoint file and fsyncs it; returns its manifest entry.
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileEntry> {
+    let path = dir.join(name);
+    let io = |e| TrainerError::io(&path, e);
+    let mut f = fs::File::create(&path).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(FileEntry {
+        bytes: bytes.len() as u64,
+        sha256: hex(&Sha256::digest(bytes)),
+    })
+}
+
+/// Writes the manifest into `tmp` (last: a checkpoint without one is not
+/// complete), then renames `tmp` to `final_dir`.
+fn commit(root: &Path, tmp: &Path, final_dir: &Path, manifest: &Manifest) -> Result<()> {
+    let io = |p: &Path, e| TrainerError::io(p, e);
     let mpath = tmp.join(MANIFEST);
-    let mbytes = serde_json::to_vec_pretty(&manifest).map_err(|e| {
+    let mbytes = serde_json::to_vec_pretty(manifest).map_err(|e| {
         TrainerError::checkpoint(&mpath, format!("cannot encode the manifest: {e}"))
     })?;
-    let mut f = fs::File::create(&mpath).map_err(|e| io(&mpath, e))?;
-    f.write_all(&mbytes).map_err(|e| io(&mpath, e))?;
-    f.sync_all().map_err(|e| io(&mpath, e))?;
-    sync_dir(&tmp).map_err(|e| io(&tmp, e))?;
+    write_file(tmp, MANIFEST, &mbytes)?;
+    sync_dir(tmp).map_err(|e| io(tmp, e))?;
     if final_dir.exists() {
         // Same step saved again (e.g. after a resume): move the old one aside
         // first so there is never a moment without a complete checkpoint.
         let old = root.join(format!(
             ".old-{}-{}",
-            step_dir_name(step),
+            final_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("step"),
             std::process::id()
         ));
-        fs::rename(&final_dir, &old).map_err(|e| io(&final_dir, e))?;
-        fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
+        fs::rename(final_dir, &old).map_err(|e| io(final_dir, e))?;
+        fs::rename(tmp, final_dir).map_err(|e| io(final_dir, e))?;
         let _ = fs::remove_dir_all(&old);
     } else {
-        fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
+        fs::rename(tmp, final_dir).map_err(|e| io(final_dir, e))?;
     }
-    sync_dir(&root).map_err(|e| io(&root, e))?;
+    sync_dir(root).map_err(|e| io(root, e))?;
+    Ok(())
+}
+
+/// A sharded save by every rank of `c` (they share `run_dir`): rank 0
+/// makes the temp dir, each rank writes and fsyncs `mine` (its shard file),
+/// then rank 0 writes `leader_files`, hashes every file into the manifest
+/// and renames the directory into place. A rank that dies before the
+/// rename leaves only a temp dir: the previous checkpoint stays the latest.
+pub fn save_sharded(
+    run_dir: &Path,
+    step: u64,
+    content: &Content,
+    mine: FilePart<'_>,
+    leader_files: Vec<FilePart<'_>>,
+    c: &dyn crate::world::Collective,
+) -> Result<PathBuf> {
+    let root = checkpoints_dir(run_dir);
+    let final_dir = root.join(step_dir_name(step));
+    let tmp = root.join(format!(".tmp-{}-sharded", step_dir_name(step)));
+    let leader = c.world().is_leader();
+    let io = |p: &Path, e| TrainerError::io(p, e);
+    if leader {
+        fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    c.barrier()?;
+    let (name, make) = mine;
+    write_file(&tmp, name, &make()?)?;
+    crash_point(step, c.world().rank);
+    c.barrier()?;
+    if leader {
+        let mut manifest = Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            step,
+            content: content.clone(),
+            files: BTreeMap::new(),
+        };
+        for (name, make) in leader_files {
+            let entry = write_file(&tmp, name, &make()?)?;
+            manifest.files.insert(name.to_string(), entry);
+        }
+        // The other ranks' shards, read back from the shared directory.
+        for r in 0..c.world().size {
+            let name = shard_file_name(r);
+            let path = tmp.join(&name);
+            let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
+            manifest.files.insert(
+                name,
+                FileEntry {
+                    bytes: bytes.len() as u64,
+                    sha256: hex(&Sha256::digest(&bytes)),
+                },
+            );
+        }
+        commit(&root, &tmp, &final_dir, &manifest)?;
+    }
+    c.barrier()?;
     Ok(final_dir)
+}
+
+/// Fault injection for the tests of a crash mid-save:
+/// `KILN_FAULT_CRASH_IN_SAVE=STEP:RANK` kills that rank (as `kill -9`
+/// would) after it wrote its shard of step STEP, before the commit.
+fn crash_point(step: u64, rank: usize) {
+    if let Ok(v) = std::env::var("KILN_FAULT_CRASH_IN_SAVE") {
+        if v == format!("{step}:{rank}") {
+            eprintln!(
+                "kiln: KILN_FAULT_CRASH_IN_SAVE: rank {rank} dies in the save of step {step}"
+            );
+            std::process::abort();
+        }
+    }
+}
+
+/// The file of rank `rank`'s segments in a sharded checkpoint.
+pub fn shard_file_name(rank: usize) -> String {
+    format!("shard-{rank:05}.safetensors")
 }
 
 /// Reads and checks every file listed in the manifest; returns their bytes.
@@ -316,9 +410,9 @@ mod tests {
     #[test]
     fn manifest_records_content_and_old_manifests_read_as_full() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let content = Content::Shard {
-            rank: 1,
+        let content = Content::Sharded {
             world_size: 2,
+            strategy: "zero1".into(),
         };
         let dir = save(tmp.path(), 3, &content, vec![("a.bin", vec![1, 2, 3])]).expect("save");
         let (m, files) = load_verified(&dir).expect("load");

@@ -157,10 +157,11 @@ fn batches(
     let (seq_len, t) = (cfg.seq_len(), cfg.training.clone());
     let mut val_batches = eval_batches(&val, seq_len, t.batch_size);
     val_batches.truncate(t.eval_batches);
+    // batch_size is the global batch; each rank takes its share.
     let sampler = InstructSampler::new(
         Arc::new(train),
         seq_len,
-        t.batch_size,
+        t.batch_size / world.size.max(1),
         t.seed,
         world.rank,
         world.size,

@@ -312,7 +312,8 @@ pub fn load_rank_data(
             });
         }
     }
-    let sampler = MixtureSampler::new(mix, seq_len, t.batch_size, t.seed, rank, size)?;
+    // batch_size is the global batch; each rank takes its share.
+    let sampler = MixtureSampler::new(mix, seq_len, t.batch_size / size, t.seed, rank, size)?;
     Ok(RunData {
         tokenizer,
         train: TrainStream::Mixture(sampler),

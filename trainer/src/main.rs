@@ -45,6 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             action: TokenizerAction::Train(a),
         } => cmd::tokenizer_train(a),
         Command::Bench(a) => cmd::bench(a),
+        Command::Launch(a) => cli::distributed::launch(a),
     }
 }
 
@@ -63,16 +64,23 @@ fn main() -> ExitCode {
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
         eprintln!(
-            "error: internal error{loc}: {msg} (please report this with the command you ran)"
+            "error: {}internal error{loc}: {msg} (please report this with the command you ran)",
+            cli::distributed::rank_prefix()
         );
+        cli::distributed::abort_job(101);
     }));
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            cli::distributed::finalize();
+            ExitCode::SUCCESS
+        }
         // The reader of our stdout is gone: nothing more to say.
         Err(e) if e.downcast_ref::<ClosedPipe>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}{msg}", cli::distributed::rank_prefix());
+            // One rank stopping alone would leave the others waiting.
+            cli::distributed::abort_job(2);
             ExitCode::from(2)
         }
     }

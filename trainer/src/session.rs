@@ -86,11 +86,19 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
     let tok_text = std::str::from_utf8(file(&files, &dir, TOKENIZER_FILE)?)
         .map_err(|_| TrainerError::checkpoint(dir.join(TOKENIZER_FILE), "is not UTF-8"))?;
     let tokenizer = Tokenizer::from_json(tok_text)?;
-    let model = weights::from_bytes(file(&files, &dir, MODEL_FILE)?, &dir.join(MODEL_FILE))?;
-    let optimizer = match files.get(OPTIMIZER_FILE) {
+    let mut model = weights::from_bytes(file(&files, &dir, MODEL_FILE)?, &dir.join(MODEL_FILE))?;
+    let mut optimizer = match files.get(OPTIMIZER_FILE) {
         Some(bytes) => Some(weights::from_bytes(bytes, &dir.join(OPTIMIZER_FILE))?),
         None => None,
     };
+    let mut content = manifest.content;
+    if let checkpoint::Content::Sharded { world_size, .. } = content {
+        let (params, state) = join_shards(&files, &dir, world_size)?;
+        model.extend(params);
+        optimizer = Some(state);
+        // Joined: from here on the checkpoint is a full one.
+        content = checkpoint::Content::Full;
+    }
     let masks = match files.get(MASKS_FILE) {
         Some(bytes) => Some(weights::from_bytes(bytes, &dir.join(MASKS_FILE))?),
         None => None,
@@ -104,7 +112,7 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
         })?;
     Ok(LoadedCheckpoint {
         dir,
-        content: manifest.content,
+        content,
         config,
         tokenizer,
         model,
@@ -112,6 +120,38 @@ pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
         masks,
         state,
     })
+}
+
+/// The full parameters and optimizer state of a sharded checkpoint, joined
+/// from every rank's segments (any number of ranks can then take their own).
+fn join_shards(
+    files: &BTreeMap<String, Vec<u8>>,
+    dir: &Path,
+    world_size: usize,
+) -> Result<(BTreeMap<String, NamedTensor>, BTreeMap<String, NamedTensor>)> {
+    use crate::run::checkpointing::{ShardIndex, SHARDS_FILE, SHARD_PARAM_PREFIX};
+    let index: ShardIndex =
+        serde_json::from_slice(file(files, dir, SHARDS_FILE)?).map_err(|e| {
+            TrainerError::checkpoint(
+                dir.join(SHARDS_FILE),
+                format!("unreadable shard index: {e}"),
+            )
+        })?;
+    let (mut params, mut state) = (BTreeMap::new(), BTreeMap::new());
+    for r in 0..world_size {
+        let name = checkpoint::shard_file_name(r);
+        for (key, t) in weights::from_bytes(file(files, dir, &name)?, &dir.join(&name))? {
+            match key.strip_prefix(SHARD_PARAM_PREFIX) {
+                Some(k) => params.insert(k.to_string(), t),
+                None => state.insert(key, t),
+            };
+        }
+    }
+    let source = dir.join(checkpoint::shard_file_name(0));
+    let params =
+        crate::world::setup::join_segments(params, |n| index.shapes.get(n).cloned(), &source)?;
+    let state = crate::world::setup::join_segments(state, |_| None, &source)?;
+    Ok((params, state))
 }
 
 /// A model of the checkpoint's config on `device` holding its weights.

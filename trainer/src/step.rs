@@ -10,12 +10,14 @@ use burn::tensor::ElementConversion;
 use kiln_data::Batch;
 use kiln_models::{Decoder, TrainBackend};
 
+use crate::config::Strategy;
 use crate::error::Result;
 use crate::grads::{GradStore, ParamTable};
 use crate::objective::{batch_tensors, Objective};
-use crate::optim::hessian::{label_rng, sampled_label_grads};
+use crate::optim::hessian::{row_rng, sampled_label_grads};
 use crate::optim::Optimizer;
 use crate::precision::{LossScaler, PrecisionPolicy};
+use crate::world::zero::Sharding;
 use crate::world::Collective;
 
 /// What became of one step's gradients.
@@ -76,6 +78,9 @@ pub struct Stepper<B: TrainBackend> {
     /// Steps taken so far (the run's step counter; restored on resume).
     pub steps_taken: u64,
     pub device: B::Device,
+    /// The data-parallel strategy of a world of more than one rank (None:
+    /// one process, or the plain all-reduce of a [`Collective`] test world).
+    pub sharding: Option<Sharding>,
 }
 
 impl<B: TrainBackend> Stepper<B> {
@@ -98,6 +103,9 @@ impl<B: TrainBackend> Stepper<B> {
         let autocast = self.precision.autocast_scope();
         let loss_scale = self.precision.loss_scale(scaler.as_deref());
         let mut grads = GradStore::<B::InnerBackend>::default();
+        let strategy = self.sharding.as_ref().map(|s| s.strategy);
+        // ZeRO-2: the owned shard of the gradients summed so far.
+        let mut shard_sum: Option<(Vec<f32>, Vec<bool>)> = None;
         let mut loss_sum = 0.0f64;
         for batch in micro {
             let t0 = Instant::now();
@@ -117,22 +125,62 @@ impl<B: TrainBackend> Stepper<B> {
             grads.accumulate::<B, _>(&model, &self.table, loss.backward());
             times.forward += (t1 - t0).as_secs_f64();
             times.backward += t1.elapsed().as_secs_f64();
+            if strategy == Some(Strategy::Zero2) {
+                let t = Instant::now();
+                let g = std::mem::take(&mut grads);
+                let (part, present) = self.reduce_to_shard(g, scaler.as_deref())?;
+                shard_sum = Some(match shard_sum.take() {
+                    Some((mut acc, p)) => {
+                        acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+                        (acc, p)
+                    }
+                    None => (part, present),
+                });
+                times.reduce += t.elapsed().as_secs_f64();
+            }
         }
         let t2 = Instant::now();
-        grads.all_reduce_mean(self.collective.as_ref())?;
+        let shard = match strategy {
+            None => {
+                grads.all_reduce_mean(self.collective.as_ref())?;
+                None
+            }
+            Some(Strategy::Ddp) => {
+                if let Some(s) = &self.sharding {
+                    s.all_reduce_mean(&mut grads, self.collective.as_ref())?;
+                }
+                None
+            }
+            Some(Strategy::Zero2) => shard_sum,
+            Some(_) => Some(self.reduce_to_shard(std::mem::take(&mut grads), scaler.as_deref())?),
+        };
         let loss = self.mean_over_ranks(loss_sum)?;
-        times.reduce = t2.elapsed().as_secs_f64();
+        times.reduce += t2.elapsed().as_secs_f64();
 
         let t3 = Instant::now();
-        let (model, outcome, grad_norm) = self.update(model, grads, loss, lr, scaler);
+        let shard_update = shard.is_some();
+        let (model, outcome, grad_norm) = match shard {
+            Some((shard, present)) => {
+                self.sharded_update(model, shard, &present, loss, lr, scaler)?
+            }
+            None => self.update(model, grads, loss, lr, scaler),
+        };
         let model = match (outcome, micro.last()) {
             (StepOutcome::Applied, Some(last)) if self.opt.wants_hessian(self.opt.updates()) => {
                 self.refresh_hessian(model, last)?
             }
             _ => model,
         };
+        if let Some(s) = self.sharding.as_ref().filter(|s| s.check_replicas) {
+            s.check_replicas(&model, self.collective.as_ref())?;
+        }
         drop(autocast);
         times.update = t3.elapsed().as_secs_f64();
+        if let Some(s) = self.sharding.as_mut().filter(|_| shard_update) {
+            // The parameter all-gather is communication, not update work.
+            times.update -= s.gather_s;
+            times.reduce += s.gather_s;
+        }
         Ok((
             model,
             StepReport {
@@ -142,6 +190,66 @@ impl<B: TrainBackend> Stepper<B> {
                 times,
             },
         ))
+    }
+
+    /// ZeRO: masks and fp16 unscale applied, then this rank's shard of the
+    /// sum over ranks (divided by the world size in `sharded_update`).
+    fn reduce_to_shard(
+        &self,
+        mut grads: GradStore<B::InnerBackend>,
+        scaler: Option<&LossScaler>,
+    ) -> Result<(Vec<f32>, Vec<bool>)> {
+        let Some(s) = &self.sharding else {
+            return Err(crate::error::TrainerError::Internal(
+                "a sharded reduce without a sharding".into(),
+            ));
+        };
+        self.opt.masks.apply_grads(&mut grads);
+        self.precision.unscale(&mut grads, scaler);
+        let (flat, present) = s.flatten(&grads)?;
+        drop(grads);
+        Ok((s.reduce_scatter(&flat, self.collective.as_ref())?, present))
+    }
+
+    /// ZeRO-1/2: mean, global norm over all shards, clip, finite check,
+    /// update of the owned shard and all-gather of the parameters.
+    fn sharded_update(
+        &mut self,
+        model: Decoder<B>,
+        mut shard: Vec<f32>,
+        present: &[bool],
+        loss: f64,
+        lr: f64,
+        scaler: Option<&mut LossScaler>,
+    ) -> Result<(Decoder<B>, StepOutcome, f64)> {
+        let Some(s) = self.sharding.as_mut() else {
+            return Err(crate::error::TrainerError::Internal(
+                "a sharded update without a sharding".into(),
+            ));
+        };
+        s.gather_s = 0.0;
+        let inv = 1.0 / s.layout.world.size as f32;
+        shard.iter_mut().for_each(|v| *v *= inv);
+        let grad_norm = s
+            .global_sum_squares(&shard, self.collective.as_ref())?
+            .sqrt();
+        let outcome = gate(grad_norm, loss, scaler);
+        if outcome != StepOutcome::Applied {
+            return Ok((model, outcome, grad_norm));
+        }
+        if let Some(coef) = clip_coef(self.grad_clip, grad_norm) {
+            shard.iter_mut().for_each(|v| *v *= coef);
+        }
+        let model = s.update(
+            model,
+            &mut self.opt,
+            &self.table,
+            &shard,
+            present,
+            lr,
+            self.collective.as_ref(),
+        )?;
+        Ok((model, StepOutcome::Applied, grad_norm))
     }
 
     /// Unscale (fp16), finite check, clip and apply.
@@ -170,18 +278,62 @@ impl<B: TrainBackend> Stepper<B> {
     /// with labels sampled from the updated model (reduced across ranks).
     fn refresh_hessian(&mut self, model: Decoder<B>, last: &Batch) -> Result<Decoder<B>> {
         let (x, _) = batch_tensors::<B>(last, &self.device);
-        let mut rng = label_rng(self.seed, self.opt.updates());
-        let mut g_hat = sampled_label_grads::<B, _>(
-            &model,
-            &self.table,
-            x,
-            self.fused,
-            self.grad_clip,
-            &mut rng,
-        );
-        g_hat.all_reduce_mean(self.collective.as_ref())?;
-        self.opt.update_hessian(g_hat);
+        let world = self.collective.world();
+        let updates = self.opt.updates();
+        // Local row j is global row rank + j * N (every sampler's split).
+        let mut rngs: Vec<_> = (0..last.batch_size)
+            .map(|j| row_rng(self.seed, updates, (world.rank + j * world.size) as u64))
+            .collect();
+        // Clipped after the reduce, as one process clips the whole batch's.
+        let mut g_hat =
+            sampled_label_grads::<B, _>(&model, &self.table, x, self.fused, 0.0, &mut rngs);
+        match self.sharding.as_ref() {
+            Some(s) => {
+                s.all_reduce_mean(&mut g_hat, self.collective.as_ref())?;
+                g_hat.clip_global_norm(self.grad_clip);
+                if s.strategy.shards_optimizer() {
+                    s.update_hessian(&mut self.opt, &g_hat)?;
+                } else {
+                    self.opt.update_hessian(g_hat);
+                }
+            }
+            None => {
+                g_hat.all_reduce_mean(self.collective.as_ref())?;
+                g_hat.clip_global_norm(self.grad_clip);
+                self.opt.update_hessian(g_hat);
+            }
+        }
         Ok(model)
+    }
+
+    /// Bytes of training state this rank holds (a run of several ranks):
+    /// the model's parameters (and ZeRO's f32 master shard), the gradients
+    /// accumulated across micro-batches (ZeRO-2: the owned shard only; the
+    /// backward's own per-micro-batch gradients come on top in every
+    /// strategy) and the optimizer state.
+    pub fn memory(&self) -> Option<crate::world::zero::MemoryReport> {
+        let s = self.sharding.as_ref()?;
+        let trainable = self.table.trainable_elements();
+        let frozen: usize = self
+            .table
+            .frozen
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum();
+        let weight_bytes = if self.precision.name() == "bf16-pure" {
+            2
+        } else {
+            4
+        };
+        let grads = match s.strategy {
+            Strategy::Zero2 => s.layout.shard_len(),
+            _ => trainable,
+        };
+        Some(s.memory(
+            self.opt.state_elements(),
+            (trainable + frozen) * weight_bytes,
+            grads,
+        ))
     }
 
     fn mean_over_ranks(&self, value: f64) -> Result<f64> {
@@ -215,18 +367,39 @@ pub fn apply_update<AB: TrainBackend>(
     precision.unscale(&mut grads, scaler.as_deref());
     // Clipping sees the unscaled gradients (specs.md section 6).
     let grad_norm = grads.clip_global_norm(clip);
-    let finite = grad_norm.is_finite() && loss.is_finite();
-    if let (Some(s), true) = (scaler, loss.is_finite()) {
-        // fp16: a non-finite gradient is an overflow of the scale.
-        if !s.update(grad_norm.is_finite()) {
-            return (model, StepOutcome::Overflow, grad_norm);
-        }
-    } else if !finite {
-        return (model, StepOutcome::NonFinite, grad_norm);
+    let outcome = gate(grad_norm, loss, scaler);
+    if outcome != StepOutcome::Applied {
+        return (model, outcome, grad_norm);
     }
     (
         opt.step::<AB, _>(model, table, grads, lr),
         StepOutcome::Applied,
         grad_norm,
     )
+}
+
+/// Whether a step's gradients apply. With fp16 loss scaling a non-finite
+/// gradient is an overflow of the scale (skipped, scale halved); otherwise a
+/// non-finite loss or gradient skips the step.
+fn gate(grad_norm: f64, loss: f64, scaler: Option<&mut LossScaler>) -> StepOutcome {
+    let finite = grad_norm.is_finite() && loss.is_finite();
+    if let (Some(s), true) = (scaler, loss.is_finite()) {
+        if !s.update(grad_norm.is_finite()) {
+            return StepOutcome::Overflow;
+        }
+    } else if !finite {
+        return StepOutcome::NonFinite;
+    }
+    StepOutcome::Applied
+}
+
+/// `torch.nn.utils.clip_grad_norm_`'s factor `max / (norm + 1e-6)` when it
+/// is below 1 (as `GradStore::clip_global_norm` computes it).
+fn clip_coef(max_norm: f64, norm: f64) -> Option<f32> {
+    if max_norm > 0.0 && norm.is_finite() {
+        let coef = (max_norm as f32) / (norm as f32 + 1e-6);
+        (coef < 1.0).then_some(coef)
+    } else {
+        None
+    }
 }

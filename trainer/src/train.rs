@@ -103,8 +103,11 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         state.advance(stepper.opt.updates(), cfg.tokens_per_step() as u64);
         window.1 += cfg.tokens_per_step() as u64;
         let done = state.step;
+        if done == step0 + 1 && world.size > 1 {
+            log_memory(&stepper, &mut out)?;
+        }
         if stop_now {
-            let saved = save(&writer, &model, &stepper, &data, &mut state, clock)?;
+            let saved = save(&writer, &model, &mut stepper, &data, &mut state, clock)?;
             out.finish(false);
             let saved = saved.map(|d| format!(" (state saved in {})", d.display()));
             return Err(TrainerError::Diverged {
@@ -139,7 +142,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         interrupted = stop.load(Ordering::SeqCst);
         let every = cfg.checkpoint.every;
         if (every > 0 && done.is_multiple_of(every)) || last || interrupted {
-            let saved = save(&writer, &model, &stepper, &data, &mut state, clock)?;
+            let saved = save(&writer, &model, &mut stepper, &data, &mut state, clock)?;
             if interrupted {
                 if let Some(dir) = saved {
                     let (d, r) = (dir.display(), run_dir.display());
@@ -174,14 +177,52 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
 fn save<B: TrainBackend>(
     writer: &CheckpointWriter,
     model: &Decoder<B>,
-    stepper: &Stepper<B>,
+    stepper: &mut Stepper<B>,
     data: &RunData,
     state: &mut TrainerState,
     (started, before): (Instant, f64),
 ) -> Result<Option<PathBuf>> {
     data.train.save_into(state);
     state.elapsed_s = before + started.elapsed().as_secs_f64();
-    writer.save(model, &stepper.opt, state)
+    match stepper
+        .sharding
+        .as_mut()
+        .filter(|s| s.strategy.shards_optimizer())
+    {
+        Some(sharding) => writer
+            .save_sharded(
+                model,
+                &stepper.opt,
+                state,
+                sharding,
+                stepper.collective.as_ref(),
+            )
+            .map(Some),
+        None => writer.save(model, &stepper.opt, state),
+    }
+}
+
+/// Rank 0 logs every rank's training-state bytes (gathered) once.
+fn log_memory<B: TrainBackend>(stepper: &Stepper<B>, out: &mut RunOutput) -> Result<()> {
+    let Some(m) = stepper.memory() else {
+        return Ok(());
+    };
+    let mib = |b: usize| (b as f64 / (1024.0 * 1024.0)) as f32;
+    let all = stepper
+        .collective
+        .all_gather(&[mib(m.params), mib(m.grads), mib(m.optimizer)])?;
+    let per_rank: Vec<String> = all
+        .chunks(3)
+        .enumerate()
+        .map(|(r, v)| {
+            format!(
+                "rank {r}: params {:.3} grads {:.3} optimizer {:.3}",
+                v[0], v[1], v[2]
+            )
+        })
+        .collect();
+    out.line(&format!("memory per rank (MiB): {}", per_rank.join("; ")));
+    Ok(())
 }
 
 /// The run's first log line.
@@ -272,8 +313,19 @@ fn log_step<B: TrainBackend>(
         done,
         Some(format!("loss {loss:.4} | lr {lr:.2e} | {tps:.0} tok/s")),
     );
+    let comm = if stepper.sharding.is_some() {
+        let t = &report.times;
+        out.scalar(done, "dist/comm_s", t.reduce);
+        format!(
+            " comm {:.1} ms ({:.0}% of the step)",
+            t.reduce * 1e3,
+            100.0 * t.reduce / t.total().max(1e-12)
+        )
+    } else {
+        String::new()
+    };
     out.file_line(&format!(
-        "step {done} loss {loss:.6} lr {lr:.3e} grad_norm {:.4} tok/s {tps:.0}",
+        "step {done} loss {loss:.6} lr {lr:.3e} grad_norm {:.4} tok/s {tps:.0}{comm}",
         report.grad_norm
     ));
 }

@@ -255,22 +255,19 @@ impl InstructSampler {
                 ),
             });
         }
-        let checks: [(&'static str, String, String); 6] = [
-            ("rank", state.rank.to_string(), self.rank.to_string()),
-            (
-                "world_size",
-                state.world_size.to_string(),
-                self.world_size.to_string(),
-            ),
+        // Rank and world size may differ (a sharded checkpoint resumes on
+        // any number of ranks): the position is global; the global batch
+        // must stay.
+        let checks: [(&'static str, String, String); 4] = [
             (
                 "seq_len",
                 state.seq_len.to_string(),
                 self.seq_len.to_string(),
             ),
             (
-                "batch_size",
-                state.batch_size.to_string(),
-                self.batch_size.to_string(),
+                "the global batch size",
+                (state.batch_size * state.world_size).to_string(),
+                self.global_batch().to_string(),
             ),
             (
                 "the number of instruction examples",

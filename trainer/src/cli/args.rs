@@ -55,6 +55,29 @@ pub enum Command {
     },
     /// Train-step throughput of a config as one JSON line.
     Bench(BenchArgs),
+    /// Run a kiln command on N MPI ranks: execs `mpirun` (as root, and
+    /// oversubscribed when N exceeds the cores), e.g. `kiln launch -n 2 --
+    /// train run.toml`.
+    Launch(LaunchArgs),
+}
+
+#[derive(Args)]
+pub struct LaunchArgs {
+    /// Number of ranks.
+    #[arg(short = 'n', long = "ranks")]
+    pub ranks: usize,
+    /// Threads each rank's pool uses (RAYON_NUM_THREADS); default: all cores.
+    #[arg(long)]
+    pub threads_per_rank: Option<usize>,
+    /// An Open MPI hostfile, for several machines.
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
+    /// The launcher to exec.
+    #[arg(long, default_value = "mpirun")]
+    pub mpirun: String,
+    /// The kiln command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Subcommand)]

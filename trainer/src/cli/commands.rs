@@ -13,7 +13,6 @@ use kiln_trainer::backend::{dispatch, BackendTask};
 use kiln_trainer::bench::{self, BenchData};
 use kiln_trainer::config::{self, RunConfig};
 use kiln_trainer::generate::SampleOptions;
-use kiln_trainer::run::setup::single_process;
 use kiln_trainer::train::{train as run_training, Start, TrainOutcome, TrainRequest};
 use kiln_trainer::{adapter, data_setup, export, plan, session};
 
@@ -100,7 +99,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         start,
         run_dir,
         stop: stop_flag()?,
-        collective: single_process(),
+        collective: super::distributed::collective()?,
     };
     let outcome = dispatch(&device, TrainTask(req))?;
     if outcome.interrupted {

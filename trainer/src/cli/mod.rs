@@ -3,6 +3,7 @@
 pub mod args;
 pub mod commands;
 pub mod data;
+pub mod distributed;
 
 use std::path::Path;
 

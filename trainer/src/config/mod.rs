@@ -12,11 +12,13 @@ use crate::error::{Result, TrainerError};
 
 mod adapter;
 mod distill;
+mod distributed;
 mod quantize;
 mod validate;
 
 pub use adapter::{short_target, AdapterConfig};
 pub use distill::DistillConfig;
+pub use distributed::{DistributedConfig, ReduceDtype, Strategy};
 pub use quantize::QuantizeConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,13 @@ pub struct RunConfig {
     /// Knowledge distillation from a teacher checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillConfig>,
+    /// Data-parallel strategy across MPI ranks (ignored in a world of one).
+    #[serde(default, skip_serializing_if = "is_default_distributed")]
+    pub distributed: DistributedConfig,
+}
+
+fn is_default_distributed(d: &DistributedConfig) -> bool {
+    *d == DistributedConfig::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -232,6 +232,7 @@ impl RunConfig {
         if let Some(d) = &self.distill {
             d.validate()?;
         }
+        self.distributed.validate()?;
         if let Some(a) = &self.adapter {
             a.validate()?;
             if self.init.is_none() {

@@ -36,15 +36,25 @@ pub fn label_rng(seed: u64, updates: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ updates.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x50F1A)
 }
 
+/// The label RNG of one row of the global batch: the refresh's RNG on the
+/// row's own stream, so that a row draws the same labels whichever rank
+/// holds it.
+pub fn row_rng(seed: u64, updates: u64, global_row: u64) -> ChaCha8Rng {
+    let mut rng = label_rng(seed, updates);
+    rng.set_stream(global_row);
+    rng
+}
+
 /// Gradients of mean CE(logits(x), sampled labels), clipped to global norm
-/// `clip` (0 = off): Sophia's `g_hat`.
+/// `clip` (0 = off; a data-parallel run clips after its reduce): Sophia's
+/// `g_hat`. `rngs`: one label RNG per row of `x`.
 pub fn sampled_label_grads<B, M>(
     model: &M,
     table: &ParamTable,
     x: Tensor<B, 2, Int>,
     fused: bool,
     clip: f64,
-    rng: &mut ChaCha8Rng,
+    rngs: &mut [ChaCha8Rng],
 ) -> GradStore<B::InnerBackend>
 where
     B: TrainBackend,
@@ -59,7 +69,11 @@ where
         .convert::<f32>()
         .into_vec()
         .unwrap_or_default();
-    let labels = sample_labels(&host, vocab, rng);
+    let labels: Vec<i64> = host
+        .chunks(t * vocab)
+        .zip(rngs.iter_mut())
+        .flat_map(|(row, rng)| sample_labels(row, vocab, rng))
+        .collect();
     let y = Tensor::<B, 2, Int>::from_data(TensorData::new(labels, [b, t]), &logits.device());
     label_grads(model, table, logits, y, fused, clip)
 }

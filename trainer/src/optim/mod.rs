@@ -94,11 +94,44 @@ impl<B: Backend> Optimizer<B> {
         g: Tensor<B, 1>,
         lr: f64,
     ) -> Tensor<B, 1> {
+        self.update_keyed(name, name, p, g, lr)
+    }
+
+    /// As [`Self::update`] for part of parameter `name` whose state is kept
+    /// under `key` (a ZeRO shard's segment, `NAME@OFFSET`): the update rules
+    /// are element-wise, so a segment updates exactly as the whole would.
+    pub fn update_keyed(
+        &mut self,
+        name: &str,
+        key: &str,
+        p: Tensor<B, 1>,
+        g: Tensor<B, 1>,
+        lr: f64,
+    ) -> Tensor<B, 1> {
         let s = self.groups.get(name);
         let lr = lr * s.lr_scale;
         match &mut self.rule {
-            Rule::AdamW(o) => o.update(name, p, g, lr, s.weight_decay),
-            Rule::Sophia(o) => o.update(name, p, g, lr, s.weight_decay),
+            Rule::AdamW(o) => o.update(key, p, g, lr, s.weight_decay),
+            Rule::Sophia(o) => o.update(key, p, g, lr, s.weight_decay),
+        }
+    }
+
+    /// Sophia's Hessian refresh for one state key (a parameter or a segment).
+    pub fn update_hessian_keyed(&mut self, key: &str, g_hat: Tensor<B, 1>) {
+        if let Rule::Sophia(o) = &mut self.rule {
+            o.update_hessian(key, g_hat);
+        }
+    }
+
+    /// f32 elements of optimizer state held (for the memory report).
+    pub fn state_elements(&self) -> usize {
+        match &self.rule {
+            Rule::AdamW(o) => o.state.values().map(|s| 2 * s.m.dims()[0]).sum(),
+            Rule::Sophia(o) => o
+                .state
+                .values()
+                .map(|s| s.m.dims()[0] + s.h.as_ref().map_or(0, |h| h.dims()[0]))
+                .sum(),
         }
     }
 

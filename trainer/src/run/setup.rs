@@ -60,6 +60,7 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
     let run_dir = &req.run_dir;
     let world = req.collective.world();
     let (mut cfg, resumed, init, mut notes) = resolve_start(req.start, run_dir)?;
+    crate::world::setup::check_world(&cfg, world)?;
     let from = resumed.as_ref().or(init.as_ref());
     if let Some(ckpt) = init.as_ref() {
         notes.push(format!(
@@ -101,7 +102,10 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         masks: c.masks.as_ref(),
         source: c.dir.join(MODEL_FILE).display().to_string(),
     });
-    let (model, mut stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
+    let (mut model, mut stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
+    if world.size > 1 {
+        model = crate::world::setup::broadcast_params(model, req.collective.as_ref())?;
+    }
     let mut state = match &resumed {
         Some(ckpt) => ckpt.state.clone(),
         None => TrainerState::fresh(),
@@ -119,6 +123,16 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
             d.temperature,
             d.alpha
         ));
+    }
+    if world.size > 1 {
+        stepper.sharding = Some(crate::world::setup::sharding(
+            &cfg,
+            world,
+            &stepper.table,
+            &mut stepper.opt,
+            device,
+        ));
+        notes.push(crate::world::setup::describe(&cfg, world));
     }
     stepper.opt.set_updates(state.optimizer_updates);
     stepper.steps_taken = state.step;
@@ -268,7 +282,11 @@ fn seeded_model<B: TrainBackend>(
     device: &B::Device,
     drawn: bool,
 ) -> Result<Decoder<B>> {
+    // The backend RNG is process-wide: runs in threads of one process (the
+    // ranks of an in-process test world) must not interleave their draws.
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
     fn build<B: TrainBackend>(cfg: &RunConfig, device: &B::Device) -> Result<Decoder<B>> {
+        let _one_at_a_time = SEEDED.lock().unwrap_or_else(|p| p.into_inner());
         B::seed(device, cfg.training.seed);
         let mut model = Decoder::new(&cfg.model, device)?.with_fused(cfg.training.fused_ops);
         if let Some(a) = &cfg.adapter {
@@ -352,6 +370,7 @@ pub fn build_parts<B: TrainBackend>(
         reseed_each_step: cfg.adapter.as_ref().is_some_and(|a| a.dropout > 0.0),
         steps_taken: 0,
         device: device.clone(),
+        sharding: None,
     };
     Ok((model, stepper))
 }

@@ -7,7 +7,12 @@
 //! Buffers are host `f32` slices: gradients and optimizer shards are flat
 //! per-parameter vectors already (see `grads.rs`), which is what MPI takes.
 
+pub mod layout;
 pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod setup;
+pub mod zero;
 
 use crate::error::Result;
 

@@ -1,0 +1,395 @@
+//! Data-parallel strategies over a [`FlatLayout`]: DDP's bucketed
+//! all-reduce, and ZeRO-1/2's sharded update (reduce-scatter gradients,
+//! update the owned shard of an f32 master copy, all-gather parameters).
+//! Global-norm clipping and the finite check see every rank's shard through
+//! one all-gather of partial sums, summed in rank order, so every rank takes
+//! the same decision.
+
+use std::collections::BTreeMap;
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+use kiln_models::{named_tensors, Decoder, NamedTensor, TrainBackend};
+use sha2::{Digest, Sha256};
+
+use super::layout::{FlatLayout, Segment};
+use super::{Collective, World};
+use crate::config::{DistributedConfig, Strategy};
+use crate::error::{Result, TrainerError};
+use crate::grads::{GradStore, ParamTable};
+use crate::optim::Optimizer;
+
+/// One rank's part in a data-parallel run of more than one rank.
+pub struct Sharding {
+    pub strategy: Strategy,
+    pub layout: FlatLayout,
+    /// The parameter segments this rank owns (ZeRO) in flat order.
+    pub segments: Vec<Segment>,
+    /// f32 master values of the owned segments, in shard-buffer order;
+    /// read from the model on first use.
+    master: Option<Vec<f32>>,
+    pub check_replicas: bool,
+    /// Seconds the last update spent in its parameter all-gather.
+    pub gather_s: f64,
+}
+
+fn internal(what: &str, e: impl std::fmt::Debug) -> TrainerError {
+    TrainerError::Internal(format!("{what}: {e:?}"))
+}
+
+fn host<B: Backend>(t: Tensor<B, 1>, what: &str) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| internal(what, e))
+}
+
+fn device_vec<B: Backend>(v: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), device)
+}
+
+impl Sharding {
+    pub fn new(table: &ParamTable, world: World, cfg: &DistributedConfig) -> Self {
+        let params: Vec<(String, Vec<usize>)> = table
+            .infos
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect();
+        let layout = FlatLayout::new(&params, world, cfg.bucket_elements());
+        let segments = if cfg.strategy.shards_optimizer() {
+            layout.segments(world.rank)
+        } else {
+            Vec::new()
+        };
+        Sharding {
+            strategy: cfg.strategy,
+            layout,
+            segments,
+            master: None,
+            check_replicas: cfg.check_replicas,
+            gather_s: 0.0,
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.layout.world.size
+    }
+
+    /// The gradients in layout order as one host buffer (zeros for a
+    /// parameter without a gradient), and which slots had one.
+    pub fn flatten<B: Backend>(&self, grads: &GradStore<B>) -> Result<(Vec<f32>, Vec<bool>)> {
+        let mut parts = Vec::with_capacity(self.layout.slots.len());
+        let mut present = Vec::with_capacity(self.layout.slots.len());
+        let device = grads.grads.values().next().map(|g| g.device());
+        let Some(device) = device else {
+            return Ok((
+                vec![0.0; self.layout.total],
+                vec![false; self.layout.slots.len()],
+            ));
+        };
+        for s in &self.layout.slots {
+            match grads.grads.get(&s.name) {
+                Some(g) => {
+                    parts.push(g.clone());
+                    present.push(true);
+                }
+                None => {
+                    parts.push(Tensor::zeros([s.len], &device));
+                    present.push(false);
+                }
+            }
+        }
+        Ok((host(Tensor::cat(parts, 0), "reading gradients")?, present))
+    }
+
+    /// DDP: every rank ends with the mean gradient, one all-reduce per bucket.
+    pub fn all_reduce_mean<B: Backend>(
+        &self,
+        grads: &mut GradStore<B>,
+        c: &dyn Collective,
+    ) -> Result<()> {
+        if grads.grads.is_empty() {
+            return Ok(());
+        }
+        let (mut flat, present) = self.flatten(grads)?;
+        for b in &self.layout.buckets {
+            c.all_reduce_sum(&mut flat[b.start..b.end])?;
+        }
+        let inv = 1.0 / self.size() as f32;
+        let device = grads.grads.values().next().map(|g| g.device());
+        let Some(device) = device else { return Ok(()) };
+        for (s, has) in self.layout.slots.iter().zip(present) {
+            if has {
+                let mean: Vec<f32> = flat[s.offset..s.offset + s.len]
+                    .iter()
+                    .map(|v| v * inv)
+                    .collect();
+                grads
+                    .grads
+                    .insert(s.name.clone(), device_vec(mean, &device));
+            }
+        }
+        Ok(())
+    }
+
+    /// This rank's shard of the sum over ranks of `flat`, bucket by bucket.
+    pub fn reduce_scatter(&self, flat: &[f32], c: &dyn Collective) -> Result<Vec<f32>> {
+        let mut shard = vec![0.0f32; self.layout.shard_len()];
+        for b in &self.layout.buckets {
+            let padded = self.layout.padded_bucket(flat, b);
+            let mine = c.reduce_scatter_sum(&padded)?;
+            shard[b.shard_offset..b.shard_offset + b.block].copy_from_slice(&mine);
+        }
+        Ok(shard)
+    }
+
+    /// The full flat buffer from every rank's shard, bucket by bucket.
+    pub fn all_gather(&self, shard: &[f32], c: &dyn Collective) -> Result<Vec<f32>> {
+        let mut flat = vec![0.0f32; self.layout.total];
+        for b in &self.layout.buckets {
+            let all = c.all_gather(&shard[b.shard_offset..b.shard_offset + b.block])?;
+            flat[b.start..b.end].copy_from_slice(&all[..b.end - b.start]);
+        }
+        Ok(flat)
+    }
+
+    /// The f32 master shard, read from the model the first time.
+    fn master<B: TrainBackend>(&mut self, model: &Decoder<B>) -> &mut Vec<f32> {
+        let segments = &self.segments;
+        let len = self.layout.shard_len();
+        self.master.get_or_insert_with(|| {
+            let tensors = named_tensors::<B::InnerBackend, _>(&model.valid());
+            let mut m = vec![0.0f32; len];
+            for seg in segments {
+                if let Some(t) = tensors.get(&seg.name) {
+                    m[seg.local..seg.local + seg.len]
+                        .copy_from_slice(&t.data[seg.param_offset..seg.param_offset + seg.len]);
+                }
+            }
+            m
+        })
+    }
+
+    /// Sum of squares over all ranks' shards of `shard`, the same bits on
+    /// every rank (partials gathered, summed in rank order).
+    pub fn global_sum_squares(&self, shard: &[f32], c: &dyn Collective) -> Result<f64> {
+        let local: f64 = shard.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let parts = c.all_gather(&[local as f32])?;
+        Ok(parts.iter().map(|&v| v as f64).sum())
+    }
+
+    /// ZeRO-1/2's update of the owned segments with the mean gradient
+    /// `shard` (already clipped), then the all-gather that gives every rank
+    /// the new parameters. `present`: slots that had gradients.
+    pub fn update<AB: TrainBackend>(
+        &mut self,
+        model: Decoder<AB>,
+        opt: &mut Optimizer<AB::InnerBackend>,
+        table: &ParamTable,
+        shard: &[f32],
+        present: &[bool],
+        lr: f64,
+        c: &dyn Collective,
+    ) -> Result<Decoder<AB>> {
+        let device = table_device(&model);
+        let with_grad: std::collections::HashSet<String> = self
+            .layout
+            .slots
+            .iter()
+            .zip(present)
+            .filter(|(_, &p)| p)
+            .map(|(s, _)| s.name.clone())
+            .collect();
+        opt.begin_step();
+        let segments = self.segments.clone();
+        let master = self.master(&model);
+        for seg in segments.iter().filter(|s| with_grad.contains(&s.name)) {
+            let r = seg.local..seg.local + seg.len;
+            let p = device_vec::<AB::InnerBackend>(master[r.clone()].to_vec(), &device); // [len]
+            let g = device_vec::<AB::InnerBackend>(shard[r.clone()].to_vec(), &device); // [len]
+            let updated = opt.update_keyed(&seg.name, &seg.key(), p, g, lr);
+            master[r].copy_from_slice(&host(updated, "reading updated parameters")?);
+        }
+        let master = master.clone();
+        let t = std::time::Instant::now();
+        let flat = self.all_gather(&master, c)?;
+        self.gather_s = t.elapsed().as_secs_f64();
+        Ok(self.write_params(model, table, &flat, opt, &with_grad))
+    }
+
+    /// Sophia: the mean sampled-label gradients (already all-reduced) feed
+    /// the Hessian estimate of the owned segments.
+    pub fn update_hessian<B: Backend>(
+        &self,
+        opt: &mut Optimizer<B>,
+        g_hat: &GradStore<B>,
+    ) -> Result<()> {
+        let (flat, present) = self.flatten(g_hat)?;
+        let Some(device) = g_hat.grads.values().next().map(|g| g.device()) else {
+            return Ok(());
+        };
+        let had: std::collections::HashSet<&str> = self
+            .layout
+            .slots
+            .iter()
+            .zip(&present)
+            .filter(|(_, &p)| p)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        for seg in self
+            .segments
+            .iter()
+            .filter(|s| had.contains(s.name.as_str()))
+        {
+            let v = flat[seg.flat..seg.flat + seg.len].to_vec();
+            opt.update_hessian_keyed(&seg.key(), device_vec(v, &device));
+        }
+        Ok(())
+    }
+
+    fn write_params<AB: TrainBackend>(
+        &self,
+        model: Decoder<AB>,
+        table: &ParamTable,
+        flat: &[f32],
+        opt: &Optimizer<AB::InnerBackend>,
+        with_grad: &std::collections::HashSet<String>,
+    ) -> Decoder<AB> {
+        let offsets: BTreeMap<&str, (usize, usize)> = self
+            .layout
+            .slots
+            .iter()
+            .filter(|s| with_grad.contains(&s.name))
+            .map(|s| (s.name.as_str(), (s.offset, s.len)))
+            .collect();
+        let mut mapper = WriteParams::<AB> {
+            table,
+            offsets,
+            flat,
+            opt,
+        };
+        model.map(&mut mapper)
+    }
+
+    /// This rank's master segments as checkpoint tensors (`NAME@OFFSET`).
+    pub fn export_params<B: TrainBackend>(
+        &mut self,
+        model: &Decoder<B>,
+    ) -> BTreeMap<String, NamedTensor> {
+        let segments = self.segments.clone();
+        let master = self.master(model);
+        segments
+            .iter()
+            .map(|s| {
+                let data = master[s.local..s.local + s.len].to_vec();
+                (
+                    s.key(),
+                    NamedTensor {
+                        shape: vec![s.len],
+                        data,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Stops with an error naming the ranks whose parameters differ from
+    /// rank 0's (a hash of every parameter, all-gathered).
+    pub fn check_replicas<B: TrainBackend>(
+        &self,
+        model: &Decoder<B>,
+        c: &dyn Collective,
+    ) -> Result<()> {
+        let mut h = Sha256::new();
+        for t in named_tensors::<B::InnerBackend, _>(&model.valid()).values() {
+            for v in &t.data {
+                h.update(v.to_le_bytes());
+            }
+        }
+        let digest = h.finalize();
+        // 64 bits as four 16-bit integers: exact in f32.
+        let mine: Vec<f32> = digest[..8]
+            .chunks(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as f32)
+            .collect();
+        let all = c.all_gather(&mine)?;
+        let differ: Vec<usize> = (1..self.size())
+            .filter(|&r| all[r * 4..r * 4 + 4] != all[..4])
+            .collect();
+        if differ.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainerError::Collective {
+                world: format!("rank {} of {}", self.layout.world.rank, self.size()),
+                message: format!(
+                    "parameters of ranks {differ:?} differ from rank 0's after this step"
+                ),
+            })
+        }
+    }
+
+    /// Bytes this rank holds for training state: parameters (the model,
+    /// every rank), the f32 master shard (ZeRO), accumulated gradients and
+    /// optimizer state.
+    pub fn memory(
+        &self,
+        opt_elements: usize,
+        param_bytes: usize,
+        grad_elements: usize,
+    ) -> MemoryReport {
+        MemoryReport {
+            params: param_bytes + self.master.as_ref().map_or(0, |m| m.len() * 4),
+            grads: grad_elements * 4,
+            optimizer: opt_elements * 4,
+        }
+    }
+}
+
+/// Per-rank bytes of training state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReport {
+    pub params: usize,
+    pub grads: usize,
+    pub optimizer: usize,
+}
+
+fn table_device<AB: TrainBackend>(model: &Decoder<AB>) -> burn::tensor::Device<AB::InnerBackend> {
+    model.devices().into_iter().next().unwrap_or_default()
+}
+
+struct WriteParams<'a, AB: AutodiffBackend> {
+    table: &'a ParamTable,
+    offsets: BTreeMap<&'a str, (usize, usize)>,
+    flat: &'a [f32],
+    opt: &'a Optimizer<AB::InnerBackend>,
+}
+
+impl<AB: AutodiffBackend> ModuleMapper<AB> for WriteParams<'_, AB> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let found = self
+            .table
+            .by_id
+            .get(&id)
+            .map(|&i| self.table.infos[i].name.as_str())
+            .and_then(|name| self.offsets.get(name).map(|o| (name, *o)));
+        let Some((name, (offset, len))) = found else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let shape = tensor.dims();
+        let dtype = tensor.dtype();
+        let device = tensor.device();
+        let values = self.flat[offset..offset + len].to_vec();
+        let t = Tensor::<AB::InnerBackend, 1>::from_data(TensorData::new(values, [len]), &device); // [len]
+        let t = self.opt.masks.apply(name, t);
+        let t = if dtype == DType::F32 {
+            t
+        } else {
+            t.cast(FloatDType::from(dtype))
+        };
+        let t = t.reshape(shape);
+        Param::from_mapped_value(id, Tensor::from_inner(t).require_grad(), mapper)
+    }
+}
