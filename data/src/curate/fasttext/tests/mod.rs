@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod errors;
+mod noise;
 mod parity;
 
 pub(super) fn fixture(name: &str) -> PathBuf {
