@@ -45,6 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             action: TokenizerAction::Train(a),
         } => cmd::tokenizer_train(a),
         Command::Bench(a) => cmd::bench(a),
+        Command::Classifier { action } => cli::classifier::run(action),
     }
 }
 

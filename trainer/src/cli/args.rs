@@ -55,6 +55,12 @@ pub enum Command {
     },
     /// Train-step throughput of a config as one JSON line.
     Bench(BenchArgs),
+    /// fastText-compatible quality classifiers: train on `__label__X text`
+    /// lines, predict labels and probabilities (reads fastText `.bin`s).
+    Classifier {
+        #[command(subcommand)]
+        action: super::classifier::ClassifierAction,
+    },
 }
 
 #[derive(Subcommand)]

@@ -143,8 +143,8 @@ impl FastText {
     /// Input rows for one document: fastText's `getLine` on `text` + "\n".
     /// Newlines inside `text` count as spaces, so a multi-line document is
     /// one example (as DCLM scores with `text.replace("\n", " ")`).
-    pub fn rows(&self, text: &str) -> Vec<i32> {
-        let mut tokens = Tokens::new(text.as_bytes())
+    pub fn rows(&self, text: &[u8]) -> Vec<i32> {
+        let mut tokens = Tokens::new(text)
             .filter(|t| *t != EOS)
             .chain(std::iter::once(EOS));
         let (mut rows, mut labels) = (Vec::new(), Vec::new());
@@ -156,6 +156,12 @@ impl FastText {
     /// most probable first: pip fastText's `model.predict(text, k, threshold)`.
     /// Probabilities are fastText's `exp(log(p + 1e-5))`.
     pub fn predict(&self, text: &str, k: usize, threshold: f32) -> Vec<Prediction> {
+        self.predict_bytes(text.as_bytes(), k, threshold)
+    }
+
+    /// [`FastText::predict`] on raw bytes: fastText hashes bytes, so text
+    /// that is not UTF-8 scores as it would in fastText.
+    pub fn predict_bytes(&self, text: &[u8], k: usize, threshold: f32) -> Vec<Prediction> {
         let probs = probabilities(&self.input, &self.output, self.args.loss, &self.rows(text));
         let k = if k == 0 { probs.len() } else { k };
         k_best(&probs, k, threshold)
@@ -172,7 +178,12 @@ impl FastText {
     pub fn score(&self, text: &str, label: &str) -> Option<f32> {
         let i =
             (0..self.dict.nlabels as usize).find(|&i| self.dict.label(i) == label.as_bytes())?;
-        let probs = probabilities(&self.input, &self.output, self.args.loss, &self.rows(text));
+        let probs = probabilities(
+            &self.input,
+            &self.output,
+            self.args.loss,
+            &self.rows(text.as_bytes()),
+        );
         Some(probs.get(i).map_or(0.0, |p| (p + 1e-5).ln().exp()))
     }
 }
