@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::binio::{Reader, Writer};
 use super::dictionary::{Dictionary, Tokens, EOS};
-use super::model::{probabilities, Matrix};
+use super::model::{probabilities, std_log, Matrix};
 use super::topk::k_best;
 use super::{Args, FastTextError, Loss, ModelKind};
 
@@ -184,7 +184,7 @@ impl FastText {
             self.args.loss,
             &self.rows(text.as_bytes()),
         );
-        Some(probs.get(i).map_or(0.0, |p| (p + 1e-5).ln().exp()))
+        Some(probs.get(i).map_or(0.0, |&p| std_log(p).exp()))
     }
 }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::binio::{Reader, Writer};
+use super::stdalgo::sort;
 use super::{Args, FastTextError};
 
 /// The end-of-sentence token fastText reads for every newline.
@@ -127,12 +128,10 @@ impl Dictionary {
     }
 
     /// Counts every token of a training file (`readFromFile`), then keeps
-    /// words seen `min_count` times and labels seen `min_count_label` times.
-    ///
-    /// fastText orders entries with an unstable `std::sort` by (kind, count
-    /// desc); Kiln's sort is stable (ties keep first-seen order) so a seed
-    /// fixes the ids. Models are compatible; ids of tied words may differ
-    /// from what fastText would assign to the same file.
+    /// words seen `min_count` times and labels seen `min_count_label` times,
+    /// ordered as fastText's `threshold` orders them: libstdc++'s unstable
+    /// `std::sort` by (kind, count desc) over first-seen order, replicated so
+    /// that words with equal counts get fastText's ids.
     pub fn build(bytes: &[u8], args: &Args) -> Self {
         let mut dict = Self::empty(args);
         for token in Tokens::new(bytes) {
@@ -149,8 +148,18 @@ impl Dictionary {
                 });
             }
         }
-        dict.entries
-            .sort_by(|a, b| a.kind.cmp(&b.kind).then(b.count.cmp(&a.count)));
+        let mut order: Vec<usize> = (0..dict.entries.len()).collect();
+        let entries = &dict.entries;
+        sort(&mut order, |&a, &b| {
+            let (a, b) = (&entries[a], &entries[b]);
+            if a.kind != b.kind {
+                a.kind < b.kind
+            } else {
+                a.count > b.count
+            }
+        });
+        let mut taken: Vec<Option<Entry>> = dict.entries.drain(..).map(Some).collect();
+        dict.entries = order.into_iter().filter_map(|i| taken[i].take()).collect();
         dict.entries.retain(|e| match e.kind {
             EntryKind::Word => e.count >= i64::from(args.min_count),
             EntryKind::Label => e.count >= i64::from(args.min_count_label),

@@ -14,6 +14,11 @@
 //! bytes, trains with rayon Hogwild threads, and reports a bad `.bin` without
 //! the file or offset. Supervised softmax fastText is small enough to own.
 //!
+//! Training replicates fastText 0.9.2 with one thread: the dictionary order
+//! (libstdc++'s unstable `std::sort`), the input initialisation (minstd_rand,
+//! only the first tenth random) and the float32 SGD in fastText's operation
+//! order, so a Kiln-trained model equals pip fastText's to float rounding.
+//!
 //! Scope: supervised models with softmax (train and predict), ova / ns
 //! (predict); not hierarchical softmax, word-vector models or quantized
 //! `.ftz` files (each refused with a typed error).
@@ -26,6 +31,7 @@ mod error;
 pub mod metrics;
 mod model;
 mod rng;
+mod stdalgo;
 mod topk;
 mod train;
 

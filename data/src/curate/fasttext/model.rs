@@ -68,6 +68,12 @@ impl Matrix {
 
 /// `Vector::addRow` then `Vector::mul(1.0 / n)`: the sum is scaled by the
 /// float32 reciprocal, not divided, as fastText does.
+/// fastText's `std_log`: `std::log(x + 1e-5)` with a double literal, so the
+/// sum and the log are double, rounded to float on return.
+pub fn std_log(x: f32) -> f32 {
+    (f64::from(x) + 1e-5).ln() as f32
+}
+
 pub fn hidden(input: &Matrix, rows: &[i32], out: &mut [f32]) {
     out.fill(0.0);
     for &r in rows {
@@ -173,7 +179,7 @@ pub fn update(
             *w += g;
         }
     }
-    -(scratch.out[target] + 1e-5).ln()
+    -std_log(scratch.out[target])
 }
 
 pub struct Scratch {

@@ -86,10 +86,15 @@ impl FastText {
         }
         let dim = args.dim as usize;
         let mut input = Matrix::zeros(dict.nwords as usize + args.bucket as usize, dim);
-        // `input_->uniform(1.0 / dim, thread, seed)`: the bound is a float32.
+        // `input_->uniform(1.0 / dim, thread, seed)`, bound a float32. Its
+        // `uniformThread` fills block `t` of ten (size m * n / 10) from
+        // minstd_rand(t + seed) for each of `thread` threads: with one
+        // thread only the first tenth is random and the rest stays zero.
+        // Kiln keeps that, so it trains the same bytes as fastText.
         let bound = f64::from((1.0 / f64::from(args.dim)) as f32);
         let mut init = MinStd::new(args.seed as u32);
-        for x in input.data.iter_mut() {
+        let block = input.data.len() / 10;
+        for x in input.data[..block].iter_mut() {
             *x = init.uniform(bound);
         }
         let mut model = Self {
