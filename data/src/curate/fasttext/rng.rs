@@ -6,9 +6,10 @@
 pub struct MinStd(u64);
 
 impl MinStd {
-    pub fn new(seed: u32) -> Self {
-        // libstdc++ maps a seed of 0 (mod m) to 1.
-        let s = u64::from(seed) % 2_147_483_647;
+    /// `minstd_rand(seed)`: the int seed converts to the 64-bit
+    /// `uint_fast32_t`, then reduces mod m (libstdc++ maps 0 to 1).
+    pub fn new(seed: i32) -> Self {
+        let s = (i64::from(seed) as u64) % 2_147_483_647;
         Self(if s == 0 { 1 } else { s })
     }
 

@@ -92,7 +92,7 @@ impl FastText {
         // thread only the first tenth is random and the rest stays zero.
         // Kiln keeps that, so it trains the same bytes as fastText.
         let bound = f64::from((1.0 / f64::from(args.dim)) as f32);
-        let mut init = MinStd::new(args.seed as u32);
+        let mut init = MinStd::new(args.seed);
         let block = input.data.len() / 10;
         for x in input.data[..block].iter_mut() {
             *x = init.uniform(bound);
@@ -112,7 +112,7 @@ impl FastText {
         let total = i64::from(args.epoch) * self.dict.ntokens;
         let mut scratch = Scratch::new(args.dim as usize, self.output.rows);
         // fastText's per-thread state seeds minstd_rand with threadId + seed.
-        let mut rng = MinStd::new(args.seed as u32);
+        let mut rng = MinStd::new(args.seed);
         let (mut tokens_seen, mut local) = (0i64, 0i64);
         let mut line = 0;
         while tokens_seen < total {
