@@ -11,7 +11,7 @@ PY=${PY:-target/fasttext-venv/bin/python}
 WORK=${WORK:-/tmp/kiln-classifier-throughput}
 CORPUS=${CORPUS:-../shared/data/tinyshakespeare.txt}
 N_TRAIN=${N_TRAIN:-20000}
-N_TEST=${N_TEST:-20000}
+N_TEST=${N_TEST:-100000}
 DIM=64 NGRAMS=2 BUCKET=200000 EPOCH=5 LR=0.5
 here=$(dirname "$0")
 
