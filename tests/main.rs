@@ -5,6 +5,7 @@ mod common;
 
 mod autocast_reach;
 mod bad_input;
+mod classifier_cli;
 mod cli;
 mod cli_regressions;
 mod curation_filters;

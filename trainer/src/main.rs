@@ -46,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => cmd::tokenizer_train(a),
         Command::Bench(a) => cmd::bench(a),
         Command::Launch(a) => cli::distributed::launch(a),
+        Command::Classifier { action } => cli::classifier::run(action),
     }
 }
 

@@ -59,6 +59,12 @@ pub enum Command {
     /// oversubscribed when N exceeds the cores), e.g. `kiln launch -n 2 --
     /// train run.toml`.
     Launch(LaunchArgs),
+    /// fastText-compatible quality classifiers: train on `__label__X text`
+    /// lines, predict labels and probabilities (reads fastText `.bin`s).
+    Classifier {
+        #[command(subcommand)]
+        action: super::classifier::ClassifierAction,
+    },
 }
 
 #[derive(Args)]

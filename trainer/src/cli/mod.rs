@@ -1,6 +1,7 @@
 //! Subcommands that load a checkpoint and run the inference model.
 
 pub mod args;
+pub mod classifier;
 pub mod commands;
 pub mod data;
 pub mod distributed;
