@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod curate;
 pub mod data;
 
 use std::path::Path;
