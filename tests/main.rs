@@ -7,6 +7,8 @@ mod autocast_reach;
 mod bad_input;
 mod cli;
 mod cli_regressions;
+mod curate;
+mod curate_keep;
 mod curation_filters;
 mod curation_minhash;
 mod data;

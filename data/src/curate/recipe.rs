@@ -34,6 +34,7 @@ use super::filters::{BadWordsConfig, C4Quality, GopherQuality, GopherRepetition,
 use super::keep::{self, Expr, Schema, Type};
 use super::minhash::{MinHasher, MinhashConfig};
 use super::stage::{Stage, StageKind, KINDS};
+use crate::error::DataError;
 use crate::prepare::DataSpec;
 use crate::sources::{resolve_files, SourceFile, SourceSpec};
 
@@ -162,11 +163,20 @@ impl Recipe {
             at: e.at,
             message: e.message,
         })?;
-        let files = spec
-            .sources
-            .iter()
-            .map(resolve_files)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut files = Vec::new();
+        for s in &spec.sources {
+            files.push(resolve_files(s).map_err(|e| {
+                let message = match e {
+                    DataError::NotFound { path } => format!(
+                        "{} not found: fix the path (relative paths are taken from the recipe's \
+                         directory)",
+                        path.display()
+                    ),
+                    other => other.to_string(),
+                };
+                err(&format!("source \"{}\".paths", s.domain), message)
+            })?);
+        }
         Ok(Recipe {
             path: path.to_path_buf(),
             out: raw
