@@ -206,6 +206,9 @@ fn kept_ids(out: &Path) -> Vec<String> {
     ids
 }
 
+/// A library filter as (keep, reason) of a text.
+type FilterFn<'a> = &'a dyn Fn(&str) -> (bool, String);
+
 fn filter_attr(d: kiln_data::curate::filters::Decision) -> (bool, String) {
     let reason = if d.is_keep() {
         String::new()
@@ -241,7 +244,7 @@ fn curate_attributes_equal_library_decisions_and_keep_selects() {
     );
     let lang = LanguageFilter::default();
     let bad = BadWords::from_words([BAD_WORD]);
-    let filters: [(&str, &dyn Fn(&str) -> (bool, String)); 4] = [
+    let filters: [(&str, FilterFn); 4] = [
         ("gopher_quality", &|t| filter_attr(gq.filter(t))),
         ("gopher_repetition", &|t| filter_attr(gr.filter(t))),
         ("c4", &|t| filter_attr(c4.filter(t))),
