@@ -325,6 +325,10 @@ fn abort_mid_write(path: &Path, bytes: &[u8]) -> ! {
     std::process::abort()
 }
 
+/// Index entries per stream (exact + each band) held in memory before a
+/// sorted run is spilled: 12 bytes each, so at most ~25 MB per stream.
+const SPILL_ENTRIES: usize = 1 << 21;
+
 /// Phase 2: clusters of each dedup stage, written as its attributes.
 fn dedup(
     recipe: &Recipe,
@@ -333,19 +337,23 @@ fn dedup(
 ) -> Result<Vec<(String, super::minhash::ClusterReport)>, CurateError> {
     let mut reports = Vec::new();
     for s in recipe.stages.iter().filter(|s| s.kind.is_dedup()) {
-        let mut index = DedupIndex::new(s.kind.num_bands());
-        // `[parts]` of ids, in global document order.
-        let mut ids: Vec<Vec<String>> = Vec::new();
+        // Bounded memory: past SPILL_ENTRIES per band the index writes
+        // sorted runs here and merges them when resolving.
+        let spill = layout.stage_dir(&s.name).join("spill");
+        if spill.exists() {
+            std::fs::remove_dir_all(&spill).map_err(|e| files::write_error(&spill, e))?;
+        }
+        std::fs::create_dir_all(&spill).map_err(|e| files::write_error(&spill, e))?;
+        let mut index = DedupIndex::with_spill(s.kind.num_bands(), &spill, SPILL_ENTRIES);
         for (spec, &n) in recipe.sources.iter().zip(parts) {
             for k in 0..n {
-                let sketches = files::read_sketches(&layout.sketches(&s.name, &spec.domain, k))?;
-                for (_, sk) in &sketches {
-                    index.insert(sk)?;
+                for (_, sk) in files::read_sketches(&layout.sketches(&s.name, &spec.domain, k))? {
+                    index.insert(&sk)?;
                 }
-                ids.push(sketches.into_iter().map(|(id, _)| id).collect());
             }
         }
         let clusters = index.resolve()?;
+        std::fs::remove_dir_all(&spill).map_err(|e| files::write_error(&spill, e))?;
         let mut size = vec![0u32; clusters.len()];
         for g in 0..clusters.len() as u32 {
             if let Some(r) = clusters.root(g) {
@@ -353,11 +361,11 @@ fn dedup(
             }
         }
         let mut g = 0u32;
-        let mut part_ids = ids.into_iter();
         for (spec, &n) in recipe.sources.iter().zip(parts) {
             for k in 0..n {
                 let mut text = String::new();
-                for id in part_ids.next().unwrap_or_default() {
+                // Ids are read again rather than held for the whole corpus.
+                for (id, _) in files::read_sketches(&layout.sketches(&s.name, &spec.domain, k))? {
                     let root = clusters.root(g).unwrap_or(g);
                     let a = json!({"keep": root == g, "duplicate": root != g, "cluster": root, "cluster_size": size[root as usize]});
                     text.push_str(&json!({"id": id, "attributes": a}).to_string());
