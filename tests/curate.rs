@@ -347,6 +347,20 @@ fn curate_attributes_equal_library_decisions_and_keep_selects() {
     assert_eq!(kept_ids(&out), want);
 
     let md = std::fs::read_to_string(out.join("REPORT.md")).expect("REPORT.md");
+    // Per-stage drop counts in the report are the library's.
+    for (stage, keeps) in &decisions {
+        let dropped = keeps.iter().filter(|k| !**k).count();
+        let row = format!("| {stage} | {stage} | {dropped} |");
+        assert!(md.contains(&row), "REPORT.md lacks {row}");
+    }
+    let mh_dups = mh
+        .iter()
+        .filter(|r| r.1["duplicate"] == Value::Bool(true))
+        .count();
+    assert!(
+        md.contains(&format!("| minhash | minhash | {mh_dups} |")),
+        "{md}"
+    );
     assert!(
         md.contains(&format!("Kept {} of {} documents", want.len(), docs.len())),
         "{md}"
