@@ -199,3 +199,67 @@ pub fn remove_tmp_files(dir: &Path) -> Result<(), CurateError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sketches_round_trip_and_truncation_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.sketch");
+        let sketches = vec![
+            (
+                "a".to_string(),
+                DocSketch {
+                    exact: 7,
+                    band_keys: vec![1, 2, u64::MAX],
+                },
+            ),
+            (
+                "ünïcode id".to_string(),
+                DocSketch {
+                    exact: u64::MAX,
+                    band_keys: vec![],
+                },
+            ),
+        ];
+        let bytes = encode_sketches(&sketches);
+        write_atomic(&path, &bytes).unwrap();
+        assert_eq!(read_sketches(&path).unwrap(), sketches);
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let err = read_sketches(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("truncated") && err.contains("p.sketch"),
+            "{err}"
+        );
+        std::fs::write(&path, b"not a sketch").unwrap();
+        assert!(read_sketches(&path).is_err());
+    }
+
+    #[test]
+    fn gzip_is_deterministic_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/a.jsonl.gz");
+        let text = "{\"id\":\"x\"}\n{\"id\":\"y\"}\n";
+        assert_eq!(gzip(text.as_bytes()), gzip(text.as_bytes()));
+        write_atomic(&path, &gzip(text.as_bytes())).unwrap();
+        assert_eq!(
+            read_gz_lines(&path).unwrap(),
+            ["{\"id\":\"x\"}", "{\"id\":\"y\"}"]
+        );
+    }
+
+    #[test]
+    fn leftover_temporary_files_are_removed_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        std::fs::create_dir_all(&sub).unwrap();
+        let tmp = tmp_path(&sub.join("part-00000.jsonl.gz"));
+        std::fs::write(&tmp, b"half").unwrap();
+        std::fs::write(sub.join("part-00001.jsonl.gz"), b"whole").unwrap();
+        remove_tmp_files(dir.path()).unwrap();
+        assert!(!tmp.exists());
+        assert!(sub.join("part-00001.jsonl.gz").exists());
+    }
+}
