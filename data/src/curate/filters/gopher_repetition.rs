@@ -3,7 +3,7 @@
 //! then the top 2/3/4-gram, then duplicated 5..10-grams, all as fractions of
 //! the document's characters.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +74,8 @@ fn split_newline_runs(text: &str, min: usize) -> Vec<&str> {
 /// The document's words as small integers, so an n-gram is a `[u32]`
 /// window: no allocation per n-gram (equal ids = equal words).
 fn word_ids(words: &[&str]) -> Vec<u32> {
-    let mut ids: HashMap<&str, u32> = HashMap::with_capacity(words.len());
+    let mut ids: HashMap<&str, u32> =
+        HashMap::with_capacity_and_hasher(words.len(), Default::default());
     words
         .iter()
         .map(|w| {
@@ -87,7 +88,8 @@ fn word_ids(words: &[&str]) -> Vec<u32> {
 /// Characters of the most frequent n-gram (words joined by spaces) times its
 /// count; ties go to the n-gram seen first, as `Counter.most_common(1)` does.
 fn top_duplicate_chars(words: &[&str], ids: &[u32], n: usize) -> Option<usize> {
-    let mut counts: HashMap<&[u32], (usize, usize)> = HashMap::with_capacity(ids.len());
+    let mut counts: HashMap<&[u32], (usize, usize)> =
+        HashMap::with_capacity_and_hasher(ids.len(), Default::default());
     for (i, gram) in ids.windows(n).enumerate() {
         counts.entry(gram).or_insert((0, i)).0 += 1;
     }
@@ -139,7 +141,8 @@ impl Joined {
 /// skipping past each repeat. The n-grams are keyed by their words joined
 /// without spaces (so "ab c" and "a bc" are the same), as datatrove keys them.
 fn all_duplicate_chars(joined: &Joined, n: usize) -> usize {
-    let mut seen: HashSet<&str> = HashSet::with_capacity(joined.words());
+    let mut seen: HashSet<&str> =
+        HashSet::with_capacity_and_hasher(joined.words(), Default::default());
     let (mut repeated, mut idx) = (0, 0);
     while n > 0 && idx + n <= joined.words() {
         let gram = &joined.text[joined.bytes[idx]..joined.bytes[idx + n]];
