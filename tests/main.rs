@@ -8,6 +8,8 @@ mod bad_input;
 mod classifier_cli;
 mod cli;
 mod cli_regressions;
+mod curate;
+mod curate_keep;
 mod curation_filters;
 mod curation_minhash;
 mod data;

@@ -75,7 +75,7 @@ impl DataSpec {
         Ok(spec)
     }
 
-    fn rebase(&mut self, base: &Path) {
+    pub(crate) fn rebase(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);

@@ -41,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data {
             action: DataAction::PrepareInstruct(a),
         } => cmd::prepare_instruct(a),
+        Command::Curate(a) => cmd::curate(a),
         Command::Tokenizer {
             action: TokenizerAction::Train(a),
         } => cmd::tokenizer_train(a),

@@ -48,6 +48,10 @@ pub enum Command {
         #[command(subcommand)]
         action: DataAction,
     },
+    /// Curate corpora: run a recipe of filter and dedup stages over the
+    /// sources `data prepare` reads; attributes per document, the kept
+    /// documents as JSONL and REPORT.md in the output directory (resumable).
+    Curate(CurateArgs),
     /// Train a tokenizer on a data spec's sources.
     Tokenizer {
         #[command(subcommand)]
@@ -312,6 +316,16 @@ pub struct PrepareArgs {
     /// Rebuild even when the output is up to date.
     #[arg(long)]
     pub force: bool,
+}
+
+/// Run a curation recipe.
+#[derive(Args)]
+pub struct CurateArgs {
+    /// The recipe (TOML: [[source]] as in a data spec, [[stage]], keep).
+    pub recipe: PathBuf,
+    /// Output directory (overrides the recipe's `out`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Write N built-in generated stories as JSONL (a corpus of any size).

@@ -17,7 +17,7 @@ use kiln_trainer::train::{train as run_training, Start, TrainOutcome, TrainReque
 use kiln_trainer::{adapter, data_setup, export, plan, session};
 
 use super::args::{
-    BenchArgs, CheckArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs,
+    BenchArgs, CheckArgs, CurateArgs, EvalArgs, ExportArgs, GenerateArgs, MergeArgs, PrepareArgs,
     PrepareInstructArgs, PruneArgs, QuantFlags, QuantizeArgs, StoriesArgs, StoriesQaArgs,
     TokenizerTrainArgs, TrainArgs,
 };
@@ -411,6 +411,12 @@ pub fn data_prepare(a: PrepareArgs) -> anyhow::Result<()> {
     let report = super::data::data_prepare(&a.spec, a.out, a.tokenizer, &opts)?;
     emit(report.render().trim_end())?;
     emit(&format!("wrote {}", report.out.display()))
+}
+
+/// `kiln curate RECIPE [--out DIR]`.
+pub fn curate(a: CurateArgs) -> anyhow::Result<()> {
+    let summary = super::curate::run(&a.recipe, a.out)?;
+    emit(super::curate::render(&summary).trim_end())
 }
 
 /// `kiln data stories --docs N --out FILE`.

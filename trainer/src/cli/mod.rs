@@ -3,6 +3,7 @@
 pub mod args;
 pub mod classifier;
 pub mod commands;
+pub mod curate;
 pub mod data;
 pub mod distributed;
 
