@@ -311,8 +311,7 @@ impl<B: TrainBackend> Stepper<B> {
     /// accumulated across micro-batches (ZeRO-2: the owned shard only; the
     /// backward's own per-micro-batch gradients come on top in every
     /// strategy) and the optimizer state.
-    pub fn memory(&self) -> Option<crate::world::zero::MemoryReport> {
-        let s = self.sharding.as_ref()?;
+    pub fn memory(&self) -> crate::world::zero::MemoryReport {
         let trainable = self.table.trainable_elements();
         let frozen: usize = self
             .table
@@ -325,15 +324,22 @@ impl<B: TrainBackend> Stepper<B> {
         } else {
             4
         };
-        let grads = match s.strategy {
-            Strategy::Zero2 => s.layout.shard_len(),
-            _ => trainable,
-        };
-        Some(s.memory(
-            self.opt.state_elements(),
-            (trainable + frozen) * weight_bytes,
-            grads,
-        ))
+        let params = (trainable + frozen) * weight_bytes;
+        let optimizer = self.opt.state_elements() * 4;
+        match &self.sharding {
+            Some(s) => {
+                let grads = match s.strategy {
+                    Strategy::Zero2 => s.layout.shard_len(),
+                    _ => trainable,
+                };
+                s.memory(self.opt.state_elements(), params, grads)
+            }
+            None => crate::world::zero::MemoryReport {
+                params,
+                grads: trainable * 4,
+                optimizer,
+            },
+        }
     }
 
     fn mean_over_ranks(&self, value: f64) -> Result<f64> {

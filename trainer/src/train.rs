@@ -103,7 +103,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         state.advance(stepper.opt.updates(), cfg.tokens_per_step() as u64);
         window.1 += cfg.tokens_per_step() as u64;
         let done = state.step;
-        if done == step0 + 1 && world.size > 1 {
+        if done == step0 + 1 {
             log_memory(&stepper, &mut out)?;
         }
         if stop_now {
@@ -204,9 +204,7 @@ fn save<B: TrainBackend>(
 
 /// Rank 0 logs every rank's training-state bytes (gathered) once.
 fn log_memory<B: TrainBackend>(stepper: &Stepper<B>, out: &mut RunOutput) -> Result<()> {
-    let Some(m) = stepper.memory() else {
-        return Ok(());
-    };
+    let m = stepper.memory();
     let mib = |b: usize| (b as f64 / (1024.0 * 1024.0)) as f32;
     let all = stepper
         .collective
