@@ -192,7 +192,7 @@ fn a_killed_rank_ends_the_job_and_the_last_checkpoint_loads() {
     assert!(text.contains("rank 1"), "the message names no rank: {text}");
     let ckpt = kiln_trainer::session::load_checkpoint(&run)
         .unwrap_or_else(|e| panic!("last checkpoint does not load ({e}): {text}"));
-    assert!(ckpt.state.step >= 4 && ckpt.state.step % 4 == 0);
+    assert!(ckpt.state.step >= 4 && ckpt.state.step.is_multiple_of(4));
 }
 
 #[test]

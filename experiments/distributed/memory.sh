@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 KILN="${KILN:-target/release/kiln}"
 OUT=experiments/distributed/runs/memory
 rm -rf "$OUT" && mkdir -p "$OUT"
-SETS=(--set training.max_steps=1 --set training.batch_size=4 --set data.seq_len=32
+SETS=(--set training.max_steps=1 --set training.device=\"cpu\" --set training.grad_accum=1 --set schedule.warmup_steps=0 --set training.batch_size=4 --set data.seq_len=32
       --set data.stories_docs=200 --set tokenizer.kind=\"char\" --set logging.sample_tokens=0
       --set training.eval_every=0 --set training.eval_batches=1 --set checkpoint.every=0)
 for n in 1 2 4; do

@@ -244,8 +244,7 @@ impl<B: TrainBackend> Stepper<B> {
             model,
             &mut self.opt,
             &self.table,
-            &shard,
-            present,
+            (&shard, present),
             lr,
             self.collective.as_ref(),
         )?;

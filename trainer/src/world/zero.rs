@@ -182,14 +182,13 @@ impl Sharding {
 
     /// ZeRO-1/2's update of the owned segments with the mean gradient
     /// `shard` (already clipped), then the all-gather that gives every rank
-    /// the new parameters. `present`: slots that had gradients.
+    /// the new parameters. `present`: the slots that had gradients.
     pub fn update<AB: TrainBackend>(
         &mut self,
         model: Decoder<AB>,
         opt: &mut Optimizer<AB::InnerBackend>,
         table: &ParamTable,
-        shard: &[f32],
-        present: &[bool],
+        (shard, present): (&[f32], &[bool]),
         lr: f64,
         c: &dyn Collective,
     ) -> Result<Decoder<AB>> {
