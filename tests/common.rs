@@ -302,3 +302,16 @@ pub fn raw_f32s(t: &RawTensor) -> Vec<f32> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
 }
+
+/// `extra`'s sections merged key by key into `doc` (a config's tables).
+pub fn merge_toml(doc: &mut toml::Table, extra: &str) {
+    let extra: toml::Table = toml::from_str(extra).expect("extra TOML");
+    for (section, values) in extra {
+        let t = doc
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        for (k, v) in values.as_table().expect("a section").clone() {
+            t.as_table_mut().expect("section").insert(k, v);
+        }
+    }
+}

@@ -34,15 +34,7 @@ fn config(extra: &str) -> RunConfig {
         .replace("max_steps = 24", "max_steps = 20")
         .replace("eval_every = 8", "eval_every = 0");
     let mut doc: toml::Table = toml::from_str(&text).expect("config");
-    let extra: toml::Table = toml::from_str(extra).expect("extra");
-    for (section, values) in extra {
-        let t = doc
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-        for (k, v) in values.as_table().expect("a section").clone() {
-            t.as_table_mut().expect("section").insert(k, v);
-        }
-    }
+    crate::common::merge_toml(&mut doc, extra);
     let cfg = from_table(doc, Path::new("tiny.toml")).expect("config");
     cfg.validate().expect("valid");
     cfg

@@ -30,15 +30,7 @@ fn tiny_config(sets: &str) -> RunConfig {
         .and_then(|m| m.as_table_mut())
         .expect("[model]")
         .insert("vocab_size".into(), toml::Value::Integer(128));
-    let extra: toml::Table = toml::from_str(sets).expect("sets");
-    for (section, values) in extra {
-        let t = doc
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-        for (k, v) in values.as_table().expect("a section").clone() {
-            t.as_table_mut().expect("section").insert(k, v);
-        }
-    }
+    crate::common::merge_toml(&mut doc, sets);
     let cfg = from_table(doc, Path::new("tiny.toml")).expect("config");
     cfg.validate().expect("valid");
     cfg

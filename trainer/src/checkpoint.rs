@@ -133,6 +133,18 @@ pub fn save_parts(
         fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
     fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let manifest = write_files(&tmp, step, content, files)?;
+    commit(&root, &tmp, &final_dir, &manifest)?;
+    Ok(final_dir)
+}
+
+/// Writes `files` into `dir` (each fsynced) and returns their manifest.
+fn write_files(
+    dir: &Path,
+    step: u64,
+    content: &Content,
+    files: Vec<FilePart<'_>>,
+) -> Result<Manifest> {
     let mut manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -141,11 +153,10 @@ pub fn save_parts(
         files: BTreeMap::new(),
     };
     for (name, make) in files {
-        let entry = write_file(&tmp, name, &make()?)?;
+        let entry = write_file(dir, name, &make()?)?;
         manifest.files.insert(name.to_string(), entry);
     }
-    commit(&root, &tmp, &final_dir, &manifest)?;
-    Ok(final_dir)
+    Ok(manifest)
 }
 
 /// Writes one checkpoint file and fsyncs it; returns its manifest entry.
@@ -223,17 +234,7 @@ pub fn save_sharded(
     crash_point(step, c.world().rank);
     c.barrier()?;
     if leader {
-        let mut manifest = Manifest {
-            format: FORMAT.into(),
-            version: VERSION,
-            step,
-            content: content.clone(),
-            files: BTreeMap::new(),
-        };
-        for (name, make) in leader_files {
-            let entry = write_file(&tmp, name, &make()?)?;
-            manifest.files.insert(name.to_string(), entry);
-        }
+        let mut manifest = write_files(&tmp, step, content, leader_files)?;
         // The other ranks' shards, read back from the shared directory.
         for r in 0..c.world().size {
             let name = shard_file_name(r);
