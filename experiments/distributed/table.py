@@ -19,8 +19,8 @@ for log in sorted(out.glob("*/train.log")):
     n = int(n)
     text = log.read_text()
     psi = int(re.search(r"kiln: (\d+) parameters", text).group(1))
-    m = re.search(r"memory per rank \(MiB\): rank 0: params ([\d.]+) grads ([\d.]+) optimizer ([\d.]+)", text)
-    p, g, o = (float(x) for x in m.groups())
+    m = re.search(r"memory per rank \(MiB\): rank 0: params ([\d.]+) grads ([\d.]+) optimizer ([\d.]+) peak RSS ([\d.]+)", text)
+    p, g, o, rss = (float(x) for x in m.groups())
     mib = psi * 4 / 2**20
     want = {
         "ddp": (mib, mib, 2 * mib),
@@ -29,13 +29,13 @@ for log in sorted(out.glob("*/train.log")):
     }[strategy]
     if n == 1:
         want = (mib, mib, 2 * mib)
-    rows.append((n, strategy, psi, (p, g, o), want))
+    rows.append((n, strategy, psi, (p, g, o), want, rss))
 
-print("| N | strategy | params MiB (formula) | grads MiB (formula) | optimizer MiB (formula) | total MiB | ZeRO paper, mixed-precision Adam, bytes/param |")
-print("|---|---|---|---|---|---|---|")
+print("| N | strategy | params MiB (formula) | grads MiB (formula) | optimizer MiB (formula) | total MiB | rank 0 peak RSS MiB | ZeRO paper, mixed-precision Adam, bytes/param |")
+print("|---|---|---|---|---|---|---|---|")
 paper = {"ddp": lambda n: 16, "zero1": lambda n: 4 + 12 / n, "zero2": lambda n: 2 + 14 / n}
-for n, s, psi, got, want in sorted(rows, key=lambda r: (r[0], r[1])):
+for n, s, psi, got, want, rss in sorted(rows, key=lambda r: (r[0], r[1])):
     cells = " | ".join(f"{a:.1f} ({b:.1f})" for a, b in zip(got, want))
-    print(f"| {n} | {s} | {cells} | {sum(got):.1f} | {paper[s](n):.1f} |")
+    print(f"| {n} | {s} | {cells} | {sum(got):.1f} | {rss:.0f} | {paper[s](n):.1f} |")
 print()
 print(f"Psi = {rows[0][2]:,} parameters (MobileLLM-125M shape, vocab 32000).")

@@ -206,16 +206,19 @@ fn save<B: TrainBackend>(
 fn log_memory<B: TrainBackend>(stepper: &Stepper<B>, out: &mut RunOutput) -> Result<()> {
     let m = stepper.memory();
     let mib = |b: usize| (b as f64 / (1024.0 * 1024.0)) as f32;
+    // Peak RSS after the first step: activations, the backward's own
+    // gradients and allocator slack on top of the counted state.
+    let rss = crate::bench::peak_rss_mb() as f32;
     let all = stepper
         .collective
-        .all_gather(&[mib(m.params), mib(m.grads), mib(m.optimizer)])?;
+        .all_gather(&[mib(m.params), mib(m.grads), mib(m.optimizer), rss])?;
     let per_rank: Vec<String> = all
-        .chunks(3)
+        .chunks(4)
         .enumerate()
         .map(|(r, v)| {
             format!(
-                "rank {r}: params {:.3} grads {:.3} optimizer {:.3}",
-                v[0], v[1], v[2]
+                "rank {r}: params {:.3} grads {:.3} optimizer {:.3} peak RSS {:.0}",
+                v[0], v[1], v[2], v[3]
             )
         })
         .collect();
