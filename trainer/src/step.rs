@@ -206,9 +206,7 @@ impl<B: TrainBackend> Stepper<B> {
         };
         self.opt.masks.apply_grads(&mut grads);
         self.precision.unscale(&mut grads, scaler);
-        let (flat, present) = s.flatten(&grads)?;
-        drop(grads);
-        Ok((s.reduce_scatter(&flat, self.collective.as_ref())?, present))
+        s.reduce_scatter_grads(&grads, self.collective.as_ref())
     }
 
     /// ZeRO-1/2: mean, global norm over all shards, clip, finite check,

@@ -209,9 +209,10 @@ fn log_memory<B: TrainBackend>(stepper: &Stepper<B>, out: &mut RunOutput) -> Res
     // Peak RSS after the first step: activations, the backward's own
     // gradients and allocator slack on top of the counted state.
     let rss = crate::bench::peak_rss_mb() as f32;
-    let all = stepper
-        .collective
-        .all_gather(&[mib(m.params), mib(m.grads), mib(m.optimizer), rss])?;
+    let all =
+        stepper
+            .collective
+            .all_gather(&[mib(m.params), mib(m.grads), mib(m.optimizer), rss])?;
     let per_rank: Vec<String> = all
         .chunks(4)
         .enumerate()

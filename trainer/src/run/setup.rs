@@ -102,10 +102,7 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         masks: c.masks.as_ref(),
         source: c.dir.join(MODEL_FILE).display().to_string(),
     });
-    let (mut model, mut stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
-    if world.size > 1 {
-        model = crate::world::setup::broadcast_params(model, req.collective.as_ref())?;
-    }
+    let (model, mut stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
     let mut state = match &resumed {
         Some(ckpt) => ckpt.state.clone(),
         None => TrainerState::fresh(),
@@ -133,6 +130,11 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
             device,
         ));
         notes.push(crate::world::setup::describe(&cfg, world));
+        // Every rank drew (or loaded) the same weights: checked by hash
+        // rather than broadcast, which would hold the model twice more.
+        if let Some(s) = &stepper.sharding {
+            s.check_replicas(&model, req.collective.as_ref())?;
+        }
     }
     stepper.opt.set_updates(state.optimizer_updates);
     stepper.steps_taken = state.step;

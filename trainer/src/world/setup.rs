@@ -158,29 +158,3 @@ pub fn join_segments(
     }
     Ok(out)
 }
-
-/// Every rank starts from rank 0's weights (as PyTorch DDP broadcasts the
-/// module at construction): one broadcast of all parameters.
-pub fn broadcast_params<B: kiln_models::TrainBackend>(
-    model: kiln_models::Decoder<B>,
-    c: &dyn super::Collective,
-) -> Result<kiln_models::Decoder<B>> {
-    use burn::module::AutodiffModule;
-    let mut tensors = kiln_models::named_tensors::<B::InnerBackend, _>(&model.valid());
-    let mut flat: Vec<f32> = tensors
-        .values()
-        .flat_map(|t| t.data.iter().copied())
-        .collect();
-    c.broadcast(&mut flat, 0)?;
-    let mut offset = 0;
-    for t in tensors.values_mut() {
-        let n = t.data.len();
-        t.data.copy_from_slice(&flat[offset..offset + n]);
-        offset += n;
-    }
-    Ok(kiln_models::load_named_tensors(
-        model,
-        &tensors,
-        "rank 0's initial weights",
-    )?)
-}

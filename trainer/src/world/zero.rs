@@ -145,6 +145,38 @@ impl Sharding {
         Ok(shard)
     }
 
+    /// This rank's shard of the sum over ranks of the gradients, staged one
+    /// bucket at a time (a host copy of one bucket, never of the whole
+    /// model), and which slots had a gradient.
+    pub fn reduce_scatter_grads<B: Backend>(
+        &self,
+        grads: &GradStore<B>,
+        c: &dyn Collective,
+    ) -> Result<(Vec<f32>, Vec<bool>)> {
+        let present: Vec<bool> = self
+            .layout
+            .slots
+            .iter()
+            .map(|s| grads.grads.contains_key(&s.name))
+            .collect();
+        let mut shard = vec![0.0f32; self.layout.shard_len()];
+        for b in &self.layout.buckets {
+            let mut padded = vec![0.0f32; b.block * self.size()];
+            for slot in &self.layout.slots {
+                let (lo, hi) = (b.start.max(slot.offset), b.end.min(slot.offset + slot.len));
+                let Some(g) = grads.grads.get(&slot.name).filter(|_| lo < hi) else {
+                    continue;
+                };
+                let part = g.clone().slice([lo - slot.offset..hi - slot.offset]); // [hi - lo]
+                let values = host(part, "reading gradients")?;
+                padded[lo - b.start..hi - b.start].copy_from_slice(&values);
+            }
+            let mine = c.reduce_scatter_sum(&padded)?;
+            shard[b.shard_offset..b.shard_offset + b.block].copy_from_slice(&mine);
+        }
+        Ok((shard, present))
+    }
+
     /// The full flat buffer from every rank's shard, bucket by bucket.
     pub fn all_gather(&self, shard: &[f32], c: &dyn Collective) -> Result<Vec<f32>> {
         let mut flat = vec![0.0f32; self.layout.total];
@@ -211,9 +243,11 @@ impl Sharding {
             let updated = opt.update_keyed(&seg.name, &seg.key(), p, g, lr);
             master[r].copy_from_slice(&host(updated, "reading updated parameters")?);
         }
-        let master = master.clone();
+        let master = std::mem::take(master);
         let t = std::time::Instant::now();
-        let flat = self.all_gather(&master, c)?;
+        let flat = self.all_gather(&master, c);
+        self.master = Some(master);
+        let flat = flat?;
         self.gather_s = t.elapsed().as_secs_f64();
         Ok(self.write_params(model, table, &flat, opt, &with_grad))
     }
