@@ -167,7 +167,7 @@ impl Sharding {
                 let Some(g) = grads.grads.get(&slot.name).filter(|_| lo < hi) else {
                     continue;
                 };
-                let part = g.clone().slice([lo - slot.offset..hi - slot.offset]); // [hi - lo]
+                let part = g.clone().narrow(0, lo - slot.offset, hi - lo); // [hi - lo]
                 let values = host(part, "reading gradients")?;
                 padded[lo - b.start..hi - b.start].copy_from_slice(&values);
             }
