@@ -7,8 +7,9 @@
 #   tests/run.sh wgpu       only the wgpu tests (packages first)
 #
 # The wgpu tests run kiln's wgpu backend on lavapipe, Mesa's CPU Vulkan
-# driver (Debian: mesa-vulkan-drivers), so they need no GPU. `all` builds the
-# workspace once with kiln-trainer's `wgpu` feature (a build with and one
+# driver (Debian: mesa-vulkan-drivers), so they need no GPU; the distributed
+# tests run `mpirun` over Open MPI (libopenmpi-dev, openmpi-bin). `all` builds
+# the workspace once with kiln-trainer's `wgpu` and `mpi` features (a build with and one
 # without it share almost nothing: wgpu changes features of serde, bitflags
 # and friends, so arrow, parquet, tokenizers and burn would all compile twice)
 # and runs every test, the small `kiln-wgpu` binary included.
