@@ -134,17 +134,6 @@ impl Sharding {
         Ok(())
     }
 
-    /// This rank's shard of the sum over ranks of `flat`, bucket by bucket.
-    pub fn reduce_scatter(&self, flat: &[f32], c: &dyn Collective) -> Result<Vec<f32>> {
-        let mut shard = vec![0.0f32; self.layout.shard_len()];
-        for b in &self.layout.buckets {
-            let padded = self.layout.padded_bucket(flat, b);
-            let mine = c.reduce_scatter_sum(&padded)?;
-            shard[b.shard_offset..b.shard_offset + b.block].copy_from_slice(&mine);
-        }
-        Ok(shard)
-    }
-
     /// This rank's shard of the sum over ranks of the gradients, staged one
     /// bucket at a time (a host copy of one bucket, never of the whole
     /// model), and which slots had a gradient.
@@ -234,16 +223,14 @@ impl Sharding {
             .map(|(s, _)| s.name.clone())
             .collect();
         opt.begin_step();
-        let segments = self.segments.clone();
-        let master = self.master(&model);
-        for seg in segments.iter().filter(|s| with_grad.contains(&s.name)) {
+        let mut master = std::mem::take(self.master(&model));
+        for seg in self.segments.iter().filter(|s| with_grad.contains(&s.name)) {
             let r = seg.local..seg.local + seg.len;
             let p = device_vec::<AB::InnerBackend>(master[r.clone()].to_vec(), &device); // [len]
             let g = device_vec::<AB::InnerBackend>(shard[r.clone()].to_vec(), &device); // [len]
             let updated = opt.update_keyed(&seg.name, &seg.key(), p, g, lr);
             master[r].copy_from_slice(&host(updated, "reading updated parameters")?);
         }
-        let master = std::mem::take(master);
         let t = std::time::Instant::now();
         let flat = self.all_gather(&master, c);
         self.master = Some(master);
