@@ -10,6 +10,7 @@ mod cli;
 mod cli_regressions;
 mod curate;
 mod curate_keep;
+mod curate_ranked;
 mod curation_filters;
 mod curation_minhash;
 mod data;
@@ -18,6 +19,7 @@ mod distill;
 mod distributed;
 #[cfg(feature = "mpi")]
 mod distributed_mpi;
+mod doremi;
 mod fused_ops;
 mod gguf;
 mod lora;

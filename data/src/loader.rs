@@ -73,6 +73,9 @@ pub struct Batch {
     pub targets: Vec<u32>,
     pub batch_size: usize,
     pub seq_len: usize,
+    /// The domain index of each row (`[batch]`) when the stream mixes
+    /// domains (DoReMi weighs its loss by them); empty otherwise.
+    pub domains: Vec<u32>,
 }
 
 impl Batch {
@@ -88,6 +91,7 @@ impl Batch {
             targets,
             batch_size: starts.len(),
             seq_len,
+            domains: Vec::new(),
         }
     }
 }

@@ -54,6 +54,10 @@ pub struct MixtureState {
     /// Per-domain cursors: samples taken from each domain so far.
     pub cursors: Vec<u64>,
     pub batches_drawn: u64,
+    /// Samples and cursors when the weights last changed (a resume with new
+    /// weights): the shares are kept from there on. Absent: from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reweighted_at: Option<(u64, Vec<u64>)>,
 }
 
 /// Weighted, epoch-shuffled packed sequences for one data-parallel rank.
@@ -71,6 +75,8 @@ pub struct MixtureSampler {
     samples: u64,
     cursors: Vec<u64>,
     batches_drawn: u64,
+    /// See [`MixtureState::reweighted_at`].
+    reweighted_at: Option<(u64, Vec<u64>)>,
 }
 
 /// splitmix64's finaliser: a cheap, well-mixed 64-bit hash.
@@ -161,16 +167,23 @@ impl MixtureSampler {
             samples: 0,
             cursors: vec![0; n],
             batches_drawn: 0,
+            reweighted_at: None,
         })
     }
 
-    /// The domain of the next global sample: the one furthest behind its share.
+    /// The domain of the next global sample: the one furthest behind its
+    /// share (counted since the weights last changed).
     fn pick(&self) -> usize {
-        let target = (self.samples + 1) as f64;
+        let (base, base_cursors) = match &self.reweighted_at {
+            Some((s, c)) => (*s, c.as_slice()),
+            None => (0, &[][..]),
+        };
+        let target = (self.samples - base + 1) as f64;
         let mut best = 0;
         let mut best_err = f64::NEG_INFINITY;
         for (d, &w) in self.weights.iter().enumerate() {
-            let err = w * target - self.cursors[d] as f64;
+            let taken = self.cursors[d] - base_cursors.get(d).copied().unwrap_or(0);
+            let err = w * target - taken as f64;
             if w > 0.0 && err > best_err {
                 best = d;
                 best_err = err;
@@ -218,6 +231,7 @@ impl MixtureSampler {
                 targets,
                 batch_size: self.batch_size,
                 seq_len: s,
+                domains: row_domains.iter().map(|&d| d as u32).collect(),
             },
             row_domains,
         )
@@ -245,11 +259,16 @@ impl MixtureSampler {
             samples: self.samples,
             cursors: self.cursors.clone(),
             batches_drawn: self.batches_drawn,
+            reweighted_at: self.reweighted_at.clone(),
         }
     }
 
-    /// Continues from `state`; the data, weights and shapes must match.
-    pub fn restore(&mut self, state: &MixtureState) -> Result<(), DataError> {
+    /// Continues from `state`; the data, weights and shapes must match,
+    /// except the weights when `reweight` is set (`data.reweight_on_resume`:
+    /// e.g. continuing with DoReMi's weights). The shares then follow the
+    /// new weights from the resumed sample on; the windows of each domain
+    /// continue where they stopped.
+    pub fn restore(&mut self, state: &MixtureState, reweight: bool) -> Result<(), DataError> {
         if state.version != MIXTURE_STATE_VERSION {
             return Err(DataError::BadState {
                 reason: format!(
@@ -264,6 +283,14 @@ impl MixtureSampler {
         // any number of ranks): the samples are global; only the global
         // batch must stay.
         let global = |s: &MixtureState| (s.batch_size * s.world_size).to_string();
+        let reweighted = reweight && state.weights != cur.weights;
+        let weights = |s: &MixtureState| {
+            if reweighted {
+                String::new()
+            } else {
+                format!("{:?}", s.weights)
+            }
+        };
         let checks: [(&'static str, String, String); 6] = [
             ("seed", state.seed.to_string(), cur.seed.to_string()),
             ("the global batch size", global(state), global(&cur)),
@@ -277,11 +304,7 @@ impl MixtureSampler {
                 format!("{:?}", state.domains),
                 format!("{:?}", cur.domains),
             ),
-            (
-                "the mixture weights",
-                format!("{:?}", state.weights),
-                format!("{:?}", cur.weights),
-            ),
+            ("the mixture weights", weights(state), weights(&cur)),
             (
                 "the train tokens per domain",
                 format!("{:?}", state.domain_tokens),
@@ -289,6 +312,15 @@ impl MixtureSampler {
             ),
         ];
         for (field, saved, current) in checks {
+            if saved != current && field == "the mixture weights" {
+                return Err(DataError::BadState {
+                    reason: format!(
+                        "the checkpoint was made with mixture weights {saved} but this run has \
+                         {current}: set data.reweight_on_resume = true to continue with the new \
+                         weights, or resume with the saved ones"
+                    ),
+                });
+            }
             if saved != current {
                 return Err(DataError::StateMismatch {
                     field,
@@ -300,6 +332,11 @@ impl MixtureSampler {
         self.samples = state.samples;
         self.cursors = state.cursors.clone();
         self.batches_drawn = state.batches_drawn;
+        self.reweighted_at = if reweighted {
+            Some((state.samples, state.cursors.clone()))
+        } else {
+            state.reweighted_at.clone()
+        };
         Ok(())
     }
 }
@@ -328,6 +365,7 @@ pub fn eval_batches_from_stream(
                 targets,
                 batch_size: starts.len(),
                 seq_len,
+                domains: Vec::new(),
             }
         })
         .collect()

@@ -147,10 +147,10 @@ impl TrainStream {
     }
 
     /// Continues from a checkpoint's sampler state.
-    pub fn restore(&mut self, state: &TrainerState) -> Result<()> {
+    pub fn restore(&mut self, state: &TrainerState, reweight: bool) -> Result<()> {
         match (self, &state.sampler, &state.mixture, &state.instruct) {
             (TrainStream::Tokens(s), Some(saved), _, _) => Ok(s.restore(saved)?),
-            (TrainStream::Mixture(s), _, Some(saved), _) => Ok(s.restore(saved)?),
+            (TrainStream::Mixture(s), _, Some(saved), _) => Ok(s.restore(saved, reweight)?),
             (TrainStream::Instruct(s), _, _, Some(saved)) => Ok(s.restore(saved)?),
             _ => Err(TrainerError::invalid(
                 "data",

@@ -12,10 +12,36 @@ use kiln_models::{Decoder, FusedOps, LanguageModel};
 
 use crate::loss::{masked_mean, token_nll};
 
-/// The loss of one micro-batch under a model.
+/// The loss of one micro-batch under a model. An objective may carry state
+/// across steps (DoReMi's domain weights): it is saved in the trainer state
+/// and restored on resume.
 pub trait Objective<B: FusedOps> {
     /// Mean loss over the batch, `[1]`, tracked for backward.
     fn loss(&self, model: &Decoder<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1>;
+
+    /// A step of `micro_batches` calls to [`Objective::loss`] begins.
+    fn start_step(&self, _micro_batches: usize) {}
+
+    /// State to save in checkpoints (`None`: stateless).
+    fn state(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Continues from a checkpoint's [`Objective::state`].
+    fn restore(&self, _state: Option<&serde_json::Value>) -> crate::error::Result<()> {
+        Ok(())
+    }
+
+    /// Scalars to log with each logged step (TensorBoard tag, value).
+    fn metrics(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+
+    /// Files the objective writes into the run directory at every
+    /// checkpoint (name, contents), given the run's path and step.
+    fn run_files(&self, _run: &str, _step: u64) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// Mean next-token cross-entropy over the positions that take loss (all of
@@ -77,6 +103,7 @@ mod tests {
             targets: (0..12).map(|i| (i * 3 + 1) % 11).collect(),
             batch_size: 2,
             seq_len: 6,
+            domains: Vec::new(),
         };
         let got: f32 = NextToken { fused: true }
             .loss(&model, &batch, &dev)

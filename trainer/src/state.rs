@@ -29,6 +29,9 @@ pub struct TrainerState {
     pub loss_scaler: Option<crate::precision::LossScaler>,
     /// Seconds of training before this checkpoint (wall time across resumes).
     pub elapsed_s: f64,
+    /// The objective's state across steps (DoReMi's domain weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<serde_json::Value>,
 }
 
 impl TrainerState {
@@ -47,6 +50,7 @@ impl TrainerState {
             best_step: None,
             loss_scaler: None,
             elapsed_s: 0.0,
+            objective: None,
         }
     }
 

@@ -107,6 +107,7 @@ impl<B: TrainBackend> Stepper<B> {
         // ZeRO-2: the owned shard of the gradients summed so far.
         let mut shard_sum: Option<(Vec<f32>, Vec<bool>)> = None;
         let mut loss_sum = 0.0f64;
+        self.objective.start_step(micro.len());
         for batch in micro {
             let t0 = Instant::now();
             // Dividing here makes the summed gradients those of the mean loss.

@@ -184,6 +184,15 @@ fn save<B: TrainBackend>(
 ) -> Result<Option<PathBuf>> {
     data.train.save_into(state);
     state.elapsed_s = before + started.elapsed().as_secs_f64();
+    state.objective = stepper.objective.state();
+    if writer.world.rank == 0 {
+        // Written before the checkpoint: a crash in between leaves a file
+        // one step ahead of the last checkpoint, never one behind it.
+        let run = writer.run_dir.display().to_string();
+        for (name, text) in stepper.objective.run_files(&run, state.step) {
+            crate::fsutil::write_atomic(&writer.run_dir.join(name), text.as_bytes())?;
+        }
+    }
     match stepper
         .sharding
         .as_mut()
@@ -301,6 +310,9 @@ fn log_step<B: TrainBackend>(
     out.scalar(done, "train/grad_norm", report.grad_norm);
     out.scalar(done, "train/tokens_per_s", tps);
     out.scalar(done, "train/skipped_steps", state.skipped_steps as f64);
+    for (tag, value) in stepper.objective.metrics() {
+        out.scalar(done, &tag, value);
+    }
     for (tag, value) in stepper.opt.metrics() {
         out.scalar(done, tag, value);
     }

@@ -48,6 +48,10 @@ pub enum CurateError {
         source: std::io::Error,
     },
 
+    /// A ranked stage's scorer failed on a part (a model error).
+    #[error("stage `{stage}`: {message}")]
+    Stage { stage: String, message: String },
+
     #[error(
         "{}: line {line}: {reason}: the attribute file is damaged; delete it (its part is \
          scored again on the next run)",

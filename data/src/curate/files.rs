@@ -44,6 +44,13 @@ impl Layout {
             .join(part_name(part, "sketch"))
     }
 
+    /// A ranked stage's scores of one part (`id \t score` lines, gzipped).
+    pub fn scores(&self, stage: &str, domain: &str, part: usize) -> PathBuf {
+        self.stage_dir(stage)
+            .join(domain)
+            .join(part_name(part, "scores.gz"))
+    }
+
     pub fn kept_dir(&self) -> PathBuf {
         self.out.join("kept")
     }

@@ -26,6 +26,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -33,6 +34,7 @@ use super::error::CurateError;
 use super::filters::{BadWordsConfig, C4Quality, GopherQuality, GopherRepetition, LanguageFilter};
 use super::keep::{self, Expr, Schema, Type};
 use super::minhash::{MinHasher, MinhashConfig};
+use super::ranked::{ClassifierScorer, DocScorer, RankRule, RankedStage, ScorerFactory};
 use super::stage::{Stage, StageKind, KINDS};
 use crate::error::DataError;
 use crate::prepare::DataSpec;
@@ -82,16 +84,29 @@ pub struct Recipe {
 impl Recipe {
     /// Reads and checks `path`; relative paths are taken from its directory.
     pub fn load(path: &Path) -> Result<Recipe, CurateError> {
+        Self::load_with(path, None)
+    }
+
+    /// [`Recipe::load`] with the stage kinds `factory` builds (the trainer's
+    /// `perplexity`).
+    pub fn load_with(
+        path: &Path,
+        factory: Option<&dyn ScorerFactory>,
+    ) -> Result<Recipe, CurateError> {
         let text = std::fs::read_to_string(path).map_err(|e| CurateError::Recipe {
             path: path.to_path_buf(),
             field: "file".into(),
             message: format!("{e}: check the path of the recipe"),
         })?;
-        Self::parse(&text, path)
+        Self::parse(&text, path, factory)
     }
 
     /// Parses recipe `text` as if read from `path`.
-    pub fn parse(text: &str, path: &Path) -> Result<Recipe, CurateError> {
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        factory: Option<&dyn ScorerFactory>,
+    ) -> Result<Recipe, CurateError> {
         let err = |field: &str, message: String| CurateError::Recipe {
             path: path.to_path_buf(),
             field: field.to_string(),
@@ -141,7 +156,7 @@ impl Recipe {
         let mut stages = Vec::new();
         let mut names = BTreeSet::new();
         for (i, s) in raw.stages.into_iter().enumerate() {
-            let stage = build_stage(i, s, &base, path)?;
+            let stage = build_stage(i, s, &base, path, factory)?;
             if !names.insert(stage.name.clone()) {
                 return Err(err(
                     &format!("stage[{i}].name"),
@@ -239,7 +254,13 @@ fn valid_name(n: &str) -> bool {
 }
 
 /// One `[[stage]]` table to a configured, checked stage.
-fn build_stage(i: usize, raw: RawStage, base: &Path, path: &Path) -> Result<Stage, CurateError> {
+fn build_stage(
+    i: usize,
+    raw: RawStage,
+    base: &Path,
+    path: &Path,
+    factory: Option<&dyn ScorerFactory>,
+) -> Result<Stage, CurateError> {
     let err = |field: String, message: String| CurateError::Recipe {
         path: path.to_path_buf(),
         field,
@@ -286,11 +307,41 @@ fn build_stage(i: usize, raw: RawStage, base: &Path, path: &Path) -> Result<Stag
             let hasher = MinHasher::new(c.clone()).map_err(|e| err(here.clone(), e.to_string()))?;
             StageKind::Minhash(c, hasher)
         }
+        "classifier" => {
+            let mut params = raw.params;
+            let rule = rank_rule(&mut params, true).map_err(|m| err(here.clone(), m))?;
+            let scorer = classifier_scorer(&params, base).map_err(|m| err(here.clone(), m))?;
+            StageKind::Ranked(RankedStage {
+                kind: "classifier",
+                params: serde_json::to_value(&params).unwrap_or_default(),
+                rule,
+                scorer,
+            })
+        }
         other => {
-            return Err(err(
-                format!("stage[{i}].kind"),
-                format!("unknown stage \"{other}\": use one of {}", KINDS.join(", ")),
-            ))
+            let built = factory.and_then(|f| {
+                let kind = f.kinds().into_iter().find(|k| *k == other)?;
+                Some((f, kind))
+            });
+            let Some((f, kind)) = built else {
+                let message = if other == "perplexity" {
+                    "\"perplexity\" needs a model: run the recipe with `kiln curate`".to_string()
+                } else {
+                    format!("unknown stage \"{other}\": use one of {}", KINDS.join(", "))
+                };
+                return Err(err(format!("stage[{i}].kind"), message));
+            };
+            let mut params = raw.params;
+            let rule = rank_rule(&mut params, false).map_err(|m| err(here.clone(), m))?;
+            let scorer = f
+                .build(kind, &params, base)
+                .map_err(|m| err(here.clone(), m))?;
+            StageKind::Ranked(RankedStage {
+                kind,
+                params: serde_json::to_value(&params).unwrap_or_default(),
+                rule,
+                scorer,
+            })
         }
     };
     check_ranges(&kind).map_err(|(field, msg)| err(format!("stage[{i}].{field}"), msg))?;
@@ -324,6 +375,7 @@ fn check_ranges(kind: &StageKind) -> Result<(), (String, String)> {
         }
     };
     match kind {
+        StageKind::Ranked(r) => r.rule.validate(),
         StageKind::GopherQuality(g) => check_gopher_quality(g, frac, nonneg),
         StageKind::GopherRepetition(g) => check_gopher_repetition(g, frac),
         StageKind::C4(c) => check_c4(c),
@@ -425,4 +477,116 @@ fn check_language(l: &LanguageFilter) -> RangeResult {
         };
         (field.to_string(), e.to_string())
     })
+}
+
+/// Takes a ranked stage's decision fields out of `params`: `threshold` or
+/// `top_percent`, or CCNet-style buckets (`cuts`, `keep`; perplexity only).
+fn rank_rule(params: &mut toml::Table, higher_is_better: bool) -> Result<RankRule, String> {
+    let num = |v: toml::Value, field: &str| match v {
+        toml::Value::Float(x) => Ok(x),
+        toml::Value::Integer(x) => Ok(x as f64),
+        other => Err(format!("`{field}` = {other} must be a number")),
+    };
+    let threshold = params
+        .remove("threshold")
+        .map(|v| num(v, "threshold"))
+        .transpose()?;
+    let top_percent = params
+        .remove("top_percent")
+        .map(|v| num(v, "top_percent"))
+        .transpose()?;
+    let (cuts, buckets, keep_default) = if higher_is_better {
+        (Vec::new(), vec!["all".to_string()], vec!["all".to_string()])
+    } else {
+        (
+            vec![30.0, 60.0],
+            vec!["head".into(), "middle".into(), "tail".into()],
+            vec!["head".into(), "middle".into()],
+        )
+    };
+    let cuts = match params.remove("cuts") {
+        Some(toml::Value::Array(a)) if !higher_is_better => a
+            .into_iter()
+            .map(|v| num(v, "cuts"))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) if higher_is_better => {
+            return Err(
+                "`cuts` applies to perplexity buckets only: use threshold or top_percent".into(),
+            )
+        }
+        Some(other) => return Err(format!("`cuts` = {other} must be a list, e.g. [30, 60]")),
+        None => cuts,
+    };
+    if cuts.len() != 2 && !higher_is_better {
+        return Err(format!(
+            "`cuts` = {cuts:?} must give two percentiles (head / middle / tail), e.g. [30, 60]"
+        ));
+    }
+    let keep_buckets = match params.remove("keep") {
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s),
+                other => Err(format!(
+                    "`keep` holds {other}: list bucket names, e.g. [\"head\"]"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => return Err(format!("`keep` = {other} must be a list, e.g. [\"head\"]")),
+        None => keep_default,
+    };
+    if higher_is_better && threshold.is_none() && top_percent.is_none() {
+        return Err(
+            "a classifier stage needs `threshold` (e.g. 0.5) or `top_percent` (e.g. 10)".into(),
+        );
+    }
+    Ok(RankRule {
+        higher_is_better,
+        threshold,
+        top_percent,
+        cuts,
+        buckets,
+        keep_buckets,
+    })
+}
+
+/// `model` (a fastText `.bin`) and `label` of a classifier stage.
+fn classifier_scorer(params: &toml::Table, base: &Path) -> Result<Arc<dyn DocScorer>, String> {
+    for k in params.keys() {
+        if k != "model" && k != "label" {
+            return Err(format!(
+                "unknown field `{k}`: a classifier stage takes model, label, threshold or top_percent"
+            ));
+        }
+    }
+    let model = match params.get("model") {
+        Some(toml::Value::String(s)) => base.join(s),
+        _ => return Err("no `model`: set model = \"quality.bin\" (a fastText .bin)".into()),
+    };
+    let label = match params.get("label") {
+        Some(toml::Value::String(s)) => s.clone(),
+        _ => {
+            return Err(
+                "no `label`: set label = \"__label__hq\" (the label whose probability ranks)"
+                    .into(),
+            )
+        }
+    };
+    let bytes =
+        std::fs::read(&model).map_err(|e| format!("{}: {e}: fix `model`", model.display()))?;
+    let ft = super::fasttext::FastText::from_bytes(&model, &bytes).map_err(|e| e.to_string())?;
+    let labels = ft.labels();
+    if !labels.contains(&label) {
+        return Err(format!(
+            "label \"{label}\" is not one of the model's labels {labels:?}"
+        ));
+    }
+    use sha2::Digest;
+    let sha256 = crate::dataset::hex(&sha2::Sha256::digest(&bytes));
+    Ok(Arc::new(ClassifierScorer {
+        model: ft,
+        label,
+        sha256,
+        path: model.display().to_string(),
+    }))
 }

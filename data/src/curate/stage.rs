@@ -6,9 +6,12 @@
 //! | `language`          | `keep`, `reason`, `language` (ISO 639-3, "" when none), `score` (whatlang confidence) |
 //! | `bad_words`         | `keep`, `reason`, `word` (the first listed word found, "" when none) |
 //! | `exact_dedup`, `minhash` | `keep` (first of its cluster), `duplicate` (= !keep), `cluster` (id of the kept document, a number), `cluster_size` |
+//! | `classifier`, `perplexity` | `keep`, `reason`, `score` (the label's probability / the perplexity), `percentile` (share of the corpus scoring better, 0-100), `bucket` |
 //!
 //! Filters score a document alone (in parallel); dedup stages write a sketch
-//! per document first and decide once every sketch is in (`dedup.rs`).
+//! per document first and decide once every sketch is in; ranked stages
+//! (`ranked.rs`) write a score per document and decide by percentile once
+//! every score is in.
 
 use serde_json::{json, Value};
 use xxhash_rust::xxh3::xxh3_64;
@@ -19,6 +22,7 @@ use super::filters::{
 };
 use super::keep::Type;
 use super::minhash::{simplify_text, DocSketch, MinHasher, MinhashConfig};
+use super::ranked::RankedStage;
 
 /// A configured stage.
 #[derive(Debug, Clone)]
@@ -31,10 +35,12 @@ pub enum StageKind {
     BadWords(BadWordsConfig, BadWords),
     ExactDedup,
     Minhash(MinhashConfig, MinHasher),
+    /// `classifier` (fastText) or a model-backed kind (`perplexity`).
+    Ranked(RankedStage),
 }
 
 /// Every stage kind a recipe may name, for error messages.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 10] = [
     "gopher_quality",
     "gopher_repetition",
     "c4",
@@ -43,6 +49,8 @@ pub const KINDS: [&str; 8] = [
     "bad_words",
     "exact_dedup",
     "minhash",
+    "classifier",
+    "perplexity",
 ];
 
 /// One stage of a recipe: its attribute namespace and what it runs.
@@ -65,12 +73,21 @@ impl StageKind {
             StageKind::BadWords(..) => "bad_words",
             StageKind::ExactDedup => "exact_dedup",
             StageKind::Minhash(..) => "minhash",
+            StageKind::Ranked(r) => r.kind,
         }
     }
 
     /// Dedup stages decide over the whole corpus, after a sketch pass.
     pub fn is_dedup(&self) -> bool {
         matches!(self, StageKind::ExactDedup | StageKind::Minhash(..))
+    }
+
+    /// Ranked stages decide by percentile, after a scoring pass.
+    pub fn ranked(&self) -> Option<&RankedStage> {
+        match self {
+            StageKind::Ranked(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// The attributes it writes and their types.
@@ -93,7 +110,15 @@ impl StageKind {
             ("cluster", Type::Num),
             ("cluster_size", Type::Num),
         ];
+        const RANKED: &[(&str, Type)] = &[
+            ("keep", Type::Bool),
+            ("reason", Type::Str),
+            ("score", Type::Num),
+            ("percentile", Type::Num),
+            ("bucket", Type::Str),
+        ];
         match self {
+            StageKind::Ranked(_) => RANKED,
             StageKind::Language(_) => LANG,
             StageKind::BadWords(..) => BAD,
             StageKind::ExactDedup | StageKind::Minhash(..) => DEDUP,
@@ -118,6 +143,7 @@ impl StageKind {
             })),
             StageKind::ExactDedup => Ok(json!({})),
             StageKind::Minhash(c, _) => serde_json::to_value(c),
+            StageKind::Ranked(r) => Ok(r.config_json()),
         };
         v.unwrap_or(Value::Null)
     }
@@ -148,7 +174,7 @@ impl StageKind {
                     "word": hit.unwrap_or(""),
                 })
             }
-            StageKind::ExactDedup | StageKind::Minhash(..) => return None,
+            StageKind::ExactDedup | StageKind::Minhash(..) | StageKind::Ranked(_) => return None,
         })
     }
 

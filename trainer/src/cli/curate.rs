@@ -14,7 +14,7 @@ const ABORT_ENV: &str = "KILN_CURATE_ABORT_AFTER_DOCS";
 
 pub fn run(recipe_path: &Path, out: Option<PathBuf>) -> anyhow::Result<CurateSummary> {
     // Everything is checked here, before a byte is written.
-    let recipe = Recipe::load(recipe_path)?;
+    let recipe = Recipe::load_with(recipe_path, Some(&kiln_trainer::perplexity::ModelScorers))?;
     let abort_after_docs = std::env::var(ABORT_ENV).ok().and_then(|v| v.parse().ok());
     let opts = CurateOptions {
         out,

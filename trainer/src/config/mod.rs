@@ -13,12 +13,14 @@ use crate::error::{Result, TrainerError};
 mod adapter;
 mod distill;
 mod distributed;
+mod doremi;
 mod quantize;
 mod validate;
 
 pub use adapter::{short_target, AdapterConfig};
 pub use distill::DistillConfig;
 pub use distributed::{DistributedConfig, ReduceDtype, Strategy};
+pub use doremi::DoremiConfig;
 pub use quantize::QuantizeConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +52,9 @@ pub struct RunConfig {
     /// Knowledge distillation from a teacher checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillConfig>,
+    /// DoReMi: this run trains a proxy whose domain weights it writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doremi: Option<DoremiConfig>,
     /// Data-parallel strategy across MPI ranks (ignored in a world of one).
     #[serde(default, skip_serializing_if = "is_default_distributed")]
     pub distributed: DistributedConfig,
@@ -90,6 +95,11 @@ pub struct DataConfig {
     /// files rendered with this template, loss on the trained roles only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instruct: Option<kiln_data::instruct::InstructConfig>,
+    /// A resume may change `data.mixture` (e.g. to DoReMi's weights): the
+    /// sampler keeps each domain's position and follows the new shares
+    /// from the resumed step on. Off: changed weights are refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reweight_on_resume: bool,
     /// Sampling weight per domain; empty: proportional to train tokens.
     /// (Last: TOML writes tables after plain keys.)
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -117,6 +127,7 @@ impl Default for DataConfig {
             datasets: Vec::new(),
             spec: None,
             instruct: None,
+            reweight_on_resume: false,
             mixture: BTreeMap::new(),
         }
     }

@@ -232,6 +232,22 @@ impl RunConfig {
         if let Some(d) = &self.distill {
             d.validate()?;
         }
+        if let Some(d) = &self.doremi {
+            d.validate()?;
+            if self.distill.is_some() {
+                return Err(TrainerError::invalid(
+                    "doremi",
+                    "cannot be combined with [distill]: a DoReMi proxy learns from the data alone",
+                ));
+            }
+            if !self.data.uses_shards() || self.data.instruct.is_some() {
+                return Err(TrainerError::invalid(
+                    "doremi",
+                    "needs domains to weigh: train on prepared data (data.datasets or data.spec) \
+                     with at least two domains",
+                ));
+            }
+        }
         self.distributed.validate()?;
         if let Some(a) = &self.adapter {
             a.validate()?;

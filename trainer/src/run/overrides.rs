@@ -22,6 +22,10 @@ const RESUMABLE: &[&str] = &[
     "schedule.*",
     // A sharded checkpoint reshards: the strategy and buckets may change.
     "distributed.*",
+    // New domain weights (DoReMi's); the sampler refuses them unless
+    // data.reweight_on_resume is set too.
+    "data.mixture.*",
+    "data.reweight_on_resume",
 ];
 
 fn key_of(item: &str) -> &str {

@@ -108,7 +108,7 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         None => TrainerState::fresh(),
     };
     match &resumed {
-        Some(_) => data.train.restore(&state)?,
+        Some(_) => data.train.restore(&state, cfg.data.reweight_on_resume)?,
         None => data.train.save_into(&mut state),
     }
     if let Some(d) = &cfg.distill {
@@ -120,6 +120,18 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
             d.temperature,
             d.alpha
         ));
+    }
+    if let Some(d) = &cfg.doremi {
+        stepper.objective = Box::new(doremi_objective::<B>(&cfg, d, &data, world.size, device)?);
+        notes.push(format!(
+            "doremi: proxy against {} (eta = {}, smoothing = {})",
+            d.reference.display(),
+            d.eta,
+            d.smoothing
+        ));
+    }
+    if resumed.is_some() {
+        stepper.objective.restore(state.objective.as_ref())?;
     }
     if world.size > 1 {
         stepper.sharding = Some(crate::world::setup::sharding(
@@ -390,31 +402,7 @@ fn teacher_objective<B: TrainBackend>(
     tokenizer: &Tokenizer,
     device: &B::Device,
 ) -> Result<crate::distill::Distill<B>> {
-    let ckpt = session::load_checkpoint(&d.teacher)?;
-    let (ours, theirs) = (
-        kiln_data::tokenizer_hash(tokenizer)?,
-        kiln_data::tokenizer_hash(&ckpt.tokenizer)?,
-    );
-    if ours != theirs {
-        return Err(TrainerError::invalid(
-            "distill.teacher",
-            format!(
-                "{} has another tokenizer (SHA-256 {theirs}) than this run ({ours}): a teacher must share the student's tokenizer",
-                ckpt.dir.display()
-            ),
-        ));
-    }
-    if ckpt.config.model.vocab_size < cfg.model.vocab_size {
-        return Err(TrainerError::invalid(
-            "distill.teacher",
-            format!(
-                "{}'s vocabulary ({}) is smaller than the student's ({})",
-                ckpt.dir.display(),
-                ckpt.config.model.vocab_size,
-                cfg.model.vocab_size
-            ),
-        ));
-    }
+    let ckpt = companion_checkpoint(cfg, &d.teacher, "distill.teacher", "a teacher", tokenizer)?;
     let teacher = session::build_model::<B::InnerBackend>(&ckpt, device)?;
     let teacher = match d.teacher_dtype()? {
         Some(dtype) => crate::precision::cast_params(teacher, dtype),
@@ -427,4 +415,91 @@ fn teacher_objective<B: TrainBackend>(
         alpha: d.alpha,
         fused: cfg.training.fused_ops,
     })
+}
+
+/// A second model a run reads (a teacher, DoReMi's reference): refused when
+/// its tokenizer differs from the run's or its vocabulary is smaller.
+fn companion_checkpoint(
+    cfg: &RunConfig,
+    path: &std::path::Path,
+    field: &str,
+    what: &str,
+    tokenizer: &Tokenizer,
+) -> Result<session::LoadedCheckpoint> {
+    let ckpt = session::load_checkpoint(path)?;
+    let (ours, theirs) = (
+        kiln_data::tokenizer_hash(tokenizer)?,
+        kiln_data::tokenizer_hash(&ckpt.tokenizer)?,
+    );
+    if ours != theirs {
+        return Err(TrainerError::invalid(
+            field,
+            format!(
+                "{} has another tokenizer (SHA-256 {theirs}) than this run ({ours}): {what} must share the run's tokenizer",
+                ckpt.dir.display()
+            ),
+        ));
+    }
+    if ckpt.config.model.vocab_size < cfg.model.vocab_size {
+        return Err(TrainerError::invalid(
+            field,
+            format!(
+                "{}'s vocabulary ({}) is smaller than this run's ({})",
+                ckpt.dir.display(),
+                ckpt.config.model.vocab_size,
+                cfg.model.vocab_size
+            ),
+        ));
+    }
+    Ok(ckpt)
+}
+
+/// DoReMi's proxy objective of `[doremi]`: the reference checkpoint on the
+/// inner backend, the weights starting from the run's mixture.
+fn doremi_objective<B: TrainBackend>(
+    cfg: &RunConfig,
+    d: &crate::config::DoremiConfig,
+    data: &crate::data_setup::RunData,
+    world_size: usize,
+    device: &B::Device,
+) -> Result<crate::doremi::Doremi<B>> {
+    if world_size > 1 {
+        return Err(TrainerError::invalid(
+            "doremi",
+            "runs in one process for now: the domain weights are not yet reduced across ranks; \
+             train the proxy without mpirun",
+        ));
+    }
+    let crate::data_setup::TrainStream::Mixture(sampler) = &data.train else {
+        return Err(TrainerError::invalid(
+            "doremi",
+            "needs domains to weigh: train on prepared data with at least two domains",
+        ));
+    };
+    let st = sampler.state();
+    if st.domains.len() < 2 {
+        return Err(TrainerError::invalid(
+            "doremi",
+            format!(
+                "the data has one domain ({:?}): DoReMi weighs at least two",
+                st.domains
+            ),
+        ));
+    }
+    let ckpt = companion_checkpoint(
+        cfg,
+        &d.reference,
+        "doremi.reference",
+        "the reference model",
+        &data.tokenizer,
+    )?;
+    let reference = session::build_model::<B::InnerBackend>(&ckpt, device)?;
+    let weights = crate::doremi::DomainWeights::new(st.domains, &st.weights, cfg.model.vocab_size);
+    Ok(crate::doremi::Doremi::new(
+        reference,
+        weights,
+        d.eta,
+        d.smoothing,
+        cfg.training.fused_ops,
+    ))
 }
