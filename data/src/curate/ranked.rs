@@ -14,6 +14,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::error::CurateError;
+use super::files::{self, Layout};
+use super::recipe::Recipe;
+use super::stage::Stage;
+use crate::sources::Document;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -212,6 +218,117 @@ impl DocScorer for ClassifierScorer {
     fn identity(&self) -> Value {
         json!({"model": self.path, "sha256": self.sha256, "label": self.label})
     }
+}
+
+// The scoring and ranking phases of `run.rs` for ranked stages.
+
+/// A ranked stage's scores of one part: `id \t score` lines, gzipped.
+pub(super) fn ranked_part(stage: &Stage, docs: &[Document]) -> Result<Vec<u8>, CurateError> {
+    let Some(r) = stage.kind.ranked() else {
+        return Ok(Vec::new());
+    };
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let scores = r
+        .scorer
+        .score(&texts)
+        .map_err(|message| CurateError::Stage {
+            stage: stage.name.clone(),
+            message,
+        })?;
+    let mut text = String::new();
+    for (doc, s) in docs.iter().zip(&scores) {
+        // `{:?}` round-trips an f64 exactly; ids hold no tab or newline
+        // once escaped as JSON strings.
+        text.push_str(&format!(
+            "{}\t{s:?}\n",
+            Value::String(super::run::doc_id(doc))
+        ));
+    }
+    Ok(files::gzip(text.as_bytes()))
+}
+
+/// (id as a JSON string, score) of every document of a ranked part.
+fn read_scores(path: &Path) -> Result<Vec<(String, f64)>, CurateError> {
+    let lines = files::read_gz_lines(path)?;
+    lines
+        .iter()
+        .enumerate()
+        .map(|(j, l)| {
+            let bad = |reason: &str| CurateError::Attributes {
+                path: path.to_path_buf(),
+                line: j + 1,
+                reason: reason.to_string(),
+            };
+            let (id, score) = l.rsplit_once('\t').ok_or_else(|| bad("no tab"))?;
+            let id: String = serde_json::from_str(id).map_err(|_| bad("bad id"))?;
+            let score: f64 = score.parse().map_err(|_| bad("bad score"))?;
+            Ok((id, score))
+        })
+        .collect()
+}
+
+/// Phase 2b: every ranked stage's percentiles over the whole corpus,
+/// written as its attributes. Holds one f64 per document while it ranks.
+pub(super) fn rank(
+    recipe: &Recipe,
+    layout: &Layout,
+    parts: &[usize],
+) -> Result<Quantiles, CurateError> {
+    let mut quantiles = Vec::new();
+    for s in &recipe.stages {
+        let Some(r) = s.kind.ranked() else { continue };
+        let mut scores = Vec::new();
+        for (spec, &n) in recipe.sources.iter().zip(parts) {
+            for k in 0..n {
+                let part = read_scores(&layout.scores(&s.name, &spec.domain, k))?;
+                scores.extend(part.into_iter().map(|(_, v)| v));
+            }
+        }
+        let pct = best_percentiles(&scores, r.rule.higher_is_better);
+        quantiles.push((
+            s.name.clone(),
+            score_quantiles(&scores, r.rule.higher_is_better),
+        ));
+        let mut g = 0usize;
+        for (spec, &n) in recipe.sources.iter().zip(parts) {
+            for k in 0..n {
+                let mut text = String::new();
+                // Ids are read again rather than held for the whole corpus.
+                for (id, score) in read_scores(&layout.scores(&s.name, &spec.domain, k))? {
+                    let (keep, bucket, reason) = r.rule.decide(score, pct[g]);
+                    let a = json!({"keep": keep, "reason": reason, "score": score, "percentile": pct[g], "bucket": bucket});
+                    text.push_str(&json!({"id": id, "attributes": a}).to_string());
+                    text.push('\n');
+                    g += 1;
+                }
+                files::write_atomic(
+                    &layout.attributes(&s.name, &spec.domain, k),
+                    &files::gzip(text.as_bytes()),
+                )?;
+            }
+        }
+    }
+    Ok(quantiles)
+}
+
+type Quantiles = Vec<(String, Vec<(f64, f64)>)>;
+
+/// The score at fixed percentiles from the best end, for the report.
+fn score_quantiles(scores: &[f64], higher_is_better: bool) -> Vec<(f64, f64)> {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if higher_is_better {
+        sorted.reverse();
+    }
+    let n = sorted.len();
+    [0.0, 10.0, 30.0, 50.0, 60.0, 90.0, 100.0]
+        .iter()
+        .filter(|_| n > 0)
+        .map(|&p| {
+            let i = ((p / 100.0 * n as f64) as usize).min(n - 1);
+            (p, sorted[i])
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -58,6 +58,9 @@ pub struct Report {
     pub stages: Vec<StageStats>,
     /// (stage name, its clusters) for each dedup stage.
     pub clusters: Vec<(String, ClusterReport)>,
+    /// (stage name, (percentile from the best end, score there)) for each
+    /// ranked stage: where its cut points fall.
+    pub score_quantiles: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 fn excerpt(text: &str) -> String {
@@ -140,6 +143,7 @@ impl Report {
         );
         self.domain_table(&mut s);
         self.stage_tables(&mut s);
+        self.quantile_tables(&mut s);
         self.cluster_tables(&mut s);
         self.examples(&mut s);
         s
@@ -206,6 +210,18 @@ impl Report {
             }
         }
         let _ = writeln!(s);
+    }
+
+    fn quantile_tables(&self, s: &mut String) {
+        for (name, q) in &self.score_quantiles {
+            let _ = writeln!(s, "## Scores: {name}\n");
+            let _ = writeln!(s, "| percentile from the best | score |");
+            let _ = writeln!(s, "|---:|---:|");
+            for (p, v) in q {
+                let _ = writeln!(s, "| {p} | {v:.6} |");
+            }
+            let _ = writeln!(s);
+        }
     }
 
     fn cluster_tables(&self, s: &mut String) {

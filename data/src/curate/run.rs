@@ -190,9 +190,10 @@ pub fn curate(
     let total = recipe.files.iter().flatten().map(|f| f.size).sum();
     let (parts, scored, timings) = score(recipe, &layout, opts, total, progress)?;
     let clusters = dedup(recipe, &layout, &parts)?;
-    rank(recipe, &layout, &parts)?;
+    let quantiles = super::ranked::rank(recipe, &layout, &parts)?;
     let mut report = select(recipe, &layout, total, progress)?;
     report.clusters = clusters;
+    report.score_quantiles = quantiles;
     files::write_atomic(&layout.report(), report.markdown().as_bytes())?;
     Ok(CurateSummary {
         out,
@@ -246,7 +247,7 @@ fn score(
         // Ranked stages score the whole part at once (a model batches it).
         for &i in &ranked {
             let t = Instant::now();
-            let bytes = ranked_part(&recipe.stages[i], &docs)?;
+            let bytes = super::ranked::ranked_part(&recipe.stages[i], &docs)?;
             nanos[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
             stage_docs[i] += docs.len() as u64;
             files::write_atomic(&target(i), &bytes)?;
@@ -308,83 +309,6 @@ fn score(
         })
         .collect();
     Ok((parts, parts_scored, timings))
-}
-
-/// A ranked stage's scores of one part: `id \t score` lines, gzipped.
-fn ranked_part(stage: &super::stage::Stage, docs: &[Document]) -> Result<Vec<u8>, CurateError> {
-    let Some(r) = stage.kind.ranked() else {
-        return Ok(Vec::new());
-    };
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let scores = r
-        .scorer
-        .score(&texts)
-        .map_err(|message| CurateError::Stage {
-            stage: stage.name.clone(),
-            message,
-        })?;
-    let mut text = String::new();
-    for (doc, s) in docs.iter().zip(&scores) {
-        // `{:?}` round-trips an f64 exactly; ids hold no tab or newline
-        // once escaped as JSON strings.
-        text.push_str(&format!("{}\t{s:?}\n", Value::String(doc_id(doc))));
-    }
-    Ok(files::gzip(text.as_bytes()))
-}
-
-/// (id as a JSON string, score) of every document of a ranked part.
-fn read_scores(path: &Path) -> Result<Vec<(String, f64)>, CurateError> {
-    let lines = files::read_gz_lines(path)?;
-    lines
-        .iter()
-        .enumerate()
-        .map(|(j, l)| {
-            let bad = |reason: &str| CurateError::Attributes {
-                path: path.to_path_buf(),
-                line: j + 1,
-                reason: reason.to_string(),
-            };
-            let (id, score) = l.rsplit_once('\t').ok_or_else(|| bad("no tab"))?;
-            let id: String = serde_json::from_str(id).map_err(|_| bad("bad id"))?;
-            let score: f64 = score.parse().map_err(|_| bad("bad score"))?;
-            Ok((id, score))
-        })
-        .collect()
-}
-
-/// Phase 2b: every ranked stage's percentiles over the whole corpus,
-/// written as its attributes. Holds one f64 per document while it ranks.
-fn rank(recipe: &Recipe, layout: &Layout, parts: &[usize]) -> Result<(), CurateError> {
-    for s in &recipe.stages {
-        let Some(r) = s.kind.ranked() else { continue };
-        let mut scores = Vec::new();
-        for (spec, &n) in recipe.sources.iter().zip(parts) {
-            for k in 0..n {
-                let part = read_scores(&layout.scores(&s.name, &spec.domain, k))?;
-                scores.extend(part.into_iter().map(|(_, v)| v));
-            }
-        }
-        let pct = super::ranked::best_percentiles(&scores, r.rule.higher_is_better);
-        let mut g = 0usize;
-        for (spec, &n) in recipe.sources.iter().zip(parts) {
-            for k in 0..n {
-                let mut text = String::new();
-                // Ids are read again rather than held for the whole corpus.
-                for (id, score) in read_scores(&layout.scores(&s.name, &spec.domain, k))? {
-                    let (keep, bucket, reason) = r.rule.decide(score, pct[g]);
-                    let a = json!({"keep": keep, "reason": reason, "score": score, "percentile": pct[g], "bucket": bucket});
-                    text.push_str(&json!({"id": id, "attributes": a}).to_string());
-                    text.push('\n');
-                    g += 1;
-                }
-                files::write_atomic(
-                    &layout.attributes(&s.name, &spec.domain, k),
-                    &files::gzip(text.as_bytes()),
-                )?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One stage's part file: gzipped JSONL attributes or sketch records.
@@ -530,6 +454,7 @@ fn select(
             })
             .collect(),
         clusters: Vec::new(),
+        score_quantiles: Vec::new(),
     };
     let disk_bytes = Arc::new(AtomicU64::new(0));
     let mut docs_seen = 0u64;
