@@ -20,6 +20,7 @@ for n in 1 2 4; do
             --run-dir "$dir" "${SETS[@]}" --set distributed.strategy=\"$s\" \
             > "$OUT/n$n-$s.log" 2>&1
         grep "memory per rank" "$dir/train.log" | sed "s/^/n$n $s: /"
+        rm -rf "$dir/checkpoints"   # ~1.5 GB each; the table reads train.log
     done
 done
 python3 experiments/distributed/table.py "$OUT" > experiments/distributed/memory.md
