@@ -105,7 +105,7 @@ impl<B: TrainBackend> Stepper<B> {
         let mut grads = GradStore::<B::InnerBackend>::default();
         let strategy = self.sharding.as_ref().map(|s| s.strategy);
         if let Some(s) = &self.sharding {
-            s.comm.take();
+            s.comm.take(); // this step's traffic counted from zero
         }
         // ZeRO-2/3: the owned shard of the gradients summed so far.
         let mut shard_sum: Option<(Vec<f32>, Vec<bool>)> = None;
@@ -142,14 +142,7 @@ impl<B: TrainBackend> Stepper<B> {
                 let part = g.shard_grad(&backward)?;
                 times.backward += t1.elapsed().as_secs_f64();
                 let part = self.unscale_shard(part, scaler.as_deref());
-                let present = vec![true; self.table.infos.len()];
-                shard_sum = Some(match shard_sum.take() {
-                    Some((mut acc, p)) => {
-                        acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-                        (acc, p)
-                    }
-                    None => (part, present),
-                });
+                add_shard(&mut shard_sum, part, vec![true; self.table.infos.len()]);
                 continue;
             }
             grads.accumulate::<B, _>(&model, &self.table, backward);
@@ -158,13 +151,7 @@ impl<B: TrainBackend> Stepper<B> {
                 let t = Instant::now();
                 let g = std::mem::take(&mut grads);
                 let (part, present) = self.reduce_to_shard(g, scaler.as_deref())?;
-                shard_sum = Some(match shard_sum.take() {
-                    Some((mut acc, p)) => {
-                        acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-                        (acc, p)
-                    }
-                    None => (part, present),
-                });
+                add_shard(&mut shard_sum, part, present);
                 times.reduce += t.elapsed().as_secs_f64();
             }
         }
@@ -446,6 +433,15 @@ impl<B: TrainBackend> Stepper<B> {
         let mut buf = [value as f32];
         self.collective.all_reduce_sum(&mut buf)?;
         Ok(buf[0] as f64 / size as f64)
+    }
+}
+
+/// ZeRO-2/3: adds one micro-batch's reduced gradient shard to the sum of
+/// the step's (`present`: the slots with a gradient, from the first).
+fn add_shard(sum: &mut Option<(Vec<f32>, Vec<bool>)>, part: Vec<f32>, present: Vec<bool>) {
+    match sum {
+        Some((acc, _)) => acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b),
+        None => *sum = Some((part, present)),
     }
 }
 
