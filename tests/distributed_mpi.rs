@@ -116,6 +116,59 @@ fn two_mpi_ranks_match_one_process() {
     assert!(train_log.contains("memory per rank"), "{train_log}");
 }
 
+/// ZeRO-3 (f32 reduce) and DDP with `reduce_dtype = "bf16"` over real
+/// MPI (the bf16 path is MPI's all-to-all of bf16 bits, not the provided
+/// rounding): against one process, within 1e-5 and 2e-4 relative.
+#[test]
+fn mpi_zero3_and_bf16_reduce_match_one_process() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let one_cfg = config(tmp.path(), "one.toml", "");
+    let one = tmp.path().join("one");
+    let o = run_with_deadline(
+        kiln().arg("train").arg(&one_cfg).arg("--run-dir").arg(&one),
+        Duration::from_secs(300),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, extra, bound) in [
+        ("zero3", "strategy = \"zero3\"", 1e-5),
+        (
+            "ddp-bf16",
+            "strategy = \"ddp\"\nreduce_dtype = \"bf16\"",
+            2e-4,
+        ),
+    ] {
+        let extra = format!("[distributed]\n{extra}\nbucket_mb = 0.01");
+        let cfg = config(tmp.path(), &format!("{name}.toml"), &extra);
+        let dir = tmp.path().join(name);
+        let log = tmp.path().join(format!("{name}.log"));
+        let args = [
+            "train",
+            cfg.to_str().expect("utf-8"),
+            "--run-dir",
+            dir.to_str().expect("utf-8"),
+        ];
+        let mut child = launch(2, &args, &log, &[]);
+        let status = wait_for(&mut child, Duration::from_secs(300), name);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "{text}");
+        let (a, b) = (losses(&dir), losses(&one));
+        assert_eq!(a.len(), 24, "{text}");
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / y.abs())
+            .fold(0.0, f64::max);
+        eprintln!("[mpi] {name} on 2 ranks: losses within {worst:.2e} of one process");
+        assert!(
+            worst <= bound,
+            "{name}: losses differ by {worst:.2e} (bound {bound:.0e})"
+        );
+        if name == "ddp-bf16" {
+            assert!(worst > 0.0, "bf16 reduce changed nothing: not applied?");
+        }
+    }
+}
+
 /// The pids of the kiln ranks under an `mpirun` and their MPI ranks.
 fn ranks_of(mpirun: u32) -> Vec<(u32, usize)> {
     let out = Command::new("pgrep")

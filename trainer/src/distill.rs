@@ -8,7 +8,7 @@ use kiln_data::Batch;
 use kiln_models::{Decoder, LanguageModel, TrainBackend};
 
 use crate::distill_loss::{distill_loss, DistillLoss};
-use crate::loss::{masked_mean, token_nll};
+use crate::loss::{masked_mean_over, token_nll};
 use crate::objective::{batch_tensors, scored_targets, Objective};
 
 pub struct Distill<B: TrainBackend> {
@@ -21,7 +21,13 @@ pub struct Distill<B: TrainBackend> {
 }
 
 impl<B: TrainBackend> Objective<B> for Distill<B> {
-    fn loss(&self, model: &Decoder<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+    fn loss_over(
+        &self,
+        model: &Decoder<B>,
+        batch: &Batch,
+        device: &B::Device,
+        divisor: f64,
+    ) -> Tensor<B, 1> {
         let (x, y) = batch_tensors::<B>(batch, device); // [B, T], [B, T]
         let [b, t] = x.dims();
         let logits = model.forward(x.clone()); // [B, T, V]
@@ -52,7 +58,10 @@ impl<B: TrainBackend> Objective<B> for Distill<B> {
             self.temperature,
             self.fused,
         );
-        let ce = masked_mean(token_nll(logits, y, self.fused), scored);
+        // The divergence is a mean over this batch's `scored` rows: rescaled
+        // to a mean over `divisor` (a rank's share of the global count).
+        let kd = kd.mul_scalar(scored.max(1) as f64 / divisor.max(1e-30));
+        let ce = masked_mean_over(token_nll(logits, y, self.fused), divisor);
         kd.mul_scalar(self.alpha) + ce.mul_scalar(1.0 - self.alpha)
     }
 }

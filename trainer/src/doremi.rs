@@ -232,7 +232,15 @@ impl<B: TrainBackend> Objective<B> for Doremi<B> {
         p.expected = micro_batches.max(1);
     }
 
-    fn loss(&self, model: &Decoder<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+    /// Normalised by the batch's summed token weights, not `scored`: DoReMi
+    /// runs in one process (refused on more ranks).
+    fn loss_over(
+        &self,
+        model: &Decoder<B>,
+        batch: &Batch,
+        device: &B::Device,
+        _scored: f64,
+    ) -> Tensor<B, 1> {
         let (x, y) = batch_tensors::<B>(batch, device); // [B, T], [B, T]
         let [b, t] = x.dims();
         let nll = token_nll(model.forward(x.clone()), y.clone(), self.fused); // [B, T]

@@ -29,10 +29,20 @@ pub fn token_nll<B: FusedOps>(
 /// Mean of `nll [B, T]` over the `scored` positions that take loss (the
 /// others hold 0); a batch with none scores 0.
 pub fn masked_mean<B: FusedOps>(nll: Tensor<B, 2>, scored: usize) -> Tensor<B, 1> {
-    if scored == nll.shape().num_elements() {
+    masked_mean_over(nll, scored as f64)
+}
+
+/// `nll [B, T]` summed and divided by `divisor`, the number of scored
+/// targets the mean is over: on N data-parallel ranks, the global
+/// micro-batch's count over N, so that the mean over ranks of the
+/// gradients is the gradient of the global batch's mean (rank counts
+/// differ on instruction data). A whole batch of scored targets takes
+/// `mean()` (the same bits as before the divisor existed).
+pub fn masked_mean_over<B: FusedOps>(nll: Tensor<B, 2>, divisor: f64) -> Tensor<B, 1> {
+    if divisor == nll.shape().num_elements() as f64 {
         nll.mean()
     } else {
-        nll.sum().div_scalar(scored.max(1) as f64)
+        nll.sum().div_scalar(divisor.max(1e-30))
     }
 }
 

@@ -10,14 +10,27 @@ use kiln_data::Batch;
 use kiln_models::ops::IGNORE_INDEX;
 use kiln_models::{Decoder, FusedOps, LanguageModel};
 
-use crate::loss::{masked_mean, token_nll};
+use crate::loss::{masked_mean_over, token_nll};
 
 /// The loss of one micro-batch under a model. An objective may carry state
 /// across steps (DoReMi's domain weights): it is saved in the trainer state
 /// and restored on resume.
 pub trait Objective<B: FusedOps> {
     /// Mean loss over the batch, `[1]`, tracked for backward.
-    fn loss(&self, model: &Decoder<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1>;
+    fn loss(&self, model: &Decoder<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+        self.loss_over(model, batch, device, scored_targets(batch) as f64)
+    }
+
+    /// The batch's summed loss divided by `scored` (see
+    /// [`crate::loss::masked_mean_over`]: a data-parallel rank divides by
+    /// its share of the global micro-batch's scored targets).
+    fn loss_over(
+        &self,
+        model: &Decoder<B>,
+        batch: &Batch,
+        device: &B::Device,
+        scored: f64,
+    ) -> Tensor<B, 1>;
 
     /// A step of `micro_batches` calls to [`Objective::loss`] begins.
     fn start_step(&self, _micro_batches: usize) {}
@@ -53,10 +66,16 @@ pub struct NextToken {
 }
 
 impl<B: FusedOps> Objective<B> for NextToken {
-    fn loss(&self, model: &Decoder<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+    fn loss_over(
+        &self,
+        model: &Decoder<B>,
+        batch: &Batch,
+        device: &B::Device,
+        scored: f64,
+    ) -> Tensor<B, 1> {
         let (x, y) = batch_tensors::<B>(batch, device); // [B, T], [B, T]
         let nll = token_nll(model.forward(x), y, self.fused); // [B, T]
-        masked_mean(nll, scored_targets(batch))
+        masked_mean_over(nll, scored)
     }
 }
 

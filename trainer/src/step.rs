@@ -13,7 +13,7 @@ use kiln_models::{Decoder, TrainBackend};
 use crate::config::Strategy;
 use crate::error::Result;
 use crate::grads::{GradStore, ParamTable};
-use crate::objective::{batch_tensors, Objective};
+use crate::objective::{batch_tensors, scored_targets, Objective};
 use crate::optim::hessian::{row_rng, sampled_label_grads};
 use crate::optim::Optimizer;
 use crate::precision::{LossScaler, PrecisionPolicy};
@@ -104,16 +104,30 @@ impl<B: TrainBackend> Stepper<B> {
         let loss_scale = self.precision.loss_scale(scaler.as_deref());
         let mut grads = GradStore::<B::InnerBackend>::default();
         let strategy = self.sharding.as_ref().map(|s| s.strategy);
-        // ZeRO-2: the owned shard of the gradients summed so far.
+        if let Some(s) = &self.sharding {
+            s.comm.take(); // this step's traffic counted from zero
+        }
+        // ZeRO-2/3: the owned shard of the gradients summed so far.
         let mut shard_sum: Option<(Vec<f32>, Vec<bool>)> = None;
         let mut loss_sum = 0.0f64;
         self.objective.start_step(micro.len());
         for batch in micro {
             let t0 = Instant::now();
+            let scored = self.scored_share(batch)?;
+            // ZeRO-3: this micro-batch's full model, gathered from the shards.
+            let gathered = match self
+                .sharding
+                .as_ref()
+                .filter(|s| s.strategy.shards_params())
+            {
+                Some(s) => Some(s.gather_model(&model, &self.table, &self.collective)?),
+                None => None,
+            };
+            let m = gathered.as_ref().map_or(&model, |g| &g.model);
             // Dividing here makes the summed gradients those of the mean loss.
             let loss = self
                 .objective
-                .loss(&model, batch, &self.device)
+                .loss_over(m, batch, &self.device, scored)
                 .div_scalar(micro.len() as f64); // [1]
             let value: f32 = loss.clone().into_scalar().elem();
             loss_sum += value as f64;
@@ -123,20 +137,22 @@ impl<B: TrainBackend> Stepper<B> {
             } else {
                 loss.mul_scalar(loss_scale)
             };
-            grads.accumulate::<B, _>(&model, &self.table, loss.backward());
+            let backward = loss.backward();
             times.forward += (t1 - t0).as_secs_f64();
+            if let Some(g) = gathered {
+                let part = g.shard_grad(&backward)?;
+                times.backward += t1.elapsed().as_secs_f64();
+                let part = self.unscale_shard(part, scaler.as_deref());
+                add_shard(&mut shard_sum, part, vec![true; self.table.infos.len()]);
+                continue;
+            }
+            grads.accumulate::<B, _>(&model, &self.table, backward);
             times.backward += t1.elapsed().as_secs_f64();
             if strategy == Some(Strategy::Zero2) {
                 let t = Instant::now();
                 let g = std::mem::take(&mut grads);
                 let (part, present) = self.reduce_to_shard(g, scaler.as_deref())?;
-                shard_sum = Some(match shard_sum.take() {
-                    Some((mut acc, p)) => {
-                        acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-                        (acc, p)
-                    }
-                    None => (part, present),
-                });
+                add_shard(&mut shard_sum, part, present);
                 times.reduce += t.elapsed().as_secs_f64();
             }
         }
@@ -152,11 +168,21 @@ impl<B: TrainBackend> Stepper<B> {
                 }
                 None
             }
-            Some(Strategy::Zero2) => shard_sum,
+            Some(Strategy::Zero2 | Strategy::Zero3) => shard_sum,
             Some(_) => Some(self.reduce_to_shard(std::mem::take(&mut grads), scaler.as_deref())?),
         };
         let loss = self.mean_over_ranks(loss_sum)?;
         times.reduce += t2.elapsed().as_secs_f64();
+        if let Some(s) = self
+            .sharding
+            .as_ref()
+            .filter(|s| s.strategy.shards_params())
+        {
+            // ZeRO-3's reduce-scatter ran inside the backward.
+            let hook_s = s.comm.take_hook_time();
+            times.backward -= hook_s;
+            times.reduce += hook_s;
+        }
 
         let t3 = Instant::now();
         let shard_update = shard.is_some();
@@ -172,7 +198,12 @@ impl<B: TrainBackend> Stepper<B> {
             }
             _ => model,
         };
-        if let Some(s) = self.sharding.as_ref().filter(|s| s.check_replicas) {
+        if let Some(s) = self
+            .sharding
+            .as_ref()
+            .filter(|s| s.check_replicas && !s.strategy.shards_params())
+        {
+            // (ZeRO-3 has no replicas: each value lives on its owner only.)
             s.check_replicas(&model, self.collective.as_ref())?;
         }
         drop(autocast);
@@ -239,6 +270,10 @@ impl<B: TrainBackend> Stepper<B> {
         if let Some(coef) = clip_coef(self.grad_clip, grad_norm) {
             shard.iter_mut().for_each(|v| *v *= coef);
         }
+        if s.strategy.shards_params() {
+            s.update_master(&model, &mut self.opt, (&shard, present), lr)?;
+            return Ok((model, StepOutcome::Applied, grad_norm));
+        }
         let model = s.update(
             model,
             &mut self.opt,
@@ -283,8 +318,11 @@ impl<B: TrainBackend> Stepper<B> {
             .map(|j| row_rng(self.seed, updates, (world.rank + j * world.size) as u64))
             .collect();
         // Clipped after the reduce, as one process clips the whole batch's.
-        let mut g_hat =
-            sampled_label_grads::<B, _>(&model, &self.table, x, self.fused, 0.0, &mut rngs);
+        // ZeRO-3 samples from the full model, gathered for this pass only.
+        let full = self.full_model(&model)?;
+        let m = full.as_ref().unwrap_or(&model);
+        let mut g_hat = sampled_label_grads::<B, _>(m, &self.table, x, self.fused, 0.0, &mut rngs);
+        drop(full);
         match self.sharding.as_ref() {
             Some(s) => {
                 s.all_reduce_mean(&mut g_hat, self.collective.as_ref())?;
@@ -327,8 +365,14 @@ impl<B: TrainBackend> Stepper<B> {
         match &self.sharding {
             Some(s) => {
                 let grads = match s.strategy {
-                    Strategy::Zero2 => s.layout.shard_len(),
+                    Strategy::Zero2 | Strategy::Zero3 => s.layout.shard_len(),
                     _ => trainable,
+                };
+                // ZeRO-3 holds placeholders for the trainable parameters
+                // (one value each) besides its f32 master shard.
+                let params = match s.strategy {
+                    Strategy::Zero3 => (self.table.infos.len() + frozen) * weight_bytes,
+                    _ => params,
                 };
                 s.memory(self.opt.state_elements(), params, grads)
             }
@@ -340,6 +384,48 @@ impl<B: TrainBackend> Stepper<B> {
         }
     }
 
+    /// What this rank divides a micro-batch's summed token losses by: its
+    /// share (1/N) of the scored targets of the global micro-batch, so that
+    /// the mean over ranks of the gradients is the gradient of the global
+    /// batch's mean even when ranks hold different counts (instruction
+    /// data). One process: the batch's own count.
+    fn scored_share(&self, batch: &Batch) -> Result<f64> {
+        let local = scored_targets(batch);
+        let size = self.collective.world().size;
+        if size == 1 {
+            return Ok(local as f64);
+        }
+        // Counts are exact in f32 up to 2^24 per rank and micro-batch.
+        let all = self.collective.all_gather(&[local as f32])?;
+        let global: f64 = all.iter().map(|&v| v as f64).sum();
+        Ok(global / size as f64)
+    }
+
+    /// fp16: ZeRO-3's reduced shard divided by the loss scale (the other
+    /// strategies unscale before their reduce).
+    fn unscale_shard(&self, mut shard: Vec<f32>, scaler: Option<&LossScaler>) -> Vec<f32> {
+        let s = self.precision.loss_scale(scaler);
+        if s != 1.0 {
+            let inv = (1.0 / s) as f32;
+            shard.iter_mut().for_each(|v| *v *= inv);
+        }
+        shard
+    }
+
+    /// ZeRO-3: the full model, all-gathered from the shards, for code that
+    /// needs every parameter (evaluation, sampling, Sophia's refresh).
+    /// Every rank must call it at the same point. None for the other
+    /// strategies, whose model is whole already.
+    pub fn full_model(&self, model: &Decoder<B>) -> Result<Option<Decoder<B>>> {
+        crate::world::zero3::full_model(
+            self.sharding.as_ref(),
+            model,
+            &self.table,
+            &self.opt,
+            self.collective.as_ref(),
+        )
+    }
+
     fn mean_over_ranks(&self, value: f64) -> Result<f64> {
         let size = self.collective.world().size;
         if size == 1 {
@@ -348,6 +434,15 @@ impl<B: TrainBackend> Stepper<B> {
         let mut buf = [value as f32];
         self.collective.all_reduce_sum(&mut buf)?;
         Ok(buf[0] as f64 / size as f64)
+    }
+}
+
+/// ZeRO-2/3: adds one micro-batch's reduced gradient shard to the sum of
+/// the step's (`present`: the slots with a gradient, from the first).
+fn add_shard(sum: &mut Option<(Vec<f32>, Vec<bool>)>, part: Vec<f32>, present: Vec<bool>) {
+    match sum {
+        Some((acc, _)) => acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b),
+        None => *sum = Some((part, present)),
     }
 }
 

@@ -124,8 +124,10 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
 
         let last = done == t.max_steps;
         if (t.eval_every > 0 && done.is_multiple_of(t.eval_every)) || last {
+            // ZeRO-3: the whole model, gathered for the evaluation only.
+            let full = stepper.full_model(&model)?;
             let val = validate(
-                &model,
+                full.as_ref().unwrap_or(&model),
                 &data.val,
                 &stepper.precision,
                 t.fused_ops,
@@ -154,8 +156,13 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     }
     out.finish(true);
 
-    if !interrupted && log.sample_tokens > 0 && out.is_leader() {
-        sample(&model, &stepper, &tokenizer, &cfg, &device, &mut out);
+    if !interrupted && log.sample_tokens > 0 {
+        // Every rank takes part in ZeRO-3's gather; rank 0 samples.
+        let full = stepper.full_model(&model)?;
+        if out.is_leader() {
+            let m = full.as_ref().unwrap_or(&model);
+            sample(m, &stepper, &tokenizer, &cfg, &device, &mut out);
+        }
     }
     let elapsed = clock.1 + clock.0.elapsed().as_secs_f64();
     let val_note = final_val
@@ -233,6 +240,17 @@ fn log_memory<B: TrainBackend>(stepper: &Stepper<B>, out: &mut RunOutput) -> Res
         })
         .collect();
     out.line(&format!("memory per rank (MiB): {}", per_rank.join("; ")));
+    if let Some(s) = &stepper.sharding {
+        // The step's buffers through collectives (each at full size).
+        let psi = stepper.table.trainable_elements() as f64 * 4.0;
+        let bytes = s.comm.bytes() as f64;
+        out.line(&format!(
+            "communication in the first step (MiB, each collective's full buffer): {:.3} = {:.4} x the f32 parameters (reduce dtype {})",
+            bytes / (1024.0 * 1024.0),
+            bytes / psi.max(1.0),
+            s.reduce_dtype.name()
+        ));
+    }
     Ok(())
 }
 

@@ -203,6 +203,14 @@ impl<B: FusedOps> Backward<B, 2> for MatmulBackward {
 }
 
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn with_backward(
+        input: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        hook: std::sync::Arc<dyn super::BackwardHook>,
+    ) -> FloatTensor<Self> {
+        super::hook::with_backward::<B, C>(input, output, hook)
+    }
+
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         let nodes = [a.node.clone(), b.node.clone()];
         let (a, b) = (a.primitive, b.primitive);

@@ -15,6 +15,7 @@ mod autodiff;
 mod flex;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod gpu;
+mod hook;
 pub mod kernels;
 pub mod precision;
 
@@ -22,6 +23,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
+pub use hook::BackwardHook;
 pub use kernels::distill::Divergence;
 pub use kernels::fake_quant::FakeQuantTarget;
 use precision::{cast_to, to_f32};
@@ -264,6 +266,20 @@ pub trait FusedOps: Backend {
         head_size: usize,
     ) -> [FloatTensor<Self>; 6] {
         composed::wkv7_bwd::<Self>(r, w, k, v, a, b, gy, head_size)
+    }
+
+    /// `output` (1-D, computed by the caller from the 1-D `input` off the
+    /// graph) as a graph node whose backward is `hook` ([`BackwardHook`]):
+    /// how code outside the model attaches a hand-written backward (the
+    /// trainer's ZeRO-3 parameter all-gather, whose backward is a
+    /// reduce-scatter). Without autodiff there is no graph: `output`.
+    fn with_backward(
+        input: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        hook: std::sync::Arc<dyn BackwardHook>,
+    ) -> FloatTensor<Self> {
+        let _ = (input, hook);
+        output
     }
 }
 

@@ -102,7 +102,7 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         masks: c.masks.as_ref(),
         source: c.dir.join(MODEL_FILE).display().to_string(),
     });
-    let (model, mut stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
+    let (mut model, mut stepper) = build_parts::<B>(&cfg, device, weights, req.collective.clone())?;
     let mut state = match &resumed {
         Some(ckpt) => ckpt.state.clone(),
         None => TrainerState::fresh(),
@@ -146,6 +146,15 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         // rather than broadcast, which would hold the model twice more.
         if let Some(s) = &stepper.sharding {
             s.check_replicas(&model, req.collective.as_ref())?;
+        }
+        crate::world::setup::check_masks(cfg.distributed.strategy, !stepper.opt.masks.is_empty())?;
+        if let Some(s) = stepper
+            .sharding
+            .as_mut()
+            .filter(|s| s.strategy.shards_params())
+        {
+            // ZeRO-3: from here on this rank holds only its parameter shard.
+            model = s.hollow(model, &stepper.table);
         }
     }
     stepper.opt.set_updates(state.optimizer_updates);

@@ -13,6 +13,7 @@ pub mod local;
 pub mod mpi;
 pub mod setup;
 pub mod zero;
+pub mod zero3;
 
 use crate::error::Result;
 
@@ -56,6 +57,41 @@ pub trait Collective: Send + Sync {
     /// Overwrites `buf` on every rank with `root`'s.
     fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()>;
     fn barrier(&self) -> Result<()>;
+
+    /// [`Collective::reduce_scatter_sum`] with bf16 on the wire: each
+    /// rank's values rounded to bf16 once, then summed in f32 in rank order
+    /// (`buf.len()` a multiple of the world size). This provided version
+    /// gives the numbers (a test engine); MPI overrides it to move half
+    /// the bytes.
+    fn reduce_scatter_sum_bf16(&self, buf: &[f32]) -> Result<Vec<f32>> {
+        let rounded: Vec<f32> = buf.iter().map(|&v| round_bf16(v)).collect();
+        self.reduce_scatter_sum(&rounded)
+    }
+
+    /// [`Collective::all_gather`] of equal-length shards rounded to bf16.
+    fn all_gather_bf16(&self, shard: &[f32]) -> Result<Vec<f32>> {
+        let rounded: Vec<f32> = shard.iter().map(|&v| round_bf16(v)).collect();
+        self.all_gather(&rounded)
+    }
+}
+
+/// The bf16 bits of `v`, rounded to nearest, ties to even (NaN stays NaN).
+pub fn to_bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        return ((b >> 16) as u16) | 0x40;
+    }
+    let round = 0x7FFF + ((b >> 16) & 1);
+    (b.wrapping_add(round) >> 16) as u16
+}
+
+pub fn from_bf16_bits(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// `v` rounded to the nearest bf16 value.
+pub fn round_bf16(v: f32) -> f32 {
+    from_bf16_bits(to_bf16_bits(v))
 }
 
 /// One process, world size 1: every collective is the identity.
@@ -99,6 +135,20 @@ mod tests {
                 next = range.end;
             }
             assert_eq!(next, n);
+        }
+    }
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(round_bf16(1.0), 1.0);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to even (1).
+        assert_eq!(round_bf16(1.0 + 1.0 / 256.0), 1.0);
+        assert_eq!(round_bf16(1.0 + 3.0 / 256.0), 1.0 + 4.0 / 256.0);
+        assert_eq!(round_bf16(-2.5e-3), -0.002_502_441_4);
+        assert!(round_bf16(f32::NAN).is_nan());
+        assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
+        for v in [3.1e-5f32, -7.7, 123_456.7] {
+            assert!(((round_bf16(v) - v) / v).abs() <= 1.0 / 256.0, "{v}");
         }
     }
 }

@@ -170,4 +170,34 @@ impl Collective for MpiCollective {
         self.comm()?.barrier();
         Ok(())
     }
+
+    /// bf16 bits through an all-to-all (MPI has no bf16 sum): rank r
+    /// receives every rank's block r and sums them in f32 in rank order,
+    /// the same bits as the provided version.
+    fn reduce_scatter_sum_bf16(&self, buf: &[f32]) -> Result<Vec<f32>> {
+        let n = self.world.size;
+        if n == 1 || !buf.len().is_multiple_of(n) {
+            let rounded: Vec<f32> = buf.iter().map(|&v| super::round_bf16(v)).collect();
+            return self.reduce_scatter_sum(&rounded);
+        }
+        let bits: Vec<u16> = buf.iter().map(|&v| super::to_bf16_bits(v)).collect();
+        let mut recv = vec![0u16; buf.len()];
+        self.comm()?.all_to_all_into(&bits[..], &mut recv[..]);
+        let block = buf.len() / n;
+        let mut mine = vec![0.0f32; block];
+        for part in recv.chunks(block) {
+            for (m, &h) in mine.iter_mut().zip(part) {
+                *m += super::from_bf16_bits(h);
+            }
+        }
+        Ok(mine)
+    }
+
+    fn all_gather_bf16(&self, shard: &[f32]) -> Result<Vec<f32>> {
+        let n = self.world.size;
+        let bits: Vec<u16> = shard.iter().map(|&v| super::to_bf16_bits(v)).collect();
+        let mut all = vec![0u16; shard.len() * n];
+        self.comm()?.all_gather_into(&bits[..], &mut all[..]);
+        Ok(all.into_iter().map(super::from_bf16_bits).collect())
+    }
 }

@@ -50,6 +50,24 @@ pub fn check_world(cfg: &RunConfig, world: World) -> Result<()> {
             ),
         ));
     }
+    if s.shards_params() && cfg.quantize.is_some() {
+        return Err(TrainerError::invalid(
+            "distributed.strategy",
+            "\"zero3\" with [quantize]: QAT rewrites the whole model, which ZeRO-3 holds in shards; use strategy \"zero2\"",
+        ));
+    }
+    Ok(())
+}
+
+/// ZeRO-3 refuses pruning masks (a pruned checkpoint's), which the gathered
+/// parameters would not see.
+pub fn check_masks(strategy: crate::config::Strategy, masked: bool) -> Result<()> {
+    if strategy.shards_params() && masked {
+        return Err(TrainerError::invalid(
+            "distributed.strategy",
+            "\"zero3\" on a pruned model (its masks): use strategy \"zero2\"",
+        ));
+    }
     Ok(())
 }
 
@@ -76,10 +94,11 @@ pub fn sharding<B: Backend>(
 pub fn describe(cfg: &RunConfig, world: World) -> String {
     let d = &cfg.distributed;
     format!(
-        "distributed: {} ranks, strategy {}, buckets of {} MiB, f32 reduce, {} sequences per rank per micro-batch",
+        "distributed: {} ranks, strategy {}, buckets of {} MiB, {} reduce, {} sequences per rank per micro-batch",
         world.size,
         d.strategy.name(),
         d.bucket_mb,
+        d.reduce_dtype.name(),
         cfg.training.batch_size / world.size
     )
 }

@@ -1,11 +1,14 @@
 //! Data-parallel strategies over a [`FlatLayout`]: DDP's bucketed
 //! all-reduce, and ZeRO-1/2's sharded update (reduce-scatter gradients,
 //! update the owned shard of an f32 master copy, all-gather parameters).
+//! ZeRO-3's parameter gathering lives in `zero3.rs`.
 //! Global-norm clipping and the finite check see every rank's shard through
 //! one all-gather of partial sums, summed in rank order, so every rank takes
 //! the same decision.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -15,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::layout::{FlatLayout, Segment};
 use super::{Collective, World};
-use crate::config::{DistributedConfig, Strategy};
+use crate::config::{DistributedConfig, ReduceDtype, Strategy};
 use crate::error::{Result, TrainerError};
 use crate::grads::{GradStore, ParamTable};
 use crate::optim::Optimizer;
@@ -28,24 +31,78 @@ pub struct Sharding {
     pub segments: Vec<Segment>,
     /// f32 master values of the owned segments, in shard-buffer order;
     /// read from the model on first use.
-    master: Option<Vec<f32>>,
+    pub(crate) master: Option<Vec<f32>>,
     pub check_replicas: bool,
     /// Seconds the last update spent in its parameter all-gather.
     pub gather_s: f64,
+    /// The dtype gradients travel in.
+    pub reduce_dtype: ReduceDtype,
+    /// Bytes through this rank's collectives (shared with ZeRO-3's
+    /// backward hook).
+    pub comm: Arc<CommMeter>,
 }
 
-fn internal(what: &str, e: impl std::fmt::Debug) -> TrainerError {
+/// Counts the bytes of the buffers handed to collectives (each counted at
+/// its full, gathered or pre-scatter, size: an all-reduce of Psi values in
+/// f32 counts 2 x 4 Psi, its reduce-scatter and its all-gather) and the
+/// seconds spent in ZeRO-3's backward reduce-scatter.
+#[derive(Debug, Default)]
+pub struct CommMeter {
+    bytes: AtomicU64,
+    hook_nanos: AtomicU64,
+}
+
+impl CommMeter {
+    pub fn add(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    pub fn add_hook_time(&self, s: f64) {
+        self.hook_nanos
+            .fetch_add((s * 1e9) as u64, Ordering::Relaxed);
+    }
+    /// (bytes, hook seconds) since the last call, then zero.
+    pub fn take(&self) -> (u64, f64) {
+        let b = self.bytes.swap(0, Ordering::Relaxed);
+        let n = self.hook_nanos.swap(0, Ordering::Relaxed);
+        (b, n as f64 * 1e-9)
+    }
+    /// Seconds in ZeRO-3's backward hook since the last call, then zero.
+    pub fn take_hook_time(&self) -> f64 {
+        self.hook_nanos.swap(0, Ordering::Relaxed) as f64 * 1e-9
+    }
+    /// Bytes since the last `take`.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// This rank's block of the sum of `padded` (one bucket padded to a multiple
+/// of the world size) in `dtype`, counted in `meter`.
+pub(crate) fn scatter_bucket(
+    c: &dyn Collective,
+    padded: &[f32],
+    dtype: ReduceDtype,
+    meter: &CommMeter,
+) -> Result<Vec<f32>> {
+    meter.add(padded.len() * dtype.bytes());
+    match dtype {
+        ReduceDtype::F32 => c.reduce_scatter_sum(padded),
+        ReduceDtype::Bf16 => c.reduce_scatter_sum_bf16(padded),
+    }
+}
+
+pub(crate) fn internal(what: &str, e: impl std::fmt::Debug) -> TrainerError {
     TrainerError::Internal(format!("{what}: {e:?}"))
 }
 
-fn host<B: Backend>(t: Tensor<B, 1>, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn host<B: Backend>(t: Tensor<B, 1>, what: &str) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .into_vec()
         .map_err(|e| internal(what, e))
 }
 
-fn device_vec<B: Backend>(v: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
+pub(crate) fn device_vec<B: Backend>(v: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
     let n = v.len();
     Tensor::from_data(TensorData::new(v, [n]), device)
 }
@@ -70,10 +127,12 @@ impl Sharding {
             master: None,
             check_replicas: cfg.check_replicas,
             gather_s: 0.0,
+            reduce_dtype: cfg.reduce_dtype,
+            comm: Arc::new(CommMeter::default()),
         }
     }
 
-    fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.layout.world.size
     }
 
@@ -114,10 +173,28 @@ impl Sharding {
             return Ok(());
         }
         let (mut flat, present) = self.flatten(grads)?;
-        for b in &self.layout.buckets {
-            c.all_reduce_sum(&mut flat[b.start..b.end])?;
+        let mut inv = 1.0 / self.size() as f32;
+        match self.reduce_dtype {
+            ReduceDtype::F32 => {
+                for b in &self.layout.buckets {
+                    self.comm.add(2 * b.block * self.size() * 4);
+                    c.all_reduce_sum(&mut flat[b.start..b.end])?;
+                }
+            }
+            ReduceDtype::Bf16 => {
+                // Reduce-scatter and all-gather both in bf16; the mean is
+                // taken in f32 between them.
+                for b in &self.layout.buckets {
+                    let padded = self.layout.padded_bucket(&flat, b);
+                    let mut mine = scatter_bucket(c, &padded, ReduceDtype::Bf16, &self.comm)?;
+                    mine.iter_mut().for_each(|v| *v *= inv);
+                    self.comm.add(padded.len() * 2);
+                    let all = c.all_gather_bf16(&mine)?;
+                    flat[b.start..b.end].copy_from_slice(&all[..b.end - b.start]);
+                }
+                inv = 1.0;
+            }
         }
-        let inv = 1.0 / self.size() as f32;
         let device = grads.grads.values().next().map(|g| g.device());
         let Some(device) = device else { return Ok(()) };
         for (s, has) in self.layout.slots.iter().zip(present) {
@@ -160,7 +237,7 @@ impl Sharding {
                 let values = host(part, "reading gradients")?;
                 padded[lo - b.start..hi - b.start].copy_from_slice(&values);
             }
-            let mine = c.reduce_scatter_sum(&padded)?;
+            let mine = scatter_bucket(c, &padded, self.reduce_dtype, &self.comm)?;
             shard[b.shard_offset..b.shard_offset + b.block].copy_from_slice(&mine);
         }
         Ok((shard, present))
@@ -170,6 +247,7 @@ impl Sharding {
     pub fn all_gather(&self, shard: &[f32], c: &dyn Collective) -> Result<Vec<f32>> {
         let mut flat = vec![0.0f32; self.layout.total];
         for b in &self.layout.buckets {
+            self.comm.add(b.block * self.size() * 4);
             let all = c.all_gather(&shard[b.shard_offset..b.shard_offset + b.block])?;
             flat[b.start..b.end].copy_from_slice(&all[..b.end - b.start]);
         }
@@ -177,7 +255,7 @@ impl Sharding {
     }
 
     /// The f32 master shard, read from the model the first time.
-    fn master<B: TrainBackend>(&mut self, model: &Decoder<B>) -> &mut Vec<f32> {
+    pub(crate) fn master<B: TrainBackend>(&mut self, model: &Decoder<B>) -> &mut Vec<f32> {
         let segments = &self.segments;
         let len = self.layout.shard_len();
         self.master.get_or_insert_with(|| {
@@ -213,7 +291,27 @@ impl Sharding {
         lr: f64,
         c: &dyn Collective,
     ) -> Result<Decoder<AB>> {
-        let device = table_device(&model);
+        let with_grad = self.update_master(&model, opt, (shard, present), lr)?;
+        let t = std::time::Instant::now();
+        let flat = match &self.master {
+            Some(master) => self.all_gather(master, c)?,
+            None => return Err(internal("ZeRO update", "no master shard")),
+        };
+        self.gather_s = t.elapsed().as_secs_f64();
+        Ok(self.write_params(model, table, &flat, opt, &with_grad))
+    }
+
+    /// The optimizer step on the owned segments of the f32 master shard
+    /// (ZeRO-3 stops here: its parameters stay sharded). Returns the
+    /// parameters that had a gradient.
+    pub fn update_master<AB: TrainBackend>(
+        &mut self,
+        model: &Decoder<AB>,
+        opt: &mut Optimizer<AB::InnerBackend>,
+        (shard, present): (&[f32], &[bool]),
+        lr: f64,
+    ) -> Result<std::collections::HashSet<String>> {
+        let device = table_device(model);
         let with_grad: std::collections::HashSet<String> = self
             .layout
             .slots
@@ -223,20 +321,23 @@ impl Sharding {
             .map(|(s, _)| s.name.clone())
             .collect();
         opt.begin_step();
-        let mut master = std::mem::take(self.master(&model));
+        let mut master = std::mem::take(self.master(model));
         for seg in self.segments.iter().filter(|s| with_grad.contains(&s.name)) {
             let r = seg.local..seg.local + seg.len;
             let p = device_vec::<AB::InnerBackend>(master[r.clone()].to_vec(), &device); // [len]
             let g = device_vec::<AB::InnerBackend>(shard[r.clone()].to_vec(), &device); // [len]
             let updated = opt.update_keyed(&seg.name, &seg.key(), p, g, lr);
-            master[r].copy_from_slice(&host(updated, "reading updated parameters")?);
+            let values = host(updated, "reading updated parameters");
+            match values {
+                Ok(v) => master[r].copy_from_slice(&v),
+                Err(e) => {
+                    self.master = Some(master);
+                    return Err(e);
+                }
+            }
         }
-        let t = std::time::Instant::now();
-        let flat = self.all_gather(&master, c);
         self.master = Some(master);
-        let flat = flat?;
-        self.gather_s = t.elapsed().as_secs_f64();
-        Ok(self.write_params(model, table, &flat, opt, &with_grad))
+        Ok(with_grad)
     }
 
     /// Sophia: the mean sampled-label gradients (already all-reduced) feed
@@ -269,7 +370,7 @@ impl Sharding {
         Ok(())
     }
 
-    fn write_params<AB: TrainBackend>(
+    pub(crate) fn write_params<AB: TrainBackend>(
         &self,
         model: Decoder<AB>,
         table: &ParamTable,
@@ -375,7 +476,9 @@ pub struct MemoryReport {
     pub optimizer: usize,
 }
 
-fn table_device<AB: TrainBackend>(model: &Decoder<AB>) -> burn::tensor::Device<AB::InnerBackend> {
+pub(crate) fn table_device<AB: TrainBackend>(
+    model: &Decoder<AB>,
+) -> burn::tensor::Device<AB::InnerBackend> {
     model.devices().into_iter().next().unwrap_or_default()
 }
 
@@ -398,7 +501,13 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for WriteParams<'_, AB> {
         let Some((name, (offset, len))) = found else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
-        let shape = tensor.dims();
+        // The table's shape: a ZeRO-3 model holds one-value placeholders.
+        let shape: [usize; D] = self
+            .table
+            .by_id
+            .get(&id)
+            .and_then(|&i| self.table.infos[i].shape.clone().try_into().ok())
+            .unwrap_or_else(|| tensor.dims());
         let dtype = tensor.dtype();
         let device = tensor.device();
         let values = self.flat[offset..offset + len].to_vec();
