@@ -18,8 +18,9 @@ SEEDS=${SEEDS:-"1337 2024"}
 TEACHER=experiments/qat-20m/runs/fp
 [ -d $TEACHER/checkpoints ] || { echo "run experiments/qat-20m/run.sh first (the teacher)" >&2; exit 2; }
 mkdir -p $R
-arm() {  # name seed [--set ...]
+arm() {  # name seed [--set ...]; ARMS (default: all) names the arms to run
   local name=$1 seed=$2; shift 2
+  case " ${ARMS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
   local dir=$R/$name-s$seed
   if [ "${FORCE:-0}" = 1 ] || [ ! -f $dir/done ]; then
     rm -rf $dir
