@@ -16,7 +16,7 @@ def params(label):
     if not os.path.exists(path):
         return ""
     m = re.findall(r"([\d,]+) -> ([\d,]+)", open(path).read())
-    return m[-1][1] if m else ""
+    return f"{int(m[-1][1].replace(',', '')):,}" if m else ""
 
 
 dense = ev["dense"]["loss"]
