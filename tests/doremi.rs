@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use kiln_data::Batch;
+use kiln_data::{Batch, RowOrigin};
 use kiln_trainer::doremi::{token_weights, DomainWeights, StepExcess};
 
 use crate::common::{
@@ -54,7 +54,13 @@ fn domain_weights_follow_the_reference_update_rule() {
             let proxy: Vec<f32> = floats(&m["proxy"]).iter().map(|&x| x as f32).collect();
             let reference: Vec<f32> = floats(&m["reference"]).iter().map(|&x| x as f32).collect();
             let mask = floats(&m["mask"]);
-            let domains: Vec<u32> = floats(&m["domains"]).iter().map(|&d| d as u32).collect();
+            let origins: Vec<RowOrigin> = floats(&m["domains"])
+                .iter()
+                .map(|&d| RowOrigin {
+                    domain: d as usize,
+                    start: 0,
+                })
+                .collect();
             // A masked token is an ignored target, as instruction data marks it.
             let targets = mask
                 .iter()
@@ -69,9 +75,9 @@ fn domain_weights_follow_the_reference_update_rule() {
             let batch = Batch {
                 inputs: vec![0; mask.len()],
                 targets,
-                batch_size: domains.len(),
+                batch_size: origins.len(),
                 seq_len,
-                domains,
+                origins,
             };
             excess.add(&proxy, &reference, &batch);
             if i + 1 == micro.len() {

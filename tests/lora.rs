@@ -70,7 +70,7 @@ fn batch(inputs: &[Vec<i64>], targets: &[Vec<i64>]) -> Batch {
         targets: flat(targets, true),
         batch_size: inputs.len(),
         seq_len: inputs[0].len(),
-        domains: Vec::new(),
+        origins: Vec::new(),
     }
 }
 

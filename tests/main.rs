@@ -16,6 +16,8 @@ mod curation_minhash;
 mod data;
 mod data_bad_input;
 mod distill;
+mod distill_cache;
+mod distill_cache_cli;
 mod distributed;
 #[cfg(feature = "mpi")]
 mod distributed_mpi;

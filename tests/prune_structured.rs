@@ -266,7 +266,7 @@ fn importance_ranks_constructed_dead_units_lowest() {
         inputs,
         batch_size: 3,
         seq_len: 16,
-        domains: Vec::new(),
+        origins: Vec::new(),
     };
     let imp = importance(&mut model, &[batch]).expect("importance");
     println!("heads of block 0: {:?}", imp.heads[0]);

@@ -46,7 +46,7 @@ fn batch(step: u64) -> Batch {
         targets: ids.chunks(t + 1).flat_map(|r| r[1..].to_vec()).collect(),
         batch_size: b,
         seq_len: t,
-        domains: Vec::new(),
+        origins: Vec::new(),
     }
 }
 

@@ -35,7 +35,7 @@ pub use corpus::{read_documents, read_documents_counted, TextFormat};
 pub use dataset::{tokenizer_hash, Dataset, Manifest};
 pub use error::DataError;
 pub use loader::{
-    eval_batches, Batch, BatchSampler, EvalBatch, SamplerState, TokenSplit, WholeSplit,
+    eval_batches, Batch, BatchSampler, EvalBatch, RowOrigin, SamplerState, TokenSplit, WholeSplit,
 };
 pub use mixture::{MixtureSampler, MixtureState};
 pub use prepare::{prepare, DataSpec, PrepareOptions, PrepareReport, Progress, SpecTexts};

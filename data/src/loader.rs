@@ -65,6 +65,16 @@ fn check_enough(split: &str, have: usize, seq_len: usize) -> Result<(), DataErro
     Ok(())
 }
 
+/// Where a training row came from: the window of a prepared domain's train
+/// stream that starts at token `start` (the offline teacher cache is
+/// indexed by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowOrigin {
+    /// Index of the domain in the sampler's domain list.
+    pub domain: usize,
+    pub start: u64,
+}
+
 /// `batch_size` rows of `seq_len` tokens, row-major `[batch, seq]`;
 /// `targets` are `inputs` shifted left by one token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +83,11 @@ pub struct Batch {
     pub targets: Vec<u32>,
     pub batch_size: usize,
     pub seq_len: usize,
-    /// The domain index of each row (`[batch]`) when the stream mixes
-    /// domains (DoReMi weighs its loss by them); empty otherwise.
-    pub domains: Vec<u32>,
+    /// One per row for batches of prepared shards ([`MixtureSampler`]);
+    /// empty where rows have no fixed window (in-memory text, instructions).
+    ///
+    /// [`MixtureSampler`]: crate::MixtureSampler
+    pub origins: Vec<RowOrigin>,
 }
 
 impl Batch {
@@ -91,7 +103,7 @@ impl Batch {
             targets,
             batch_size: starts.len(),
             seq_len,
-            domains: Vec::new(),
+            origins: Vec::new(),
         }
     }
 }

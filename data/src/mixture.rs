@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
-use crate::loader::{eval_starts, Batch};
+use crate::loader::{eval_starts, Batch, RowOrigin};
 use crate::shard::ShardStream;
 
 const MIXTURE_STATE_VERSION: u32 = 1;
@@ -206,6 +206,7 @@ impl MixtureSampler {
         let mut inputs = Vec::with_capacity(self.batch_size * s);
         let mut targets = Vec::with_capacity(self.batch_size * s);
         let mut row_domains = Vec::with_capacity(self.batch_size);
+        let mut origins = Vec::with_capacity(self.batch_size);
         let mut window = Vec::with_capacity(s + 1);
         while row_domains.len() < self.batch_size {
             let d = self.pick();
@@ -217,9 +218,11 @@ impl MixtureSampler {
                 continue;
             }
             window.clear();
+            let start = self.window_start(d, k);
             self.domains[d]
                 .tokens
-                .extend_into(self.window_start(d, k), s as u64 + 1, &mut window);
+                .extend_into(start, s as u64 + 1, &mut window);
+            origins.push(RowOrigin { domain: d, start });
             inputs.extend_from_slice(&window[..s]);
             targets.extend_from_slice(&window[1..]);
             row_domains.push(d);
@@ -231,7 +234,7 @@ impl MixtureSampler {
                 targets,
                 batch_size: self.batch_size,
                 seq_len: s,
-                domains: row_domains.iter().map(|&d| d as u32).collect(),
+                origins,
             },
             row_domains,
         )
@@ -365,7 +368,7 @@ pub fn eval_batches_from_stream(
                 targets,
                 batch_size: starts.len(),
                 seq_len,
-                domains: Vec::new(),
+                origins: Vec::new(),
             }
         })
         .collect()

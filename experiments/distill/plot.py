@@ -12,8 +12,10 @@ import matplotlib.pyplot as plt
 here = os.path.dirname(os.path.abspath(__file__))
 rows = [json.loads(l) for l in open(os.path.join(here, "results.jsonl")) if l.strip()]
 E = [r["eval"] for r in rows if "eval" in r and r["eval"]["arm"] != "teacher"]
-arms = ["scratch", "forward-kl", "reverse-kl", "skew-kl"]
-colors = dict(zip(arms, ["#c44e52", "#4c72b0", "#55a868", "#8172b2"]))
+arms = [a for a in ["scratch", "forward-kl", "reverse-kl", "skew-kl", "cache-kl", "cache-topk"]
+        if any(e["arm"] == a for e in E)]
+colors = dict(zip(["scratch", "forward-kl", "reverse-kl", "skew-kl", "cache-kl", "cache-topk"],
+                  ["#c44e52", "#4c72b0", "#55a868", "#8172b2", "#dd8452", "#937860"]))
 fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
 for i, arm in enumerate(arms):
     ys = [e["result"]["loss"] for e in E if e["arm"] == arm]

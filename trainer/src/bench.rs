@@ -170,7 +170,7 @@ fn setup<B: TrainBackend>(
         targets: ids.chunks(t + 1).flat_map(|r| r[1..].to_vec()).collect(),
         batch_size: b,
         seq_len: t,
-        domains: Vec::new(),
+        origins: Vec::new(),
     };
     Ok(BenchRun {
         cfg: cfg.clone(),

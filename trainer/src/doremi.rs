@@ -139,7 +139,7 @@ impl StepExcess {
             if t == IGNORE {
                 continue;
             }
-            let d = batch.domains.get(i / batch.seq_len).copied().unwrap_or(0) as usize;
+            let d = batch.origins.get(i / batch.seq_len).map_or(0, |o| o.domain);
             if d < self.sums.len() {
                 // An f32 difference, as the reference takes it on f32 tensors.
                 self.sums[d] += (p - r).max(0.0) as f64;
@@ -166,7 +166,7 @@ pub fn token_weights(batch: &Batch, weights: &[f64]) -> Vec<f32> {
         .iter()
         .enumerate()
         .map(|(i, &tgt)| {
-            let d = batch.domains.get(i / batch.seq_len).copied().unwrap_or(0) as usize;
+            let d = batch.origins.get(i / batch.seq_len).map_or(0, |o| o.domain);
             match weights.get(d) {
                 Some(&w) if tgt != IGNORE => w as f32,
                 _ => 0.0,

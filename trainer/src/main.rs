@@ -8,7 +8,7 @@ use clap::Parser;
 
 mod cli;
 
-use cli::args::{Cli, Command, ConfigAction, DataAction, TokenizerAction};
+use cli::args::{Cli, Command, ConfigAction, DataAction, DistillAction, TokenizerAction};
 use cli::commands::{self as cmd, ClosedPipe};
 
 // Large activation tensors are freed and re-allocated every step; glibc
@@ -28,6 +28,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => cmd::export(a),
         Command::Merge(a) => cmd::merge(a),
         Command::Prune(a) => cmd::prune(a),
+        Command::Distill {
+            action: DistillAction::Cache(a),
+        } => cli::distill_cache(a),
         Command::Quantize(a) => cmd::quantize(a),
         Command::Data {
             action: DataAction::Prepare(a),

@@ -122,7 +122,7 @@ mod tests {
             targets: (0..12).map(|i| (i * 3 + 1) % 11).collect(),
             batch_size: 2,
             seq_len: 6,
-            domains: Vec::new(),
+            origins: Vec::new(),
         };
         let got: f32 = NextToken { fused: true }
             .loss(&model, &batch, &dev)

@@ -119,7 +119,7 @@ impl PerplexityScorer {
                 targets: chunk.iter().flat_map(|r| r.targets.clone()).collect(),
                 batch_size: chunk.len(),
                 seq_len: self.seq_len,
-                domains: Vec::new(),
+                origins: Vec::new(),
             };
             let (x, y) = batch_tensors::<Flex>(&batch, &dev); // [R, S], [R, S]
             let nll = token_nll(model.forward(x), y, true); // [R, S], 0 where ignored

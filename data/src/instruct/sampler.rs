@@ -133,7 +133,7 @@ fn batch_of<'a>(rows: impl Iterator<Item = &'a Encoded>, seq_len: usize) -> Batc
         targets,
         batch_size: n,
         seq_len,
-        domains: Vec::new(),
+        origins: Vec::new(),
     }
 }
 

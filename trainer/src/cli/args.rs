@@ -43,6 +43,11 @@ pub enum Command {
     /// --structured, remove heads, channels and blocks (Minitron) into a
     /// smaller dense checkpoint.
     Prune(PruneArgs),
+    /// Knowledge distillation helpers.
+    Distill {
+        #[command(subcommand)]
+        action: DistillAction,
+    },
     /// Raw corpora to packed token shards.
     Data {
         #[command(subcommand)]
@@ -104,6 +109,50 @@ pub enum DataAction {
     /// tokenizer from [init] from or tokenizer.path) once into DIR, for
     /// `data.datasets = [DIR]`.
     PrepareInstruct(PrepareInstructArgs),
+}
+
+#[derive(Subcommand)]
+pub enum DistillAction {
+    /// Run TEACHER once over every train window of the prepared dataset DATA
+    /// and store its sparse distributions (top-k and sampled tokens) in DIR,
+    /// for `[distill] cache = DIR`.
+    Cache(DistillCacheArgs),
+}
+
+#[derive(Args)]
+pub struct DistillCacheArgs {
+    /// The teacher: a run directory (its latest checkpoint) or checkpoint.
+    pub teacher: PathBuf,
+    /// A prepared dataset directory (as in `data.datasets`).
+    pub data: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Most likely ids kept per position.
+    #[arg(long, default_value_t = 16)]
+    pub top_k: usize,
+    /// Ids drawn from the teacher per position (arXiv 2503.16870).
+    #[arg(long, default_value_t = 16)]
+    pub samples: usize,
+    /// The teacher's softmax temperature (the student must train at it).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Seed of the sampled ids.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Window length; default the teacher's (must equal the student's).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Windows per teacher forward.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Device of the teacher; default the teacher's training.device.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Cache only the windows runs of these configs draw in their
+    /// max_steps (the union; the teacher then costs the runs' tokens, not
+    /// the whole corpus's).
+    #[arg(long, num_args = 1..)]
+    pub windows_of: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]

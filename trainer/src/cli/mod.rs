@@ -39,6 +39,82 @@ pub fn generate(
     Ok(dispatch(&device, GenerateTask(ckpt, prompt, opts))?)
 }
 
+struct CacheTask<'a>(
+    LoadedCheckpoint,
+    &'a args::DistillCacheArgs,
+    kiln_trainer::distill_cache_build::CacheOptions,
+);
+impl BackendTask for CacheTask<'_> {
+    type Output = kiln_trainer::distill_cache::CacheManifest;
+    fn run<B: TrainBackend>(self, device: B::Device, _: &str) -> Result<Self::Output> {
+        kiln_trainer::distill_cache_build::build_cache::<B::InnerBackend>(
+            &self.0,
+            &self.1.data,
+            &self.1.out,
+            &self.2,
+            &device,
+        )
+    }
+}
+
+/// `kiln distill cache TEACHER DATA --out DIR`.
+pub fn distill_cache(a: args::DistillCacheArgs) -> anyhow::Result<()> {
+    let mut opts = kiln_trainer::distill_cache_build::CacheOptions {
+        top_k: a.top_k,
+        samples: a.samples,
+        temperature: a.temperature,
+        seed: a.seed,
+        seq_len: a.seq_len,
+        batch_size: a.batch_size,
+        only: None,
+    };
+    opts.validate()?;
+    let ckpt = load_checkpoint(&a.teacher)?;
+    for path in &a.windows_of {
+        let mut cfg = kiln_trainer::config::load(path, &[])?;
+        if opts.seq_len.is_some_and(|s| s != cfg.seq_len()) {
+            return Err(kiln_trainer::TrainerError::invalid(
+                "--windows-of",
+                format!(
+                    "{} trains on windows of {}, not {}: cache runs of one window length (and leave --seq-len out)",
+                    path.display(),
+                    cfg.seq_len(),
+                    opts.seq_len.unwrap_or_default()
+                ),
+            )
+            .into());
+        }
+        opts.seq_len = Some(cfg.seq_len());
+        let windows = kiln_trainer::distill_cache_build::windows_of(&mut cfg, &ckpt.tokenizer)?;
+        let only = opts.only.get_or_insert_with(Default::default);
+        for (name, list) in windows {
+            let all = only.entry(name).or_default();
+            all.extend(list);
+            all.sort_unstable();
+            all.dedup();
+        }
+    }
+    let device = a
+        .device
+        .clone()
+        .unwrap_or_else(|| ckpt.config.training.device.clone());
+    let t0 = std::time::Instant::now();
+    let m = dispatch(&device, CacheTask(ckpt, &a, opts))?;
+    let tokens: u64 = m.domains.iter().map(|d| d.windows).sum::<u64>() * m.seq_len as u64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "cache": a.out,
+            "tokens": tokens,
+            "bytes_per_token": m.bytes_per_token,
+            "top_k": m.layout.top_k,
+            "samples": m.layout.samples,
+            "seconds": (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        })
+    );
+    Ok(())
+}
+
 struct EvalTask<'a>(LoadedCheckpoint, Option<&'a Path>);
 impl BackendTask for EvalTask<'_> {
     type Output = serde_json::Value;

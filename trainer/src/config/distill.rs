@@ -12,7 +12,25 @@ use crate::error::{Result, TrainerError};
 #[serde(deny_unknown_fields)]
 pub struct DistillConfig {
     /// A Kiln checkpoint (any architecture) with the student's tokenizer.
-    pub teacher: PathBuf,
+    /// With `cache` it may be left out; given, it must be the cache's teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<PathBuf>,
+    /// An offline teacher cache (`kiln distill cache`): sparse teacher
+    /// distributions read instead of running the teacher (forward KL only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PathBuf>,
+    /// Which of the cache's targets to learn from: `"sampled"` (tokens drawn
+    /// from the teacher, unbiased) or `"top-k"` (renormalised over the k).
+    #[serde(default = "sampled")]
+    pub cache_targets: String,
+    /// On-policy share (GKD's lambda): the probability that a batch is
+    /// replaced by continuations the student samples, scored by the teacher.
+    #[serde(default)]
+    pub lmbda: f64,
+    /// On-policy batches: the tokens the student generates after each
+    /// row's prompt (the rest of the window); 0 = half the window.
+    #[serde(default)]
+    pub gkd_new_tokens: usize,
     /// `"forward-kl"`, `"reverse-kl"`, `"jsd"` or `"skew-kl"`.
     #[serde(default = "default_loss")]
     pub loss: String,
@@ -32,6 +50,10 @@ pub struct DistillConfig {
     /// compared in f32 either way).
     #[serde(default = "fp32")]
     pub teacher_precision: String,
+}
+
+fn sampled() -> String {
+    "sampled".into()
 }
 
 fn fp32() -> String {
@@ -82,8 +104,49 @@ impl DistillConfig {
         }
     }
 
+    /// The cache's targets (`cache_targets`).
+    pub fn cache_targets(&self) -> Result<crate::distill_cache::CacheTargets> {
+        use crate::distill_cache::CacheTargets;
+        match self.cache_targets.as_str() {
+            "sampled" => Ok(CacheTargets::Sampled),
+            "top-k" => Ok(CacheTargets::TopK),
+            other => Err(TrainerError::invalid(
+                "distill.cache_targets",
+                format!("{other:?} is not known: use \"sampled\" or \"top-k\""),
+            )),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.divergence()?;
+        self.cache_targets()?;
+        if self.teacher.is_none() && self.cache.is_none() {
+            return Err(TrainerError::invalid(
+                "distill",
+                "names no teacher: set teacher = \"RUN_DIR\" or cache = \"DIR\" (from `kiln distill cache`)",
+            ));
+        }
+        if self.cache.is_some() && self.loss != "forward-kl" {
+            return Err(TrainerError::invalid(
+                "distill.loss",
+                format!("{:?} needs the teacher's whole distribution; a cache holds sparse targets that estimate forward KL only: use loss = \"forward-kl\" or drop distill.cache", self.loss),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.lmbda) {
+            return Err(TrainerError::invalid(
+                "distill.lmbda",
+                format!(
+                    "{} must be in [0, 1] (the share of on-policy batches)",
+                    self.lmbda
+                ),
+            ));
+        }
+        if self.lmbda > 0.0 && self.teacher.is_none() {
+            return Err(TrainerError::invalid(
+                "distill.lmbda",
+                "on-policy batches are scored by the teacher: set distill.teacher (a cache holds only the data's windows)",
+            ));
+        }
         self.teacher_dtype()?;
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return Err(TrainerError::invalid(

@@ -537,6 +537,10 @@ impl RunConfig {
             }
         }
         fix(&mut self.tokenizer.path);
+        if let Some(d) = self.distill.as_mut() {
+            fix(&mut d.teacher);
+            fix(&mut d.cache);
+        }
         if let Some(init) = self.init.as_mut() {
             if let Ok(abs) = std::fs::canonicalize(&init.from) {
                 init.from = abs;

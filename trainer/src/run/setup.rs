@@ -112,13 +112,15 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         None => data.train.save_into(&mut state),
     }
     if let Some(d) = &cfg.distill {
-        stepper.objective = Box::new(teacher_objective::<B>(&cfg, d, &data.tokenizer, device)?);
+        stepper.objective = Box::new(teacher_objective::<B>(&cfg, d, &data, device)?);
+        let from = match (&d.cache, &d.teacher) {
+            (Some(c), _) => format!("the cache {} ({} targets)", c.display(), d.cache_targets),
+            (None, Some(t)) => t.display().to_string(),
+            (None, None) => String::new(),
+        };
         notes.push(format!(
-            "distill: {} from {} (T = {}, alpha = {})",
-            d.loss,
-            d.teacher.display(),
-            d.temperature,
-            d.alpha
+            "distill: {} from {from} (T = {}, alpha = {}, on-policy share {})",
+            d.loss, d.temperature, d.alpha, d.lmbda
         ));
     }
     if let Some(d) = &cfg.doremi {
@@ -404,26 +406,70 @@ pub fn single_process() -> Arc<dyn Collective> {
 }
 
 /// The distillation objective of `[distill]`: the teacher checkpoint built
-/// on the inner backend, refused when its tokenizer differs from the run's.
+/// on the inner backend (checked to share the student's tokenizer), and/or
+/// the offline cache (checked against the run's data).
 fn teacher_objective<B: TrainBackend>(
     cfg: &RunConfig,
     d: &crate::config::DistillConfig,
-    tokenizer: &Tokenizer,
+    data: &crate::data_setup::RunData,
     device: &B::Device,
 ) -> Result<crate::distill::Distill<B>> {
-    let ckpt = companion_checkpoint(cfg, &d.teacher, "distill.teacher", "a teacher", tokenizer)?;
+    let teacher = match &d.teacher {
+        Some(path) => Some(load_teacher::<B>(cfg, d, path, &data.tokenizer, device)?),
+        None => None,
+    };
+    let cache = match &d.cache {
+        Some(dir) => Some(crate::distill_cache_check::open_for_run(cfg, d, dir, data)?),
+        None => None,
+    };
+    // Online batches need the model only when no cache serves them.
+    let teacher = teacher
+        .map(|(model, _)| model)
+        .filter(|_| cache.is_none() || d.lmbda > 0.0);
+    Ok(crate::distill::Distill {
+        teacher,
+        cache,
+        loss: d.divergence()?,
+        temperature: d.temperature,
+        alpha: d.alpha,
+        fused: cfg.training.fused_ops,
+        lmbda: d.lmbda,
+        new_tokens: d.gkd_new_tokens,
+        seed: cfg.training.seed,
+    })
+}
+
+/// The teacher of `[distill]` and its weights' SHA-256.
+fn load_teacher<B: TrainBackend>(
+    cfg: &RunConfig,
+    d: &crate::config::DistillConfig,
+    path: &std::path::Path,
+    tokenizer: &Tokenizer,
+    device: &B::Device,
+) -> Result<(Decoder<B::InnerBackend>, String)> {
+    let ckpt = companion_checkpoint(cfg, path, "distill.teacher", "a teacher", tokenizer)?;
+    let sha = crate::distill_cache_build::weights_sha256(&ckpt.dir)?;
+    if let Some(dir) = &d.cache {
+        let m = crate::distill_cache::CacheManifest::read(dir)?;
+        if m.teacher_sha256 != sha {
+            return Err(TrainerError::invalid(
+                "distill.cache",
+                format!(
+                    "{} was made from teacher {} (weights SHA-256 {}), not distill.teacher {} ({sha}): rebuild the cache from this teacher or drop one of the two",
+                    dir.display(),
+                    m.teacher.display(),
+                    m.teacher_sha256,
+                    ckpt.dir.display()
+                ),
+            ));
+        }
+    }
     let teacher = session::build_model::<B::InnerBackend>(&ckpt, device)?;
     let teacher = match d.teacher_dtype()? {
         Some(dtype) => crate::precision::cast_params(teacher, dtype),
         None => teacher,
     };
-    Ok(crate::distill::Distill {
-        teacher,
-        loss: d.divergence()?,
-        temperature: d.temperature,
-        alpha: d.alpha,
-        fused: cfg.training.fused_ops,
-    })
+    Ok((teacher, sha))
 }
 
 /// A second model a run reads (a teacher, DoReMi's reference): refused when
