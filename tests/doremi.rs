@@ -5,14 +5,13 @@
 //! takes new weights, and bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use kiln_data::{Batch, RowOrigin};
 use kiln_trainer::doremi::{token_weights, DomainWeights, StepExcess};
 
 use crate::common::{
-    ckpt, fails_with, fixtures, kiln, metric, run, stderr, train_tiny, wait_for, write_config,
+    ckpt, fails_with, fixtures, kill_after_checkpoint, kiln, metric, run, stderr, train_tiny,
+    write_config,
 };
 
 fn floats(v: &serde_json::Value) -> Vec<f64> {
@@ -237,22 +236,16 @@ fn proxy_run_downweights_noise_writes_the_mixture_and_resumes_exactly() {
 
     // kill -9 after the step-8 checkpoint, resume: the same weights and model.
     let cut = t.join("cut");
-    let mut child = kiln()
-        .arg("train")
-        .arg(&proxy)
-        .arg("--run-dir")
-        .arg(&cut)
-        .current_dir(t)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    assert!(wait_for(
-        &ckpt(&cut, 8).join("manifest.json"),
-        Duration::from_secs(120)
-    ));
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    kill_after_checkpoint(
+        kiln()
+            .arg("train")
+            .arg(&proxy)
+            .arg("--run-dir")
+            .arg(&cut)
+            .current_dir(t),
+        &cut,
+        8,
+    );
     assert!(!ckpt(&cut, 24).exists(), "finished before the kill");
     let o = run(kiln().arg("train").arg("--resume").arg(&cut).current_dir(t));
     assert!(o.status.success(), "{}", stderr(&o));
