@@ -284,7 +284,12 @@ fn proxy_run_downweights_noise_writes_the_mixture_and_resumes_exactly() {
     let o = set(&["data.reweight_on_resume=true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let share = metric(&cut, "data/share/noise");
-    println!("noise share: {:?}", &share[share.len() - 7..]);
+    let tail = &share[share.len() - 7..];
+    println!("noise share after the reweighted resume: {tail:?}");
+    assert!(
+        tail[6].1 < tail[0].1,
+        "the noise share follows 0.2: {tail:?}"
+    );
 }
 
 #[test]

@@ -82,20 +82,7 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
     while state.step < t.max_steps {
         let step = state.step;
         let lr = lr_at(&cfg.schedule, cfg.optimizer.lr, step, t.max_steps);
-        if let Some(q) = cfg
-            .quantize
-            .as_ref()
-            .filter(|q| state.step == q.start_step.max(step0))
-        {
-            // QAT from its start step (or from the resume step past it).
-            model = crate::quantize::apply(model, q)?;
-            out.line(&format!(
-                "quantize: fake {:?} weights, {:?} activations, from step {}",
-                q.weights,
-                q.activations,
-                state.step + 1
-            ));
-        }
+        model = start_qat(model, &cfg, step, step0, &mut out)?;
         let micro: Vec<Batch> = (0..t.grad_accum).map(|_| data.train.next_batch()).collect();
         let (updated, report) = stepper.step(model, &micro, lr, state.loss_scaler.as_mut())?;
         model = updated;
@@ -178,6 +165,32 @@ pub fn train<B: TrainBackend>(req: TrainRequest, device: B::Device) -> Result<Tr
         interrupted,
         final_val_loss: final_val,
     })
+}
+
+/// QAT from its start step (or from the resume step past it): the model
+/// with fake quantisation attached at that step, unchanged at any other.
+fn start_qat<B: TrainBackend>(
+    model: Decoder<B>,
+    cfg: &RunConfig,
+    step: u64,
+    step0: u64,
+    out: &mut RunOutput,
+) -> Result<Decoder<B>> {
+    let Some(q) = cfg
+        .quantize
+        .as_ref()
+        .filter(|q| step == q.start_step.max(step0))
+    else {
+        return Ok(model);
+    };
+    let model = crate::quantize::apply(model, q)?;
+    out.line(&format!(
+        "quantize: fake {:?} weights, {:?} activations, from step {}",
+        q.weights,
+        q.activations,
+        step + 1
+    ));
+    Ok(model)
 }
 
 /// Saves a checkpoint of the run as it stands after `state.step` steps.
