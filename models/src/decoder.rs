@@ -18,6 +18,7 @@ use crate::layers::{Attention, Embedding, KvCache, LayerNorm, Linear, RmsNorm, R
 use crate::mamba::{hf_param_name, MambaBlock, MambaState};
 use crate::ops::FusedOps;
 use crate::rwkv7::{orthogonal_linear, rwkv_param_name, RwkvBlock, RwkvState};
+use crate::stack::StackSlot;
 use crate::{LanguageModel, ModelConfig, ModelError};
 
 /// One layer of the stack. (burn's enum modules add the variant name to the
@@ -97,6 +98,19 @@ impl<B: FusedOps> AttentionBlock<B> {
     }
 }
 
+impl<B: FusedOps> Block<B> {
+    /// One application of an attention block with its own FFN in a
+    /// training forward (no cache): what ZeRO-3's per-block gather runs
+    /// once per block. None for the other kinds (they need the stack's
+    /// shared FFN or recurrent state).
+    pub fn forward_alone(&self, x: Tensor<B, 3>, rope: &Rope<B>) -> Option<Tensor<B, 3>> {
+        match self {
+            Block::Attention(b) if b.mlp.is_some() => Some(b.forward(x, rope, None, None)), // [B, T, dim]
+            _ => None,
+        }
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct Decoder<B: Backend> {
     pub embed_tokens: Embedding<B>,
@@ -117,6 +131,9 @@ pub struct Decoder<B: Backend> {
     /// Checkpoint names follow the official RWKV-7 `.pth` (`emb`, `blocks.*`,
     /// `ln_out`, `head`).
     pub rwkv_names: bool,
+    /// Set by the trainer (ZeRO-3's per-block gather) to run the embedding
+    /// and blocks of a training forward; empty otherwise.
+    pub stack_runner: StackSlot,
 }
 
 /// One cache slot per block application (a shared block applied twice has
@@ -210,6 +227,7 @@ impl<B: Backend> Decoder<B> {
             max_seq_len: cfg.max_seq_len,
             mamba_names: cfg.arch == Arch::Mamba,
             rwkv_names: rwkv,
+            stack_runner: StackSlot::default(),
         })
     }
 
@@ -265,10 +283,19 @@ impl<B: FusedOps> Decoder<B> {
         // Rotary tables only when some block attends.
         let rope = (self.head_dim > 0)
             .then(|| Rope::new(self.head_dim, self.rope_theta, offset, t, &tokens.device()));
-        let mut x = self.embed_tokens.forward(tokens); // [B, T, dim]
-                                                       // RWKV-7's value residual: the first RWKV block's v, read by the others.
+        let runner = match (&cache, &states) {
+            (None, None) => self.stack_runner.get::<B>(),
+            _ => None,
+        };
+        let mut x = match runner {
+            Some(r) => r.run(tokens, rope.as_ref()), // [B, T, dim]
+            None => self.embed_tokens.forward(tokens), // [B, T, dim]
+        };
+        // RWKV-7's value residual: the first RWKV block's v, read by the others.
         let mut v_first = None;
-        for (i, block) in self.layers.iter().enumerate() {
+        // A runner has applied the blocks itself.
+        let stored = if runner.is_some() { &[][..] } else { &self.layers[..] };
+        for (i, block) in stored.iter().enumerate() {
             if let Some(s) = states.as_deref_mut() {
                 s.push(x.clone());
             }

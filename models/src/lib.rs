@@ -16,6 +16,7 @@ pub mod prune;
 pub mod prune_structured;
 pub mod quant;
 pub mod rwkv7;
+pub mod stack;
 
 pub use adapters::{is_adapter_name, ProjectionName};
 pub use config::{Arch, BlockKind, ModelConfig};
@@ -28,3 +29,4 @@ pub use naming::{
     ParamInfo,
 };
 pub use ops::FusedOps;
+pub use stack::{StackRunner, StackSlot};

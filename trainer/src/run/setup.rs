@@ -136,12 +136,22 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         stepper.objective.restore(state.objective.as_ref())?;
     }
     if world.size > 1 {
+        // ZeRO-3 gathers block by block where the stack allows it.
+        let groups = match cfg.distributed.strategy.shards_params() {
+            true => {
+                let (groups, note) = crate::world::zero3_block::plan(&model, &stepper.table);
+                notes.push(note);
+                groups
+            }
+            false => Vec::new(),
+        };
         stepper.sharding = Some(crate::world::setup::sharding(
             &cfg,
             world,
             &stepper.table,
             &mut stepper.opt,
             device,
+            &groups,
         ));
         notes.push(crate::world::setup::describe(&cfg, world));
         // Every rank drew (or loaded) the same weights: checked by hash

@@ -4,6 +4,8 @@
 //! blocks, block `r` owned by rank `r` (FSDP's flat-parameter sharding, per
 //! bucket). Equal blocks are what MPI's reduce-scatter-block needs; padding
 //! never reaches a checkpoint (a rank's [`Segment`]s cover real elements only).
+//! ZeRO-3's per-block gather groups the parameters by block: each block's
+//! parameters are one bucket (one all-gather), the rest is cut by size.
 
 use std::ops::Range;
 
@@ -28,6 +30,9 @@ pub struct Bucket {
     pub block: usize,
     /// Where this bucket's block starts in a rank's shard buffer.
     pub shard_offset: usize,
+    /// The group (decoder block) whose parameters the bucket holds, whole;
+    /// None for a bucket cut by size.
+    pub group: Option<usize>,
 }
 
 /// The part of one parameter a rank owns.
@@ -73,6 +78,19 @@ pub struct FlatLayout {
 impl FlatLayout {
     /// `params`: (name, shape) in the order gradients are flattened.
     pub fn new(params: &[(String, Vec<usize>)], world: World, bucket_elements: usize) -> Self {
+        Self::grouped(params, world, bucket_elements, &[])
+    }
+
+    /// As [`FlatLayout::new`], with `groups[i]` the group of parameter `i`
+    /// (None, or missing: ungrouped). Each run of consecutive parameters of
+    /// one group becomes one bucket whatever its size; runs of ungrouped
+    /// parameters are cut into buckets of `bucket_elements`.
+    pub fn grouped(
+        params: &[(String, Vec<usize>)],
+        world: World,
+        bucket_elements: usize,
+        groups: &[Option<usize>],
+    ) -> Self {
         let mut slots = Vec::with_capacity(params.len());
         let mut offset = 0;
         for (name, shape) in params {
@@ -85,27 +103,41 @@ impl FlatLayout {
             });
             offset += len;
         }
-        let total = offset;
-        let per = bucket_elements.max(1);
+        let group_of = |i: usize| groups.get(i).copied().flatten();
         let mut buckets = Vec::new();
-        let (mut start, mut shard_offset) = (0, 0);
-        while start < total {
-            let end = (start + per).min(total);
-            let block = (end - start).div_ceil(world.size);
-            buckets.push(Bucket {
-                start,
-                end,
-                block,
-                shard_offset,
-            });
-            shard_offset += block;
-            start = end;
+        let (mut i, mut shard_offset) = (0, 0);
+        while i < slots.len() {
+            let group = group_of(i);
+            let mut j = i + 1;
+            while j < slots.len() && group_of(j) == group {
+                j += 1;
+            }
+            let (run_start, run_end) = (slots[i].offset, slots[j - 1].offset + slots[j - 1].len);
+            let per = match group {
+                Some(_) => (run_end - run_start).max(1),
+                None => bucket_elements.max(1),
+            };
+            let mut start = run_start;
+            while start < run_end {
+                let end = (start + per).min(run_end);
+                let block = (end - start).div_ceil(world.size);
+                buckets.push(Bucket {
+                    start,
+                    end,
+                    block,
+                    shard_offset,
+                    group,
+                });
+                shard_offset += block;
+                start = end;
+            }
+            i = j;
         }
         FlatLayout {
             world,
             slots,
             buckets,
-            total,
+            total: offset,
         }
     }
 
@@ -195,6 +227,45 @@ mod tests {
                 assert!(c.iter().all(|&v| v == 1), "{sizes:?} n {n}: {c:?}");
             }
         }
+    }
+
+    /// A group is one bucket however large; ungrouped runs are cut by size
+    /// from their own start; segments still tile every parameter once.
+    #[test]
+    fn groups_are_one_bucket_each() {
+        let params: Vec<(String, Vec<usize>)> = [5, 10, 3, 7, 4]
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (format!("p{i}"), vec![s]))
+            .collect();
+        let groups = [None, Some(0), Some(0), Some(1), None];
+        let l = FlatLayout::grouped(&params, World { rank: 0, size: 3 }, 4, &groups);
+        let spans: Vec<(usize, usize, Option<usize>)> =
+            l.buckets.iter().map(|b| (b.start, b.end, b.group)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (0, 4, None),
+                (4, 5, None),
+                (5, 18, Some(0)),
+                (18, 25, Some(1)),
+                (25, 29, None)
+            ]
+        );
+        assert_eq!(l.buckets[2].block, 5);
+        assert_eq!(l.shard_len(), 2 + 1 + 5 + 3 + 2);
+        let mut covered = vec![0u32; 29];
+        for r in 0..3 {
+            for seg in l.segments(r) {
+                for k in 0..seg.len {
+                    covered[seg.flat + k] += 1;
+                }
+            }
+        }
+        assert!(covered.iter().all(|&c| c == 1), "{covered:?}");
+        let plain = FlatLayout::new(&params, World { rank: 0, size: 3 }, 4);
+        assert!(plain.buckets.iter().all(|b| b.group.is_none()));
+        assert_eq!(plain.buckets.len(), 8);
     }
 
     #[test]

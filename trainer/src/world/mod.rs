@@ -14,6 +14,7 @@ pub mod mpi;
 pub mod setup;
 pub mod zero;
 pub mod zero3;
+pub mod zero3_block;
 
 use crate::error::Result;
 

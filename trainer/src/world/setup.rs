@@ -72,15 +72,17 @@ pub fn check_masks(strategy: crate::config::Strategy, masked: bool) -> Result<()
 }
 
 /// This rank's sharding; a ZeRO rank keeps only its segments' optimizer
-/// state (sliced from the full state a checkpoint loads as).
+/// state (sliced from the full state a checkpoint loads as, so a checkpoint
+/// of any bucket layout loads). `groups`: see [`Sharding::new`].
 pub fn sharding<B: Backend>(
     cfg: &RunConfig,
     world: World,
     table: &ParamTable,
     opt: &mut Optimizer<B>,
     device: &B::Device,
+    groups: &[Option<usize>],
 ) -> Sharding {
-    let sharding = Sharding::new(table, world, &cfg.distributed);
+    let sharding = Sharding::new(table, world, &cfg.distributed, groups);
     if cfg.distributed.strategy.shards_optimizer() {
         let full = opt.export_state();
         if !full.is_empty() {

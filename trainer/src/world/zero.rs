@@ -108,13 +108,20 @@ pub(crate) fn device_vec<B: Backend>(v: Vec<f32>, device: &B::Device) -> Tensor<
 }
 
 impl Sharding {
-    pub fn new(table: &ParamTable, world: World, cfg: &DistributedConfig) -> Self {
+    /// `groups`: ZeRO-3's per-block gather, the block of each trainable
+    /// parameter (one bucket per block); empty for whole-model buckets.
+    pub fn new(
+        table: &ParamTable,
+        world: World,
+        cfg: &DistributedConfig,
+        groups: &[Option<usize>],
+    ) -> Self {
         let params: Vec<(String, Vec<usize>)> = table
             .infos
             .iter()
             .map(|p| (p.name.clone(), p.shape.clone()))
             .collect();
-        let layout = FlatLayout::new(&params, world, cfg.bucket_elements());
+        let layout = FlatLayout::grouped(&params, world, cfg.bucket_elements(), groups);
         let segments = if cfg.strategy.shards_optimizer() {
             layout.segments(world.rank)
         } else {

@@ -32,6 +32,7 @@ use kiln_models::ops::BackwardHook;
 use kiln_models::{Decoder, FusedOps, TrainBackend};
 
 use super::layout::Bucket;
+use super::zero3_block::BlockPass;
 use super::zero::{device_vec, host, internal, scatter_bucket, table_device, CommMeter, Sharding};
 use super::Collective;
 use crate::config::ReduceDtype;
@@ -82,24 +83,47 @@ impl BackwardHook for ScatterHook {
     }
 }
 
-/// One micro-batch's full model, built from the gathered shard.
+/// One micro-batch's model, built from the gathered shard: whole, or
+/// (per block) its embedding, final norm and head, the blocks gathered one
+/// at a time by its stack runner.
 pub struct Gathered<B: TrainBackend> {
     pub model: Decoder<B>,
     /// Each bucket's block of this rank's shard, a leaf of the graph.
     leaves: Vec<(Bucket, Tensor<B, 1>)>,
     shard_len: usize,
     error: Arc<Mutex<Option<TrainerError>>>,
+    /// Per block: the backward passes left after the loss's.
+    blocks: Option<BlockPass<B>>,
 }
 
 impl<B: TrainBackend> Gathered<B> {
+    pub(crate) fn per_block(
+        model: Decoder<B>,
+        shard_len: usize,
+        error: Arc<Mutex<Option<TrainerError>>>,
+        blocks: BlockPass<B>,
+    ) -> Self {
+        Gathered {
+            model,
+            leaves: Vec::new(),
+            shard_len,
+            error,
+            blocks: Some(blocks),
+        }
+    }
+
     /// This rank's shard of the sum over ranks of the micro-batch's
-    /// gradient (zeros where no parameter took part).
+    /// gradient (zeros where no parameter took part). Per block, this runs
+    /// the blocks' and the embedding's backward passes first.
     pub fn shard_grad(self, grads: &B::Gradients) -> Result<Vec<f32>> {
         let failed = self.error.lock().ok().and_then(|mut e| e.take());
         if let Some(e) = failed {
             return Err(e);
         }
         let mut shard = vec![0.0f32; self.shard_len];
+        if let Some(pass) = &self.blocks {
+            pass.finish(grads, &mut shard)?;
+        }
         for (b, leaf) in &self.leaves {
             if let Some(g) = leaf.grad(grads) {
                 let values = host(g, "reading the ZeRO-3 gradient shard")?; // [block]
@@ -127,6 +151,9 @@ impl Sharding {
         table: &ParamTable,
         c: &Arc<dyn Collective>,
     ) -> Result<Gathered<B>> {
+        if self.layout.buckets.iter().any(|b| b.group.is_some()) {
+            return self.gather_blocks(hollow, table, c);
+        }
         let master = self
             .master
             .as_ref()
@@ -175,6 +202,7 @@ impl Sharding {
             leaves,
             shard_len: self.layout.shard_len(),
             error,
+            blocks: None,
         })
     }
 
@@ -213,13 +241,14 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Hollow<'_> {
     }
 }
 
-/// Each trainable parameter as its slices of the gathered buckets
-/// (tracked: its gradient flows back into the buckets' nodes).
-struct FromBuckets<'a, AB: AutodiffBackend> {
-    table: &'a ParamTable,
-    slots: BTreeMap<&'a str, (usize, usize)>,
-    buckets: &'a [Bucket],
-    joined: Vec<Tensor<AB, 1>>,
+/// Each trainable parameter in `slots` as its slices of the gathered
+/// buckets (tracked: its gradient flows back into the buckets' nodes).
+/// Every slot must lie within `buckets`.
+pub(super) struct FromBuckets<'a, AB: AutodiffBackend> {
+    pub(super) table: &'a ParamTable,
+    pub(super) slots: BTreeMap<&'a str, (usize, usize)>,
+    pub(super) buckets: &'a [Bucket],
+    pub(super) joined: Vec<Tensor<AB, 1>>,
 }
 
 impl<AB: AutodiffBackend> ModuleMapper<AB> for FromBuckets<'_, AB> {
