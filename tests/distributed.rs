@@ -367,6 +367,21 @@ fn comm_multiple(run_dir: &Path) -> f64 {
         .unwrap_or_else(|| panic!("unreadable: {line}"))
 }
 
+/// The share of the parameters that sit in decoder blocks (the rest:
+/// embedding, final norm, head).
+fn block_fraction(model: &BTreeMap<String, NamedTensor>) -> f64 {
+    let count = |block: bool| -> usize {
+        model
+            .iter()
+            .filter(|(k, _)| k.contains(".layers.") == block)
+            .map(|(_, t)| t.data.len())
+            .sum()
+    };
+    let (blocks, rest) = (count(true), count(false));
+    assert!(blocks > 0 && rest > 0, "no block parameters in {:?}", model.keys());
+    blocks as f64 / (blocks + rest) as f64
+}
+
 /// `reduce_dtype = "bf16"`: gradients travel as bf16 (rounded once per
 /// rank, summed in f32). The run tracks the f32 one-rank run within 2e-4
 /// (losses) and 1e-2 (parameters) relative (measured 3.2e-5 and 3.5e-3, as
@@ -380,9 +395,12 @@ fn bf16_reduce_tracks_one_rank_and_halves_the_traffic() {
     let one = tmp.path().join("one");
     run_ranks(1, fresh(&base), &one);
     let (want_loss, want_model) = (losses(&one), final_model(&one));
-    // grad_accum = 2: ZeRO-2 scatters twice and gathers once, ZeRO-3
-    // gathers and scatters once per micro-batch.
-    for (strategy, ratio) in [("ddp", 0.5), ("zero2", 2.0 / 3.0), ("zero3", 0.75)] {
+    // grad_accum = 2: ZeRO-2 scatters twice and gathers once. ZeRO-3 per
+    // block gathers a block twice and scatters it once (f32 + f32 + bf16
+    // of 3 x f32), the rest once each (f32 + bf16 of 2 x f32).
+    let f = block_fraction(&want_model);
+    let zero3 = (2.5 * f + 1.5 * (1.0 - f)) / (3.0 * f + 2.0 * (1.0 - f));
+    for (strategy, ratio) in [("ddp", 0.5), ("zero2", 2.0 / 3.0), ("zero3", zero3)] {
         let f32_dir = tmp.path().join(format!("{strategy}-f32"));
         run_ranks(2, fresh(&with_reduce(&base, strategy, "f32")), &f32_dir);
         let dir = tmp.path().join(format!("{strategy}-bf16"));
@@ -457,4 +475,54 @@ fn zero3_shards_parameters_and_its_checkpoints_reshard() {
     run_ranks(3, resume(step10, Vec::new()), &on_three);
     let rel = max_rel(&final_model(&on_three), &want);
     assert!(rel <= 1e-5, "resumed on 3 ranks: {rel:.2e}");
+}
+
+/// ZeRO-3 on an attention stack (GQA; tied and untied embeddings) gathers
+/// block by block, as rank 0's log says, and moves per micro-batch 3 x the
+/// block parameters (gather, re-gather for the recomputation,
+/// reduce-scatter) plus 2 x the rest (embedding, final norm, head); a
+/// stack it cannot cut per block (MobileLLM-LS's blocks applied twice)
+/// keeps the whole-model gather, 2 x the parameters. Every run tracks its
+/// one-rank run within 1e-5 relative (losses and parameters).
+#[test]
+fn zero3_per_block_gathers_each_block_and_moves_3_psi_of_blocks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cases: [(&str, bool, &[usize]); 3] = [
+        ("", true, &[2, 3]),
+        ("[model]\ntie_embeddings = false", true, &[2]),
+        ("[model]\nshare_repeat = 2", false, &[2]),
+    ];
+    for (i, (extra, per_block, ranks)) in cases.into_iter().enumerate() {
+        let base = config(extra);
+        let one = tmp.path().join(format!("one-{i}"));
+        run_ranks(1, fresh(&base), &one);
+        let (want_loss, want_model) = (losses(&one), final_model(&one));
+        let f = block_fraction(&want_model);
+        // Two micro-batches in the first step.
+        let (mode, want_comm) = match per_block {
+            true => (
+                "zero3: per-block gather of 2 blocks",
+                2.0 * (3.0 * f + 2.0 * (1.0 - f)),
+            ),
+            false => ("zero3: whole-model gather per micro-batch", 4.0),
+        };
+        for &n in ranks {
+            let dir = tmp.path().join(format!("zero3-{i}-{n}"));
+            run_ranks(n, fresh(&with_distributed(&base, "zero3")), &dir);
+            let log = std::fs::read_to_string(dir.join("train.log")).expect("train.log");
+            let tag = format!("[{}] on {n} ranks", extra.replace('\n', " "));
+            assert!(log.contains(mode), "{tag}: no \"{mode}\" in {log}");
+            let comm = comm_multiple(&dir);
+            let dl = max_loss_rel(&losses(&dir), &want_loss);
+            let dp = max_rel(&final_model(&dir), &want_model);
+            eprintln!("[zero3 {tag}] comm {comm:.4} (want {want_comm:.4}, blocks {f:.3} of the parameters) loss {dl:.2e} params {dp:.2e}");
+            // Padding to a multiple of the ranks adds under 1e-3.
+            assert!(
+                (comm / want_comm - 1.0).abs() < 1e-3,
+                "{tag}: {comm} x the parameters moved, want {want_comm}"
+            );
+            assert!(dl <= 1e-5, "{tag}: losses differ by {dl:.2e}");
+            assert!(dp <= 1e-5, "{tag}: parameters differ by {dp:.2e}");
+        }
+    }
 }
