@@ -114,7 +114,8 @@ impl<B: TrainBackend> Stepper<B> {
         for batch in micro {
             let t0 = Instant::now();
             let scored = self.scored_share(batch)?;
-            // ZeRO-3: this micro-batch's full model, gathered from the shards.
+            // ZeRO-3: this micro-batch's model, gathered from the shards
+            // (whole, or per block by the model's stack runner).
             let gathered = match self
                 .sharding
                 .as_ref()
@@ -140,6 +141,7 @@ impl<B: TrainBackend> Stepper<B> {
             let backward = loss.backward();
             times.forward += (t1 - t0).as_secs_f64();
             if let Some(g) = gathered {
+                // Per block this also runs the blocks' backward passes.
                 let part = g.shard_grad(&backward)?;
                 times.backward += t1.elapsed().as_secs_f64();
                 let part = self.unscale_shard(part, scaler.as_deref());

@@ -139,7 +139,9 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         // ZeRO-3 gathers block by block where the stack allows it.
         let groups = match cfg.distributed.strategy.shards_params() {
             true => {
-                let (groups, note) = crate::world::zero3_block::plan(&model, &stepper.table);
+                let on_policy = cfg.distill.as_ref().is_some_and(|d| d.lmbda > 0.0);
+                let (groups, note) =
+                    crate::world::zero3_block::plan(&model, &stepper.table, on_policy);
                 notes.push(note);
                 groups
             }

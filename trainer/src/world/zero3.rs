@@ -3,9 +3,14 @@
 //! the optimizer state for it; the model it carries is hollow (every
 //! trainable parameter a one-element placeholder that keeps its id).
 //!
-//! For each micro-batch each bucket's block of the shard becomes a leaf
-//! tensor and is all-gathered into the bucket's parameters; a full model is
-//! built from slices of the gathered buckets. Each gather is one graph node
+//! Two ways to gather for a micro-batch. Attention stacks whose blocks own
+//! their FFN and run once gather per block (`zero3_block.rs`: each block's
+//! parameters gathered for its forward and dropped after, re-gathered and
+//! recomputed in the backward, 3 x the block parameters of traffic). The
+//! other stacks (Mamba, RWKV, shared blocks or FFN) gather the whole model,
+//! here: each bucket's block of the shard becomes a leaf tensor and is
+//! all-gathered into the bucket's parameters; a full model is built from
+//! slices of the gathered buckets. Each gather is one graph node
 //! ([`kiln_models::ops::BackwardHook`]) whose backward reduce-scatters the
 //! bucket's gradient, so the gradient that reaches a leaf is already this
 //! rank's block of the sum over ranks. The full model is dropped with the
@@ -13,13 +18,10 @@
 //! walks it in an order fixed by its structure, so the ranks' backward
 //! collectives line up.
 //!
-//! What burn's autodiff decides for us: the matmuls keep their weight
-//! inputs until the backward uses them, so the gathered parameters live
-//! from the forward to the end of the backward (no re-gather in the
-//! backward, 2 Psi of traffic per micro-batch instead of FSDP's 3 Psi;
-//! peak memory during a micro-batch holds the full parameters once, like
-//! activations). Freeing each block's parameters after its forward would
-//! need per-block recomputation in the backward.
+//! In the whole-model gather burn's autodiff keeps each matmul's weight
+//! until the backward uses it, so the gathered parameters live from the
+//! forward to the end of the backward (2 Psi of traffic per micro-batch,
+//! the full parameters held once during it, like activations).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -40,8 +40,18 @@ use crate::grads::ParamTable;
 
 /// The block of each trainable parameter (table order) when ZeRO-3 can
 /// gather block by block, else empty; and the line rank 0 logs about it.
-pub fn plan<B: Backend>(model: &Decoder<B>, table: &ParamTable) -> (Vec<Option<usize>>, String) {
-    match block_groups(model, table) {
+/// `on_policy`: on-policy distillation samples from the student's inner
+/// copy (`valid()`), which needs every parameter at once.
+pub fn plan<B: Backend>(
+    model: &Decoder<B>,
+    table: &ParamTable,
+    on_policy: bool,
+) -> (Vec<Option<usize>>, String) {
+    let groups = match on_policy {
+        true => Err("on-policy distillation samples from the whole student"),
+        false => block_groups(model, table),
+    };
+    match groups {
         Ok(groups) => (
             groups,
             format!(
