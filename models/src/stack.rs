@@ -53,3 +53,95 @@ impl std::fmt::Debug for StackSlot {
         write!(f, "StackSlot({state})")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
+    use burn::tensor::TensorData;
+    use burn_flex::Flex;
+
+    use super::*;
+    use crate::config::Arch;
+    use crate::{Decoder, LanguageModel, ModelConfig};
+
+    type AB = Autodiff<Flex>;
+
+    /// Runs the model's own embedding and blocks, counting its calls.
+    struct Own {
+        model: Decoder<AB>,
+        calls: AtomicUsize,
+    }
+
+    impl StackRunner<AB> for Own {
+        fn run(&self, tokens: Tensor<AB, 2, Int>, rope: Option<&Rope<AB>>) -> Tensor<AB, 3> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let rope = rope.expect("an attention stack has rotary tables");
+            let mut x = self.model.embed_tokens.forward(tokens); // [B, T, dim]
+            for block in &self.model.layers {
+                x = block.forward_alone(x, rope).expect("attention block"); // [B, T, dim]
+            }
+            x
+        }
+    }
+
+    fn gqa_config() -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Llama,
+            vocab_size: 40,
+            dim: 16,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: Some(2),
+            ffn_dim: 32,
+            head_dim: None,
+            max_seq_len: 16,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            tie_embeddings: true,
+            share_repeat: 1,
+            shared_ffn: false,
+            init_std: 0.02,
+            blocks: vec![],
+            d_state: 16,
+            expand: 2,
+            d_conv: 4,
+            dt_rank: None,
+            head_size: 64,
+            rwkv_ffn_dim: None,
+            decay_lora: None,
+            aaa_lora: None,
+            mv_lora: None,
+            gate_lora: None,
+        }
+    }
+
+    /// A runner replaces the embedding and blocks of a training forward
+    /// (same logits, bit for bit, when it runs them block by block with
+    /// `Block::forward_alone`); generation and the inner-backend copy of
+    /// the model never call it.
+    #[test]
+    fn a_runner_replaces_the_stack_of_a_training_forward() {
+        let device = Default::default();
+        let model = Decoder::<AB>::new(&gqa_config(), &device).expect("model");
+        let ids: Vec<i64> = (0..10).map(|i| (i * 7 % 40) as i64).collect();
+        let tokens = Tensor::<AB, 2, Int>::from_data(TensorData::new(ids, [2, 5]), &device);
+        let want = model.forward(tokens.clone()).into_data(); // [2, 5, 40]
+        let own = Arc::new(Own {
+            model: model.clone(),
+            calls: AtomicUsize::new(0),
+        });
+        let mut with = model.clone();
+        with.stack_runner = StackSlot::new::<AB>(own.clone());
+        let got = with.forward(tokens.clone()).into_data(); // [2, 5, 40]
+        assert_eq!(got, want);
+        assert_eq!(own.calls.load(Ordering::Relaxed), 1);
+        let mut cache = with.new_cache();
+        drop(with.forward_cached(tokens.clone(), &mut cache));
+        let inner = with.valid().forward(tokens.inner()).into_data();
+        assert_eq!(inner, want);
+        assert_eq!(own.calls.load(Ordering::Relaxed), 1, "runner called again");
+    }
+}
