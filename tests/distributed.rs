@@ -378,7 +378,11 @@ fn block_fraction(model: &BTreeMap<String, NamedTensor>) -> f64 {
             .sum()
     };
     let (blocks, rest) = (count(true), count(false));
-    assert!(blocks > 0 && rest > 0, "no block parameters in {:?}", model.keys());
+    assert!(
+        blocks > 0 && rest > 0,
+        "no block parameters in {:?}",
+        model.keys()
+    );
     blocks as f64 / (blocks + rest) as f64
 }
 

@@ -288,13 +288,17 @@ impl<B: FusedOps> Decoder<B> {
             _ => None,
         };
         let mut x = match runner {
-            Some(r) => r.run(tokens, rope.as_ref()), // [B, T, dim]
+            Some(r) => r.run(tokens, rope.as_ref()),   // [B, T, dim]
             None => self.embed_tokens.forward(tokens), // [B, T, dim]
         };
         // RWKV-7's value residual: the first RWKV block's v, read by the others.
         let mut v_first = None;
         // A runner has applied the blocks itself.
-        let stored = if runner.is_some() { &[][..] } else { &self.layers[..] };
+        let stored = if runner.is_some() {
+            &[][..]
+        } else {
+            &self.layers[..]
+        };
         for (i, block) in stored.iter().enumerate() {
             if let Some(s) = states.as_deref_mut() {
                 s.push(x.clone());

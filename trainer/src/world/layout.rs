@@ -240,8 +240,11 @@ mod tests {
             .collect();
         let groups = [None, Some(0), Some(0), Some(1), None];
         let l = FlatLayout::grouped(&params, World { rank: 0, size: 3 }, 4, &groups);
-        let spans: Vec<(usize, usize, Option<usize>)> =
-            l.buckets.iter().map(|b| (b.start, b.end, b.group)).collect();
+        let spans: Vec<(usize, usize, Option<usize>)> = l
+            .buckets
+            .iter()
+            .map(|b| (b.start, b.end, b.group))
+            .collect();
         assert_eq!(
             spans,
             vec![

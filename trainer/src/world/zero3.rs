@@ -34,8 +34,8 @@ use kiln_models::ops::BackwardHook;
 use kiln_models::{Decoder, FusedOps, TrainBackend};
 
 use super::layout::Bucket;
-use super::zero3_block::BlockPass;
 use super::zero::{device_vec, host, internal, scatter_bucket, table_device, CommMeter, Sharding};
+use super::zero3_block::BlockPass;
 use super::Collective;
 use crate::config::ReduceDtype;
 use crate::error::{Result, TrainerError};

@@ -239,8 +239,8 @@ impl<AB: TrainBackend> BlockStack<AB> {
             .take()
             .ok_or_else(|| internal("ZeRO-3 per-block backward", "no forward"))?;
         let zeros = || saved.h.clone().inner().zeros_like(); // [B, T, dim]
-        // No gradient (a loss that ignores h) is zeros: every rank must
-        // still run the same collectives.
+                                                             // No gradient (a loss that ignores h) is zeros: every rank must
+                                                             // still run the same collectives.
         let mut g = saved.h.grad(grads).unwrap_or_else(zeros); // [B, T, dim]
         for (b, x) in self.blocks.iter().zip(saved.inputs).rev() {
             let t = Instant::now();
@@ -253,7 +253,7 @@ impl<AB: TrainBackend> BlockStack<AB> {
                 .forward_alone(x.clone(), &saved.rope)
                 .ok_or_else(|| internal("ZeRO-3 per-block backward", "not an attention block"))?; // [B, T, dim]
             let gy = same_dtype(Tensor::<AB, 3>::from_inner(g), y.dtype()); // [B, T, dim]
-            // d(sum(y * gy))/dy = gy exactly: the block's backward from gy.
+                                                                            // d(sum(y * gy))/dy = gy exactly: the block's backward from gy.
             let bg = (y * gy).sum().backward();
             g = x.grad(&bg).unwrap_or_else(zeros); // [B, T, dim]
             let len = b.bucket.end - b.bucket.start;
@@ -364,7 +364,11 @@ impl Sharding {
             .layout
             .slots
             .iter()
-            .filter(|s| buckets.iter().any(|b| b.start <= s.offset && s.offset < b.end))
+            .filter(|s| {
+                buckets
+                    .iter()
+                    .any(|b| b.start <= s.offset && s.offset < b.end)
+            })
             .map(|s| (s.name.as_str(), (s.offset, s.len)))
             .collect();
         let mut model = hollow.clone().map(&mut FromBuckets {
