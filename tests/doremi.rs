@@ -204,10 +204,8 @@ fn train(tmp: &Path, cfg: &Path, dir: &str) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-#[test]
-fn proxy_run_downweights_noise_writes_the_mixture_and_resumes_exactly() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let t = tmp.path();
+/// The three-domain data in `t/mix3` and a 40-step reference model in `t/ref`.
+fn data_and_reference(t: &Path) {
     three_domain_dataset(t);
     let reference = write_config(
         t,
@@ -215,6 +213,13 @@ fn proxy_run_downweights_noise_writes_the_mixture_and_resumes_exactly() {
         &RUN.replace("max_steps = 24", "max_steps = 40"),
     );
     train(t, &reference, "ref");
+}
+
+#[test]
+fn proxy_run_downweights_noise_writes_the_mixture_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    data_and_reference(t);
     let proxy = write_config(t, "proxy.toml", &format!("{RUN}{PROXY}"));
     train(t, &proxy, "full");
 
@@ -304,13 +309,7 @@ fn proxy_on_several_ranks_matches_one_process() {
 
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
-    three_domain_dataset(t);
-    let reference = write_config(
-        t,
-        "ref.toml",
-        &RUN.replace("max_steps = 24", "max_steps = 40"),
-    );
-    train(t, &reference, "ref");
+    data_and_reference(t);
     let text = format!("{RUN}{PROXY}")
         .replace("max_steps = 24", "max_steps = 12")
         .replace("batch_size = 6", "batch_size = 6\ngrad_accum = 2")
