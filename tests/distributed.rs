@@ -54,7 +54,7 @@ fn with_reduce(cfg: &RunConfig, strategy: &str, dtype: &str) -> RunConfig {
 }
 
 /// Trains `cfg` (or resumes `from`) on `n` ranks sharing `run_dir`.
-fn run_ranks(n: usize, start: impl Fn() -> Start, run_dir: &Path) {
+pub(crate) fn run_ranks(n: usize, start: impl Fn() -> Start, run_dir: &Path) {
     let handles: Vec<_> = LocalGroup::new(n, Duration::from_secs(300))
         .into_iter()
         .map(|rank| {
@@ -85,11 +85,11 @@ fn resume(dir: PathBuf, sets: Vec<String>) -> impl Fn() -> Start {
     }
 }
 
-fn final_model(run_dir: &Path) -> BTreeMap<String, NamedTensor> {
+pub(crate) fn final_model(run_dir: &Path) -> BTreeMap<String, NamedTensor> {
     load_checkpoint(run_dir).expect("final checkpoint").model
 }
 
-fn max_rel(a: &BTreeMap<String, NamedTensor>, b: &BTreeMap<String, NamedTensor>) -> f64 {
+pub(crate) fn max_rel(a: &BTreeMap<String, NamedTensor>, b: &BTreeMap<String, NamedTensor>) -> f64 {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     let mut worst = 0.0f64;
     for (name, x) in a {
@@ -104,7 +104,7 @@ fn max_rel(a: &BTreeMap<String, NamedTensor>, b: &BTreeMap<String, NamedTensor>)
     worst
 }
 
-fn losses(run_dir: &Path) -> Vec<f64> {
+pub(crate) fn losses(run_dir: &Path) -> Vec<f64> {
     metric(run_dir, "train/loss")
         .into_iter()
         .map(|(_, v)| v)

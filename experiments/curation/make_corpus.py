@@ -21,7 +21,9 @@ Writes into OUT_DIR:
                          with another seed from the same region
   proxy_train.txt        80-90% clean text (the perplexity proxy model's data)
   doremi/{plays_a,plays_b,web}.jsonl   three domains: two clean halves of the training
-                         region and a "web" domain that is mostly noise
+                         region and a "web" domain that is mostly noise (all six kinds)
+  doremi/web_spam.jsonl  the "web" domain again, its noise only random characters and
+                         boilerplate
   stats.json             documents and characters per kind
 """
 
@@ -139,6 +141,14 @@ def main():
     write_jsonl(os.path.join(out, "doremi", "plays_a.jsonl"), [("clean", d) for d in plays_a])
     write_jsonl(os.path.join(out, "doremi", "plays_b.jsonl"), [("clean", d) for d in plays_b])
     write_jsonl(os.path.join(out, "doremi", "web.jsonl"), web_dom)
+    # A second "web" domain whose noise a language model cannot learn from: random
+    # characters and boilerplate (the two kinds whose loss is not the clean text's: see
+    # the README). Its own seed, so the files above stay as they were.
+    srng = random.Random(11)
+    spam = [(k, noise_doc(k, srng, train_docs, None)) for k in ["random", "boilerplate"] * (len(train_docs) // 2)]
+    spam_dom = [("clean", d) for d in srng.sample(train_docs, len(train_docs) // 10)] + spam
+    srng.shuffle(spam_dom)
+    write_jsonl(os.path.join(out, "doremi", "web_spam.jsonl"), spam_dom)
 
     stats = {}
     for kind, t in web:
@@ -151,6 +161,8 @@ def main():
         "plays_b": sum(len(d) for d in plays_b),
         "web": sum(len(t) for _, t in web_dom),
         "web_noise_share": sum(len(t) for k, t in web_dom if k != "clean") / sum(len(t) for _, t in web_dom),
+        "web_spam": sum(len(t) for _, t in spam_dom),
+        "web_spam_noise_share": sum(len(t) for k, t in spam_dom if k != "clean") / sum(len(t) for _, t in spam_dom),
     }
     with open(os.path.join(out, "stats.json"), "w") as f:
         json.dump(stats, f, indent=1)

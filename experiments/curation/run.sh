@@ -114,10 +114,16 @@ for seed in $SEEDS; do
 done
 
 # 4. DoReMi: reference on the proportional mixture, proxy against it, then the
-# proportional mixture vs the proxy's averaged weights at equal tokens.
-if [ ! -f $W/data/doremi/dataset.json ]; then
-  cat > $W/doremi.data.toml <<EOF
-out = "data/doremi"
+# proportional mixture vs the proxy's averaged weights at equal tokens. Two setups,
+# differing only in the "web" domain's file: "six" (web.jsonl, all six noise kinds)
+# and "spam" (web_spam.jsonl, random characters and boilerplate). Runs of the "six"
+# setup keep their first names (doremi-proxy, proportional, doremi).
+doremi_setup() {  # setup web-file suffix
+  local setup=$1 web=$2 sfx=$3
+  local data=data/doremi$sfx
+  if [ ! -f $W/$data/dataset.json ]; then
+    cat > $W/doremi$sfx.data.toml <<EOF
+out = "$data"
 tokenizer = "tokenizer.json"
 val_fraction = 0.01
 shard_tokens = 1000000
@@ -129,27 +135,50 @@ domain = "plays_b"
 paths = ["doremi/plays_b.jsonl"]
 [[source]]
 domain = "web"
-paths = ["doremi/web.jsonl"]
+paths = ["doremi/$web"]
 EOF
-  "$KILN" data prepare $W/doremi.data.toml >&2
-fi
-DATA="data.datasets=[\"$W/data/doremi\"]"
-train doremi-reference 1 --set "$DATA"
-if [ ! -f $W/runs/doremi-proxy/done ]; then
-  rm -rf $W/runs/doremi-proxy
-  printf '%s\n[doremi]\nreference = "%s"\n' "$(cat model.toml)" "$W/runs/doremi-reference-s1" > $W/proxy.toml
-  "$KILN" train $W/proxy.toml --run-dir $W/runs/doremi-proxy --set training.seed=1 --set "$DATA" \
-    > $W/runs/doremi-proxy.log 2>&1
-  touch $W/runs/doremi-proxy/done
-fi
-python3 - $W/runs/doremi-proxy <<'EOF'
+    "$KILN" data prepare $W/doremi$sfx.data.toml >&2
+  fi
+  local DATA="data.datasets=[\"$W/$data\"]" proxy=$W/runs/doremi-proxy$sfx
+  train doremi-reference$sfx 1 --set "$DATA"
+  if [ ! -f $proxy/done ]; then
+    rm -rf $proxy
+    printf '%s\n[doremi]\nreference = "%s"\n' "$(cat model.toml)" "$W/runs/doremi-reference$sfx-s1" > $W/proxy$sfx.toml
+    "$KILN" train $W/proxy$sfx.toml --run-dir $proxy --set training.seed=1 --set "$DATA" > $proxy.log 2>&1
+    touch $proxy/done
+  fi
+  python3 - $proxy $setup <<'EOF'
 import json, sys, tomllib
 mix = tomllib.load(open(f"{sys.argv[1]}/doremi.toml", "rb"))["data"]["mixture"]
-print(json.dumps({"doremi_weights": mix}))
+print(json.dumps({"doremi_weights": mix, "setup": sys.argv[2]}))
 EOF
-weights=$(python3 -c "import tomllib;m=tomllib.load(open('$W/runs/doremi-proxy/doremi.toml','rb'))['data']['mixture'];print(' '.join(f'--set data.mixture.{k}={v}' for k,v in m.items()))")
-for seed in $SEEDS; do
-  train proportional $seed --set "$DATA"
-  # shellcheck disable=SC2086
-  train doremi $seed --set "$DATA" $weights
+  local weights
+  weights=$(python3 -c "import tomllib;m=tomllib.load(open('$proxy/doremi.toml','rb'))['data']['mixture'];print(' '.join(f'--set data.mixture.{k}={v}' for k,v in m.items()))")
+  for seed in $SEEDS; do
+    train proportional$sfx $seed --set "$DATA"
+    # shellcheck disable=SC2086
+    train doremi$sfx $seed --set "$DATA" $weights
+  done
+}
+doremi_setup six web.jsonl ""
+doremi_setup spam web_spam.jsonl -spam
+
+# Why the two setups differ: the "six" reference model's loss on each kind of
+# the web domain's documents (the first 60 of each kind). DoReMi's excess
+# cannot fall on a kind whose loss the proxy still has to learn like clean text.
+mkdir -p $W/kinds
+python3 - $W <<'EOF2'
+import json, sys
+w = sys.argv[1]
+by = {}
+for l in open(f"{w}/doremi/web.jsonl"):
+    d = json.loads(l)
+    by.setdefault(d["kind"], []).append(d["text"])
+for k, v in by.items():
+    open(f"{w}/kinds/{k}.txt", "w").write("\n\n".join(v[:60]))
+EOF2
+for f in $W/kinds/*.txt; do
+  kind=$(basename "$f" .txt)
+  out=$("$KILN" eval $W/runs/doremi-reference-s1 --data "$f" 2>/dev/null | tail -1)
+  echo "{\"kind_loss\": {\"kind\": \"$kind\", \"result\": $out}}"
 done

@@ -25,8 +25,8 @@ pub use error::ModelError;
 pub use layers::{LoraInit, LoraSpec};
 pub use lm::{LanguageModel, TrainBackend};
 pub use naming::{
-    load_named_tensors, load_named_tensors_where, named_tensors, param_infos, NamedTensor,
-    ParamInfo,
+    for_each_tensor, load_named_tensors, load_named_tensors_where, named_tensors, param_infos,
+    NamedTensor, ParamInfo,
 };
 pub use ops::FusedOps;
 pub use stack::{StackRunner, StackSlot};

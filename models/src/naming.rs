@@ -50,14 +50,15 @@ impl PathStack {
     }
 }
 
-struct InfoVisitor<F: Fn(&str) -> String> {
+struct InfoVisitor<'a, F: Fn(&str) -> String> {
     path: PathStack,
     rename: F,
     out: Vec<ParamInfo>,
-    data: Option<BTreeMap<String, NamedTensor>>,
+    /// Receives each parameter's host copy as it is visited.
+    data: Option<&'a mut dyn FnMut(&str, NamedTensor)>,
 }
 
-impl<B: Backend, F: Fn(&str) -> String> ModuleVisitor<B> for InfoVisitor<F> {
+impl<B: Backend, F: Fn(&str) -> String> ModuleVisitor<B> for InfoVisitor<'_, F> {
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
     }
@@ -68,14 +69,14 @@ impl<B: Backend, F: Fn(&str) -> String> ModuleVisitor<B> for InfoVisitor<F> {
         let name = (self.rename)(&self.path.path());
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
-        if let Some(data) = self.data.as_mut() {
+        if let Some(sink) = self.data.as_mut() {
             let values = tensor
                 .into_data()
                 .convert::<f32>()
                 .into_vec::<f32>()
                 .unwrap_or_default();
-            data.insert(
-                name.clone(),
+            sink(
+                &name,
                 NamedTensor {
                     shape: shape.clone(),
                     data: values,
@@ -104,14 +105,27 @@ pub fn param_infos<B: FusedOps, M: LanguageModel<B>>(model: &M) -> Vec<ParamInfo
 
 /// Host copies of every parameter, keyed by checkpoint name.
 pub fn named_tensors<B: FusedOps, M: LanguageModel<B>>(model: &M) -> BTreeMap<String, NamedTensor> {
+    let mut out = BTreeMap::new();
+    for_each_tensor(model, &mut |name, t| {
+        out.insert(name.to_string(), t);
+    });
+    out
+}
+
+/// Each parameter's host copy with its checkpoint name, in module order,
+/// handed to `f` one at a time: callers that must not hold a host copy of
+/// the whole model (ZeRO's shard fill) keep at most one tensor.
+pub fn for_each_tensor<B: FusedOps, M: LanguageModel<B>>(
+    model: &M,
+    f: &mut dyn FnMut(&str, NamedTensor),
+) {
     let mut v = InfoVisitor {
         path: PathStack::default(),
         rename: |p: &str| model.tensor_name(p),
         out: Vec::new(),
-        data: Some(BTreeMap::new()),
+        data: Some(f),
     };
     model.visit(&mut v);
-    v.data.unwrap_or_default()
 }
 
 struct Loader<'a, F: Fn(&str) -> String> {

@@ -15,8 +15,14 @@
 //! weights); only the loss is reweighted. The reference model runs forward
 //! only, on the inner backend. The weights live in the trainer state, so a
 //! resumed proxy continues them exactly.
+//!
+//! On N ranks each rank scores its share of the global batch: the step's
+//! per-domain excess sums and counts are summed over ranks before the
+//! update (every rank then holds the same weights), and each micro-batch's
+//! loss is divided by the global sum of token weights over N (its share),
+//! so the averaged gradient is the one-process one.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Tensor, TensorData};
 use kiln_data::instruct::IGNORE;
@@ -27,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainerError};
 use crate::loss::token_nll;
 use crate::objective::{batch_tensors, Objective};
+use crate::world::{all_sum_f64, Collective};
 
 /// DoReMi's domain weights and what updates them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +155,17 @@ impl StepExcess {
         }
     }
 
+    /// Sums and counts over all ranks (counts travel as f64: exact).
+    fn reduce(&mut self, c: &dyn Collective) -> Result<()> {
+        let k = self.sums.len();
+        let mut mine = self.sums.clone();
+        mine.extend(self.counts.iter().map(|&n| n as f64));
+        let all = all_sum_f64(c, &mine)?; // [2k]
+        self.sums = all[..k].to_vec();
+        self.counts = all[k..].iter().map(|&n| n.round() as u64).collect();
+        Ok(())
+    }
+
     /// The mean clipped excess per domain (`None`: no token of it).
     pub fn means(&self) -> Vec<Option<f64>> {
         self.sums
@@ -189,6 +207,10 @@ pub struct Doremi<B: TrainBackend> {
     pub smoothing: f64,
     pub fused: bool,
     progress: Mutex<Progress>,
+    collective: Arc<dyn Collective>,
+    /// A failed collective inside `loss_over` (which returns a tensor):
+    /// the step reads it through [`Objective::failure`].
+    failed: Mutex<Option<TrainerError>>,
 }
 
 impl<B: TrainBackend> Doremi<B> {
@@ -198,6 +220,7 @@ impl<B: TrainBackend> Doremi<B> {
         eta: f64,
         smoothing: f64,
         fused: bool,
+        collective: Arc<dyn Collective>,
     ) -> Self {
         let k = weights.current.len();
         Doremi {
@@ -211,7 +234,19 @@ impl<B: TrainBackend> Doremi<B> {
                 seen: 0,
                 expected: 1,
             }),
+            collective,
+            failed: Mutex::new(None),
         }
+    }
+
+    /// `value`, or `fallback` with the error kept for the step to report.
+    fn or_fail<T>(&self, value: Result<T>, fallback: T) -> T {
+        value.unwrap_or_else(|e| {
+            if let Ok(mut slot) = self.failed.lock() {
+                slot.get_or_insert(e);
+            }
+            fallback
+        })
     }
 
     pub fn weights(&self) -> DomainWeights {
@@ -232,8 +267,8 @@ impl<B: TrainBackend> Objective<B> for Doremi<B> {
         p.expected = micro_batches.max(1);
     }
 
-    /// Normalised by the batch's summed token weights, not `scored`: DoReMi
-    /// runs in one process (refused on more ranks).
+    /// Normalised by this rank's share of the global micro-batch's summed
+    /// token weights (the domain weights replace `scored`'s counts).
     fn loss_over(
         &self,
         model: &Decoder<B>,
@@ -255,13 +290,18 @@ impl<B: TrainBackend> Objective<B> for Doremi<B> {
             // its last micro-batch (as the reference does).
             if p.seen == p.expected {
                 let k = p.weights.current.len();
-                let excess = std::mem::replace(&mut p.pending, StepExcess::new(k)).means();
-                p.weights.update(&excess, self.eta, self.smoothing);
+                let mut step = std::mem::replace(&mut p.pending, StepExcess::new(k));
+                let reduced = step.reduce(self.collective.as_ref());
+                self.or_fail(reduced, ());
+                p.weights.update(&step.means(), self.eta, self.smoothing);
             }
             p.weights.current.clone()
         };
         let per_token = token_weights(batch, &weights);
-        let normalizer: f64 = per_token.iter().map(|&w| w as f64).sum();
+        let local: f64 = per_token.iter().map(|&w| w as f64).sum();
+        let size = self.collective.world().size as f64;
+        let global = all_sum_f64(self.collective.as_ref(), &[local]).map(|v| v[0]);
+        let normalizer = self.or_fail(global, local * size) / size;
         let w = Tensor::<B, 2>::from_data(TensorData::new(per_token, [b, t]), device); // [B, T]
         (nll * w)
             .sum()
@@ -311,6 +351,10 @@ impl<B: TrainBackend> Objective<B> for Doremi<B> {
 
     fn run_files(&self, run: &str, step: u64) -> Vec<(&'static str, String)> {
         vec![(DOREMI_FILE, self.weights().mixture_toml(run, step))]
+    }
+
+    fn failure(&self) -> Option<TrainerError> {
+        self.failed.lock().ok().and_then(|mut e| e.take())
     }
 }
 

@@ -55,6 +55,12 @@ pub trait Objective<B: FusedOps> {
     fn run_files(&self, _run: &str, _step: u64) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+
+    /// An error the objective met inside `loss_over` (a failed collective),
+    /// taken once; the step checks it after every loss.
+    fn failure(&self) -> Option<crate::error::TrainerError> {
+        None
+    }
 }
 
 /// Mean next-token cross-entropy over the positions that take loss (all of

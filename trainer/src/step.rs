@@ -130,6 +130,9 @@ impl<B: TrainBackend> Stepper<B> {
                 .objective
                 .loss_over(m, batch, &self.device, scored)
                 .div_scalar(micro.len() as f64); // [1]
+            if let Some(e) = self.objective.failure() {
+                return Err(e);
+            }
             let value: f32 = loss.clone().into_scalar().elem();
             loss_sum += value as f64;
             let t1 = Instant::now();

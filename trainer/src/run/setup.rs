@@ -124,7 +124,8 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         ));
     }
     if let Some(d) = &cfg.doremi {
-        stepper.objective = Box::new(doremi_objective::<B>(&cfg, d, &data, world.size, device)?);
+        let c = req.collective.clone();
+        stepper.objective = Box::new(doremi_objective::<B>(&cfg, d, &data, c, device)?);
         notes.push(format!(
             "doremi: proxy against {} (eta = {}, smoothing = {})",
             d.reference.display(),
@@ -527,16 +528,9 @@ fn doremi_objective<B: TrainBackend>(
     cfg: &RunConfig,
     d: &crate::config::DoremiConfig,
     data: &crate::data_setup::RunData,
-    world_size: usize,
+    collective: Arc<dyn Collective>,
     device: &B::Device,
 ) -> Result<crate::doremi::Doremi<B>> {
-    if world_size > 1 {
-        return Err(TrainerError::invalid(
-            "doremi",
-            "runs in one process for now: the domain weights are not yet reduced across ranks; \
-             train the proxy without mpirun",
-        ));
-    }
     let crate::data_setup::TrainStream::Mixture(sampler) = &data.train else {
         return Err(TrainerError::invalid(
             "doremi",
@@ -568,5 +562,6 @@ fn doremi_objective<B: TrainBackend>(
         d.eta,
         d.smoothing,
         cfg.training.fused_ops,
+        collective,
     ))
 }

@@ -95,6 +95,33 @@ pub fn round_bf16(v: f32) -> f32 {
     from_bf16_bits(to_bf16_bits(v))
 }
 
+/// The element-wise sum over ranks of f64 values, on every rank. Each value
+/// travels as two f32s (its f32 rounding and the rest), so 48 bits survive
+/// the f32 collective; the ranks' values are added in rank order, so every
+/// rank gets the same bits. The identity in one process.
+pub fn all_sum_f64(c: &dyn Collective, values: &[f64]) -> Result<Vec<f64>> {
+    let size = c.world().size;
+    if size == 1 {
+        return Ok(values.to_vec());
+    }
+    let mine: Vec<f32> = values
+        .iter()
+        .flat_map(|&v| {
+            let hi = v as f32;
+            [hi, (v - hi as f64) as f32]
+        })
+        .collect();
+    let all = c.all_gather(&mine)?; // [size * 2 * len]
+    let n = mine.len();
+    Ok((0..values.len())
+        .map(|i| {
+            (0..size)
+                .map(|r| all[r * n + 2 * i] as f64 + all[r * n + 2 * i + 1] as f64)
+                .sum()
+        })
+        .collect())
+}
+
 /// One process, world size 1: every collective is the identity.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SingleProcess;
@@ -136,6 +163,27 @@ mod tests {
                 next = range.end;
             }
             assert_eq!(next, n);
+        }
+    }
+
+    #[test]
+    fn f64_sums_keep_48_bits_over_f32_collectives() {
+        let groups = local::LocalGroup::new(3, std::time::Duration::from_secs(30));
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|g| {
+                std::thread::spawn(move || {
+                    let r = g.world().rank as f64;
+                    all_sum_f64(&g, &[1.0 / 3.0 + r, 1e12 + r * 1e-3, 0.0]).expect("sum")
+                })
+            })
+            .collect();
+        let want = [1.0 + 3.0, 3e12 + 3e-3, 0.0];
+        for h in handles {
+            let got = h.join().expect("rank");
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() <= w.abs() * 1e-14, "{g} vs {w}");
+            }
         }
     }
 

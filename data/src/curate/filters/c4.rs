@@ -91,13 +91,49 @@ fn remove_citations(line: &str) -> String {
     out
 }
 
+/// A line as Python's `line.lower()` sees it, for ASCII needles. An ASCII
+/// line is searched case-insensitively in place (no copy); any other line
+/// is lowered by Unicode rules, because some non-ASCII letters lower to
+/// ASCII ones (the Kelvin sign to `k`).
+enum Lowered<'a> {
+    Ascii(&'a str),
+    Unicode(String),
+}
+
+impl<'a> Lowered<'a> {
+    fn new(line: &'a str) -> Self {
+        if line.is_ascii() {
+            Lowered::Ascii(line)
+        } else {
+            Lowered::Unicode(line.to_lowercase())
+        }
+    }
+
+    /// `needle` must be ASCII lower case.
+    fn contains(&self, needle: &str) -> bool {
+        match self {
+            Lowered::Unicode(s) => s.contains(needle),
+            Lowered::Ascii(s) => s
+                .as_bytes()
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes())),
+        }
+    }
+}
+
 impl C4Quality {
     pub fn filter(&self, text: &str) -> Decision {
-        self.apply(text).decision
+        self.run(text, false).decision
     }
 
     /// The decision and the cleaned text (lines joined by "\n", stripped).
     pub fn apply(&self, text: &str) -> C4Outcome {
+        self.run(text, true)
+    }
+
+    /// The rules; `keep_text` also collects the kept lines (the decision
+    /// alone does not need them).
+    fn run(&self, text: &str, keep_text: bool) -> C4Outcome {
         let drop = |r: &'static str| C4Outcome {
             decision: Decision::drop(r),
             text: None,
@@ -125,7 +161,7 @@ impl C4Quality {
             if n_words < self.min_words_per_line {
                 continue;
             }
-            let lower = line.to_lowercase();
+            let lower = Lowered::new(&line);
             if self.filter_lorem_ipsum && lower.contains("lorem ipsum") {
                 return drop("lorem_ipsum");
             }
@@ -138,17 +174,22 @@ impl C4Quality {
             if self.filter_policy && POLICY_SUBSTRINGS.iter().any(|p| lower.contains(p)) {
                 continue;
             }
-            if self.min_num_sentences != -1 {
+            // The count only grows, so once it reaches the bar the rest of
+            // the lines cannot change the decision: the tokenizer (most of
+            // this filter's time) stops there.
+            if self.min_num_sentences != -1 && num_sentences < self.min_num_sentences {
                 num_sentences += count_sentences(&line) as i64;
             }
-            kept.push(line);
+            if keep_text {
+                kept.push(line);
+            }
         }
         if num_sentences < self.min_num_sentences {
             return drop("too_few_sentences");
         }
         C4Outcome {
             decision: Decision::Keep,
-            text: Some(py_strip(&kept.join("\n")).to_string()),
+            text: keep_text.then(|| py_strip(&kept.join("\n")).to_string()),
         }
     }
 }
@@ -164,5 +205,25 @@ mod tests {
             "a b c d[x] e."
         );
         assert_eq!(remove_citations("[[12]"), "[");
+    }
+
+    #[test]
+    fn lowered_like_python() {
+        assert!(Lowered::new("Enable JavaScript now.").contains("javascript"));
+        assert!(!Lowered::new("Java Script").contains("javascript"));
+        // U+212A KELVIN SIGN lowers to ASCII k, as in Python.
+        assert!(Lowered::new("our coo\u{212A}ie policy").contains("cookie policy"));
+        assert!(Lowered::new("LOREM IPSUM").contains("lorem ipsum"));
+    }
+
+    #[test]
+    fn sentence_bar_stops_counting_without_changing_decisions() {
+        let f = C4Quality::default();
+        let long = "One sentence here. Another one there.\n".repeat(50);
+        assert!(f.filter(&long).is_keep());
+        let short = "One sentence here. Another one there.\n".repeat(2);
+        assert!(!f.filter(&short).is_keep());
+        // A curly bracket after the bar is reached still drops the document.
+        assert!(!f.filter(&(long + "A { bracket.\n")).is_keep());
     }
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::punctuation::is_terminal;
-use super::text::{find_duplicates, py_len, py_strip};
+use super::text::{find_duplicates, py_len, py_split, py_strip};
 use super::words::split_into_words;
 use super::Decision;
 
@@ -78,8 +78,15 @@ impl FineWebQuality {
         // datatrove raises ZeroDivisionError on a document without words
         // (only punctuation-free whitespace-like tokens); the float division
         // drops it when it has a newline and keeps it otherwise.
-        let words = split_into_words(text).len();
         let newlines = text.matches('\n').count();
+        // Every whitespace-separated chunk is at least one spaCy token, so
+        // a ratio already under the bar with chunks in place of words
+        // keeps the document without running the tokenizer.
+        let chunks = py_split(text).count();
+        if chunks > 0 && newlines as f64 / chunks as f64 <= self.new_line_ratio {
+            return Decision::Keep;
+        }
+        let words = split_into_words(text).len();
         if newlines as f64 / words as f64 > self.new_line_ratio {
             return Decision::drop("list_ratio");
         }
