@@ -207,7 +207,8 @@ fn optimizer_state(run_dir: &Path) -> BTreeMap<String, NamedTensor> {
 }
 
 /// Save at N = 2 (ZeRO-1, shards ending in padding), resume at N = 2
-/// (bitwise the uninterrupted run), N = 1 and N = 3 (ZeRO-2): both track it.
+/// (bitwise the uninterrupted run), N = 1 and N = 3 (ZeRO-2, and ZeRO-3
+/// with its per-block layout): all track it.
 #[test]
 fn sharded_checkpoints_resume_exactly_and_reshard() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -245,9 +246,21 @@ fn sharded_checkpoints_resume_exactly_and_reshard() {
     assert!(rel <= 1e-5, "resumed on 1 rank: {rel:.2e}");
     let on_three = tmp.path().join("on-three");
     let sets = vec!["distributed.strategy=\"zero2\"".to_string()];
-    run_ranks(3, resume(step10, sets), &on_three);
+    run_ranks(3, resume(step10.clone(), sets), &on_three);
     let rel = max_rel(&final_model(&on_three), &want);
     assert!(rel <= 1e-5, "resumed on 3 ranks: {rel:.2e}");
+    // Buckets cut by size at N = 2 resume as ZeRO-3's per-block buckets at
+    // N = 3: checkpoints hold NAME@OFFSET segments, not the bucket layout.
+    let per_block = tmp.path().join("per-block-three");
+    let sets = vec!["distributed.strategy=\"zero3\"".to_string()];
+    run_ranks(3, resume(step10, sets), &per_block);
+    let log = std::fs::read_to_string(per_block.join("train.log")).expect("train.log");
+    assert!(log.contains("zero3: per-block gather"), "{log}");
+    let rel = max_rel(&final_model(&per_block), &want);
+    assert!(
+        rel <= 1e-5,
+        "resumed on 3 ranks as ZeRO-3 per block: {rel:.2e}"
+    );
 }
 
 /// Cutting the joined state of a 2-rank checkpoint for 1, 3 and 4 ranks and
