@@ -50,12 +50,15 @@ impl PathStack {
     }
 }
 
+/// Receives a parameter's checkpoint name and host copy.
+type TensorSink<'a> = &'a mut dyn FnMut(&str, NamedTensor);
+
 struct InfoVisitor<'a, F: Fn(&str) -> String> {
     path: PathStack,
     rename: F,
     out: Vec<ParamInfo>,
     /// Receives each parameter's host copy as it is visited.
-    data: Option<&'a mut dyn FnMut(&str, NamedTensor)>,
+    data: Option<TensorSink<'a>>,
 }
 
 impl<B: Backend, F: Fn(&str) -> String> ModuleVisitor<B> for InfoVisitor<'_, F> {
