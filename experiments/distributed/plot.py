@@ -1,5 +1,5 @@
 """Bar charts of scaling.md (tokens/s per arm and round) and memory.md
-(per-rank bytes per strategy and N). Needs matplotlib.
+(per-rank bytes per strategy and N, with rank 0's peak RSS). Needs matplotlib.
   python experiments/distributed/plot.py   # writes scaling.png, memory.png
 """
 import re
@@ -36,17 +36,19 @@ fig.tight_layout()
 fig.savefig(here / "scaling.png", dpi=120)
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
-labels, parts = [], {"params": [], "grads": [], "optimizer": []}
-for n, strategy, p, g, o, *_ in rows("memory.md"):
+labels, parts, rss = [], {"params": [], "grads": [], "optimizer": []}, []
+for n, strategy, p, g, o, _total, peak, *_ in rows("memory.md"):
     labels.append(f"N={n}\n{strategy}")
     for key, cell in zip(parts, (p, g, o)):
         parts[key].append(float(cell.split()[0]))
+    rss.append(float(peak))
 bottom = [0.0] * len(labels)
 for key, values in parts.items():
     ax.bar(labels, values, bottom=bottom, label=key)
     bottom = [b + v for b, v in zip(bottom, values)]
+ax.scatter(labels, rss, color="k", marker="_", s=400, zorder=3, label="rank 0 peak RSS")
 ax.set_ylabel("MiB per rank")
-ax.set_title("MobileLLM-125M, fp32 AdamW: training state per rank")
+ax.set_title("MobileLLM-125M, fp32 AdamW: training state and peak RSS per rank")
 ax.legend(fontsize=8)
 ax.tick_params(axis="x", labelsize=8)
 fig.tight_layout()
