@@ -569,10 +569,17 @@ impl ModelConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn mobilellm(dim: usize, layers: usize, heads: usize, kv: usize, ffn: usize) -> ModelConfig {
+    /// A Llama config of the MobileLLM family (vocab 32000, seq 2048).
+    pub(crate) fn mobilellm(
+        dim: usize,
+        layers: usize,
+        heads: usize,
+        kv: usize,
+        ffn: usize,
+    ) -> ModelConfig {
         ModelConfig {
             arch: Arch::Llama,
             vocab_size: 32000,

@@ -64,7 +64,6 @@ mod tests {
     use burn_flex::Flex;
 
     use super::*;
-    use crate::config::Arch;
     use crate::{Decoder, LanguageModel, ModelConfig};
 
     type AB = Autodiff<Flex>;
@@ -89,32 +88,9 @@ mod tests {
 
     fn gqa_config() -> ModelConfig {
         ModelConfig {
-            arch: Arch::Llama,
             vocab_size: 40,
-            dim: 16,
-            n_layers: 2,
-            n_heads: 4,
-            n_kv_heads: Some(2),
-            ffn_dim: 32,
-            head_dim: None,
             max_seq_len: 16,
-            rope_theta: 10000.0,
-            norm_eps: 1e-5,
-            tie_embeddings: true,
-            share_repeat: 1,
-            shared_ffn: false,
-            init_std: 0.02,
-            blocks: vec![],
-            d_state: 16,
-            expand: 2,
-            d_conv: 4,
-            dt_rank: None,
-            head_size: 64,
-            rwkv_ffn_dim: None,
-            decay_lora: None,
-            aaa_lora: None,
-            mv_lora: None,
-            gate_lora: None,
+            ..crate::config::tests::mobilellm(16, 2, 4, 2, 32)
         }
     }
 
