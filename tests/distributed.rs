@@ -504,10 +504,12 @@ fn zero3_shards_parameters_and_its_checkpoints_reshard() {
 #[test]
 fn zero3_per_block_gathers_each_block_and_moves_3_psi_of_blocks() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cases: [(&str, bool, &[usize]); 3] = [
+    let cases: [(&str, bool, &[usize]); 5] = [
         ("", true, &[2, 3]),
         ("[model]\ntie_embeddings = false", true, &[2]),
         ("[model]\nshare_repeat = 2", false, &[2]),
+        ("[model]\narch = \"mamba\"", true, &[2]),
+        ("[model]\nblocks = [\"mamba\", \"attention\"]", true, &[2]),
     ];
     for (i, (extra, per_block, ranks)) in cases.into_iter().enumerate() {
         let base = config(extra);

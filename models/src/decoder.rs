@@ -99,14 +99,29 @@ impl<B: FusedOps> AttentionBlock<B> {
 }
 
 impl<B: FusedOps> Block<B> {
-    /// One application of an attention block with its own FFN in a
-    /// training forward (no cache): what ZeRO-3's per-block gather runs
-    /// once per block. None for the other kinds (they need the stack's
-    /// shared FFN or recurrent state).
-    pub fn forward_alone(&self, x: Tensor<B, 3>, rope: &Rope<B>) -> Option<Tensor<B, 3>> {
-        match self {
-            Block::Attention(b) if b.mlp.is_some() => Some(b.forward(x, rope, None, None)), // [B, T, dim]
+    /// One application of a block in a training forward (no cache), on
+    /// its own: what ZeRO-3's per-block gather runs once per block. An
+    /// attention block needs its own FFN and the rotary tables; a Mamba
+    /// block needs nothing else. None for RWKV-7 (its value residual runs
+    /// through the stack) and for a block the stack must help.
+    pub fn forward_alone(&self, x: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Option<Tensor<B, 3>> {
+        match (self, rope) {
+            (Block::Attention(b), Some(rope)) if b.mlp.is_some() => {
+                Some(b.forward(x, rope, None, None)) // [B, T, dim]
+            }
+            (Block::Mamba(b), _) => Some(b.forward(x, None)), // [B, T, dim]
             _ => None,
+        }
+    }
+}
+
+impl<B: Backend> Block<B> {
+    /// Whether [`Block::forward_alone`] runs this block.
+    pub fn runs_alone(&self) -> bool {
+        match self {
+            Block::Attention(b) => b.mlp.is_some(),
+            Block::Mamba(_) => true,
+            Block::Rwkv(_) => false,
         }
     }
 }

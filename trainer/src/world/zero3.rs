@@ -3,11 +3,12 @@
 //! the optimizer state for it; the model it carries is hollow (every
 //! trainable parameter a one-element placeholder that keeps its id).
 //!
-//! Two ways to gather for a micro-batch. Attention stacks whose blocks own
-//! their FFN and run once gather per block (`zero3_block.rs`: each block's
-//! parameters gathered for its forward and dropped after, re-gathered and
-//! recomputed in the backward, 3 x the block parameters of traffic). The
-//! other stacks (Mamba, RWKV, shared blocks or FFN) gather the whole model,
+//! Two ways to gather for a micro-batch. Stacks whose blocks each run once
+//! on their own (attention blocks that own their FFN, Mamba blocks) gather
+//! per block (`zero3_block.rs`: each block's parameters gathered for its
+//! forward and dropped after, re-gathered and recomputed in the backward,
+//! 3 x the block parameters of traffic). The other stacks (RWKV-7, shared
+//! blocks or FFN) gather the whole model,
 //! here: each bucket's block of the shard becomes a leaf tensor and is
 //! all-gathered into the bucket's parameters; a full model is built from
 //! slices of the gathered buckets. Each gather is one graph node

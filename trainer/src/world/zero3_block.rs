@@ -76,9 +76,8 @@ fn block_groups<B: Backend>(
     if model.shared_mlp.is_some() {
         return Err("one FFN shared by every block");
     }
-    let own_ffn = |b: &Block<B>| matches!(b, Block::Attention(a) if a.mlp.is_some());
-    if model.layers.is_empty() || !model.layers.iter().all(own_ffn) {
-        return Err("Mamba or RWKV blocks");
+    if model.layers.is_empty() || !model.layers.iter().all(Block::runs_alone) {
+        return Err("RWKV-7 blocks (their value residual runs through the stack)");
     }
     let mut block_of = HashMap::new();
     for (i, block) in model.layers.iter().enumerate() {
@@ -138,7 +137,8 @@ struct Saved<AB: TrainBackend> {
     inputs: Vec<Tensor<AB::InnerBackend, 3>>,
     /// The leaf the head's graph starts from.
     h: Tensor<AB, 3>,
-    rope: Rope<AB>,
+    /// None for a stack without attention blocks.
+    rope: Option<Rope<AB>>,
 }
 
 /// The [`StackRunner`] of one micro-batch's model.
@@ -193,9 +193,7 @@ impl<AB: TrainBackend> BlockStack<AB> {
     /// Each block in turn, off the graph, on parameters gathered for it
     /// alone and dropped after; returns the leaf `h` the head starts from.
     fn forward_blocks(&self, x0: Tensor<AB, 3>, rope: Option<&Rope<AB>>) -> Result<Tensor<AB, 3>> {
-        let rope = rope
-            .ok_or_else(|| internal("ZeRO-3 per-block forward", "no rotary tables"))?
-            .clone();
+        let rope = rope.cloned();
         let mut x = x0.clone().inner(); // [B, T, dim]
         let mut inputs = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
@@ -203,8 +201,10 @@ impl<AB: TrainBackend> BlockStack<AB> {
             let block = self.materialise(b, values);
             inputs.push(x.clone());
             let y = block
-                .forward_alone(Tensor::from_inner(x), &rope)
-                .ok_or_else(|| internal("ZeRO-3 per-block forward", "not an attention block"))?; // [B, T, dim]
+                .forward_alone(Tensor::from_inner(x), rope.as_ref())
+                .ok_or_else(|| {
+                    internal("ZeRO-3 per-block forward", "a block that cannot run alone")
+                })?; // [B, T, dim]
             x = y.inner();
         }
         let h = Tensor::<AB, 3>::from_inner(x).require_grad(); // [B, T, dim]
@@ -250,8 +250,10 @@ impl<AB: TrainBackend> BlockStack<AB> {
             let block = self.materialise(b, params.clone());
             let x = Tensor::<AB, 3>::from_inner(x).require_grad(); // [B, T, dim]
             let y = block
-                .forward_alone(x.clone(), &saved.rope)
-                .ok_or_else(|| internal("ZeRO-3 per-block backward", "not an attention block"))?; // [B, T, dim]
+                .forward_alone(x.clone(), saved.rope.as_ref())
+                .ok_or_else(|| {
+                    internal("ZeRO-3 per-block backward", "a block that cannot run alone")
+                })?; // [B, T, dim]
             let gy = same_dtype(Tensor::<AB, 3>::from_inner(g), y.dtype()); // [B, T, dim]
                                                                             // d(sum(y * gy))/dy = gy exactly: the block's backward from gy.
             let bg = (y * gy).sum().backward();
