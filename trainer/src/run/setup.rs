@@ -111,66 +111,26 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         Some(_) => data.train.restore(&state, cfg.data.reweight_on_resume)?,
         None => data.train.save_into(&mut state),
     }
-    if let Some(d) = &cfg.distill {
-        stepper.objective = Box::new(teacher_objective::<B>(&cfg, d, &data, device)?);
-        let from = match (&d.cache, &d.teacher) {
-            (Some(c), _) => format!("the cache {} ({} targets)", c.display(), d.cache_targets),
-            (None, Some(t)) => t.display().to_string(),
-            (None, None) => String::new(),
-        };
-        notes.push(format!(
-            "distill: {} from {from} (T = {}, alpha = {}, on-policy share {})",
-            d.loss, d.temperature, d.alpha, d.lmbda
-        ));
-    }
-    if let Some(d) = &cfg.doremi {
-        let c = req.collective.clone();
-        stepper.objective = Box::new(doremi_objective::<B>(&cfg, d, &data, c, device)?);
-        notes.push(format!(
-            "doremi: proxy against {} (eta = {}, smoothing = {})",
-            d.reference.display(),
-            d.eta,
-            d.smoothing
-        ));
-    }
+    install_objective(
+        &cfg,
+        &data,
+        &req.collective,
+        device,
+        &mut stepper,
+        &mut notes,
+    )?;
     if resumed.is_some() {
         stepper.objective.restore(state.objective.as_ref())?;
     }
     if world.size > 1 {
-        // ZeRO-3 gathers block by block where the stack allows it.
-        let groups = match cfg.distributed.strategy.shards_params() {
-            true => {
-                let on_policy = cfg.distill.as_ref().is_some_and(|d| d.lmbda > 0.0);
-                let (groups, note) =
-                    crate::world::zero3_block::plan(&model, &stepper.table, on_policy);
-                notes.push(note);
-                groups
-            }
-            false => Vec::new(),
-        };
-        stepper.sharding = Some(crate::world::setup::sharding(
+        model = shard_world(
             &cfg,
-            world,
-            &stepper.table,
-            &mut stepper.opt,
+            model,
+            &mut stepper,
+            &req.collective,
             device,
-            &groups,
-        ));
-        notes.push(crate::world::setup::describe(&cfg, world));
-        // Every rank drew (or loaded) the same weights: checked by hash
-        // rather than broadcast, which would hold the model twice more.
-        if let Some(s) = &stepper.sharding {
-            s.check_replicas(&model, req.collective.as_ref())?;
-        }
-        crate::world::setup::check_masks(cfg.distributed.strategy, !stepper.opt.masks.is_empty())?;
-        if let Some(s) = stepper
-            .sharding
-            .as_mut()
-            .filter(|s| s.strategy.shards_params())
-        {
-            // ZeRO-3: from here on this rank holds only its parameter shard.
-            model = s.hollow(model, &stepper.table);
-        }
+            &mut notes,
+        )?;
     }
     stepper.opt.set_updates(state.optimizer_updates);
     stepper.steps_taken = state.step;
@@ -210,6 +170,89 @@ pub fn prepare<B: TrainBackend>(req: TrainRequest, device: &B::Device) -> Result
         content,
         notes,
     })
+}
+
+/// The loss the run trains on when it is not plain next-token prediction:
+/// distillation from a teacher (or its cache), or DoReMi's proxy.
+fn install_objective<B: TrainBackend>(
+    cfg: &RunConfig,
+    data: &RunData,
+    collective: &Arc<dyn Collective>,
+    device: &B::Device,
+    stepper: &mut Stepper<B>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    if let Some(d) = &cfg.distill {
+        stepper.objective = Box::new(teacher_objective::<B>(cfg, d, data, device)?);
+        let from = match (&d.cache, &d.teacher) {
+            (Some(c), _) => format!("the cache {} ({} targets)", c.display(), d.cache_targets),
+            (None, Some(t)) => t.display().to_string(),
+            (None, None) => String::new(),
+        };
+        notes.push(format!(
+            "distill: {} from {from} (T = {}, alpha = {}, on-policy share {})",
+            d.loss, d.temperature, d.alpha, d.lmbda
+        ));
+    }
+    if let Some(d) = &cfg.doremi {
+        let c = collective.clone();
+        stepper.objective = Box::new(doremi_objective::<B>(cfg, d, data, c, device)?);
+        notes.push(format!(
+            "doremi: proxy against {} (eta = {}, smoothing = {})",
+            d.reference.display(),
+            d.eta,
+            d.smoothing
+        ));
+    }
+    Ok(())
+}
+
+/// More than one rank: the `Sharding` of the configured strategy, the
+/// initial weights checked identical across ranks, and (ZeRO-3) the model
+/// made hollow. Returns the model this rank keeps.
+fn shard_world<B: TrainBackend>(
+    cfg: &RunConfig,
+    mut model: Decoder<B>,
+    stepper: &mut Stepper<B>,
+    collective: &Arc<dyn Collective>,
+    device: &B::Device,
+    notes: &mut Vec<String>,
+) -> Result<Decoder<B>> {
+    let world = collective.world();
+    // ZeRO-3 gathers block by block where the stack allows it.
+    let groups = match cfg.distributed.strategy.shards_params() {
+        true => {
+            let on_policy = cfg.distill.as_ref().is_some_and(|d| d.lmbda > 0.0);
+            let (groups, note) = crate::world::zero3_block::plan(&model, &stepper.table, on_policy);
+            notes.push(note);
+            groups
+        }
+        false => Vec::new(),
+    };
+    stepper.sharding = Some(crate::world::setup::sharding(
+        cfg,
+        world,
+        &stepper.table,
+        &mut stepper.opt,
+        device,
+        &groups,
+    ));
+    notes.push(crate::world::setup::describe(cfg, world));
+    // Every rank drew (or loaded) the same weights: checked by hash
+    // rather than broadcast, which would hold the model twice more.
+    if let Some(s) = &stepper.sharding {
+        s.check_replicas(&model, collective.as_ref())?;
+    }
+    crate::world::setup::check_masks(cfg.distributed.strategy, !stepper.opt.masks.is_empty())?;
+    if let Some(s) = stepper
+        .sharding
+        .as_mut()
+        .filter(|s| s.strategy.shards_params())
+    {
+        // ZeRO-3: from here on this rank holds only its parameter shard.
+        model = s.hollow(model, &stepper.table);
+    }
+    Ok(model)
 }
 
 type Resolved = (

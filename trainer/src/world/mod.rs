@@ -15,6 +15,7 @@ pub mod setup;
 pub mod zero;
 pub mod zero3;
 pub mod zero3_block;
+mod zero_gather;
 
 use crate::error::Result;
 
